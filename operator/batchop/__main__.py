@@ -1,0 +1,7 @@
+"""``python -m batchop``: the same as the ``batchop`` console script."""
+
+import sys
+
+from batchop.cli import main
+
+sys.exit(main())

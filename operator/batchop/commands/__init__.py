@@ -1,0 +1,1 @@
+"""One module per ``batchop`` subcommand; each exposes ``register(subparsers)``."""

@@ -1,0 +1,35 @@
+"""Secrets never reach a log line: SAS signatures, account keys, auth headers, registered values."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from batchop import logs
+from batchop.redact import redact, register_secret
+
+
+def test_sas_signature_removed() -> None:
+    url = "http://127.0.0.1:10000/devstoreaccount1/input/a.txt?sv=2024-11-04&sp=r&sig=abc%2Bdef%3D&se=2030"
+    out = redact(url)
+    assert "abc%2Bdef" not in out
+    assert "sig=REDACTED" in out and "sp=r" in out
+
+
+def test_connection_string_key_removed() -> None:
+    text = "DefaultEndpointsProtocol=http;AccountName=dev;AccountKey=Eby8vdM02xNOcqF==;BlobEndpoint=x"
+    assert "Eby8vdM02xNOcqF" not in redact(text)
+
+
+def test_registered_secret_removed() -> None:
+    register_secret("s3cr3t-value-123")
+    assert redact("key is s3cr3t-value-123!") == "key is REDACTED!"
+
+
+def test_json_log_line_is_redacted(capsys: object) -> None:
+    logs.configure("INFO", "json")
+    logging.getLogger("t").info("url %s", "https://x/y?sp=r&sig=SECRETSIG")
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    entry = json.loads(err.strip().splitlines()[-1])
+    assert "SECRETSIG" not in err
+    assert entry["level"] == "info" and entry["logger"] == "t"
