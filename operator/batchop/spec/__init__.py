@@ -1,0 +1,11 @@
+"""The BatchJobSchedule resource model: ids, validation, the Batch request body, normalisation, diffs.
+
+Plain typed modules with no Kubernetes or Azure client in them, so the operator, its admission
+webhook and the offline tools (``batchop render``, ``batchop convert``) share one definition:
+
+- :mod:`batchop.spec.naming`: Batch schedule ids derived from namespace and name.
+- :mod:`batchop.spec.validation`: every check that runs before any Azure call.
+- :mod:`batchop.spec.legacy`: field names and images of earlier Batch API versions (2016 onwards).
+- :mod:`batchop.spec.mapping`: the Batch create / PATCH bodies for a resource's spec.
+- :mod:`batchop.spec.normalize`, :mod:`batchop.spec.diff`: desired vs observed, compared as Batch stores them.
+"""
