@@ -1,0 +1,239 @@
+"""Prometheus metrics of the operator: per-resource gauges, Batch API calls, reconciles, SAS expiry.
+
+Everything is registered on one :class:`Metrics` object (module default :data:`METRICS`, on
+prometheus-client's default registry, so process metrics come along). The operator calls:
+
+- :func:`observe_resource` after each status write (or poll) with the resource's spec and status:
+  sets ``batchop_schedule_ready``, ``_suspended``, ``_last_job_succeeded``, ``_next_run_timestamp_seconds``,
+  ``batchop_sas_expiry_timestamp_seconds``; :func:`forget_resource` when the resource is gone;
+- :class:`MetricsPolicy` installed in the Batch client pipeline (``per_retry_policies=[MetricsPolicy()]``):
+  ``batchop_batch_requests_total{operation,status}``, ``batchop_batch_request_duration_seconds{operation}``,
+  ``batchop_batch_throttled_total{operation}`` (429 and 503 answers), one sample per HTTP attempt;
+- :func:`reconcile_timer` around a handler body (``with reconcile_timer("create"): ...``):
+  ``batchop_reconcile_duration_seconds{handler}``, ``batchop_reconcile_errors_total{handler,error}``;
+- :func:`start_metrics_server` to serve ``/metrics`` (``batchop run --metrics-port``).
+
+Label values are bounded: ``operation`` is the HTTP method and the URL path with ids replaced by
+``{id}`` (``GET /jobschedules/{id}``), never an id or a query string.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import SansIOHTTPPolicy
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+#: HTTP statuses counted as throttling: 429 Too Many Requests, and 503 Server Busy (Batch sends both).
+THROTTLE_STATUSES = frozenset({429, 503})
+
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_RECONCILE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+_START_KEY = "batchop_metrics_start"
+
+
+class Metrics:
+    """The operator's metric families, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        per_resource = ["namespace", "name"]
+        self.ready = Gauge(
+            "batchop_schedule_ready",
+            "1 when the resource's Ready condition is True (its Batch schedule exists as declared), else 0.",
+            per_resource, registry=registry)
+        self.suspended = Gauge(
+            "batchop_schedule_suspended",
+            "1 when the schedule is suspended (spec.suspend) or disabled in Batch, else 0.",
+            per_resource, registry=registry)
+        self.last_job_succeeded = Gauge(
+            "batchop_schedule_last_job_succeeded",
+            "Result of the schedule's most recent completed job: 1 success, 0 failure; absent before the first.",
+            per_resource, registry=registry)
+        self.next_run = Gauge(
+            "batchop_schedule_next_run_timestamp_seconds",
+            "When Batch will create the schedule's next job (Unix time); absent when none is planned.",
+            per_resource, registry=registry)
+        self.sas_expiry = Gauge(
+            "batchop_sas_expiry_timestamp_seconds",
+            "Expiry (Unix time) of the SAS tokens currently in the schedule's job specification.",
+            per_resource, registry=registry)
+        self.batch_requests = Counter(
+            "batchop_batch_requests",
+            "Azure Batch HTTP requests (each attempt) by operation and HTTP status ('error': no answer).",
+            ["operation", "status"], registry=registry)
+        self.batch_latency = Histogram(
+            "batchop_batch_request_duration_seconds",
+            "Azure Batch HTTP request latency by operation.",
+            ["operation"], buckets=_REQUEST_BUCKETS, registry=registry)
+        self.batch_throttled = Counter(
+            "batchop_batch_throttled",
+            "Azure Batch answers telling the operator to slow down (429, 503) by operation.",
+            ["operation"], registry=registry)
+        self.reconcile_duration = Histogram(
+            "batchop_reconcile_duration_seconds",
+            "Duration of reconcile handlers (create, update, delete, resume, poll ...).",
+            ["handler"], buckets=_RECONCILE_BUCKETS, registry=registry)
+        self.reconcile_errors = Counter(
+            "batchop_reconcile_errors",
+            "Reconcile handler runs that raised, by handler and exception class.",
+            ["handler", "error"], registry=registry)
+        self._known: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    # -- per resource ---------------------------------------------------------------------------------
+
+    def observe_resource(self, namespace: str, name: str, *, spec: Mapping[str, Any] | None,
+                         status: Mapping[str, Any] | None) -> None:
+        """Set the per-resource gauges from the resource's ``spec`` and ``status`` (as stored in Kubernetes)."""
+        spec = spec or {}
+        status = status or {}
+        labels = (namespace, name)
+        with self._lock:
+            self._known.add(labels)
+        self.ready.labels(*labels).set(1 if condition_status(status, "Ready") == "True" else 0)
+        suspended = bool(spec.get("suspend")) or str(status.get("state", "")).lower() == "disabled"
+        self.suspended.labels(*labels).set(1 if suspended else 0)
+
+        recent = status.get("recentJob") or {}
+        result = str(recent.get("result") or "").lower()
+        if result in ("success", "failure"):
+            self.last_job_succeeded.labels(*labels).set(1 if result == "success" else 0)
+        _set_or_remove(self.next_run, labels, _timestamp(status.get("nextRunTime")))
+        sas = status.get("sas") or {}
+        _set_or_remove(self.sas_expiry, labels, _timestamp(sas.get("expiresAt")))
+
+    def forget_resource(self, namespace: str, name: str) -> None:
+        """Remove every per-resource series of a deleted resource."""
+        labels = (namespace, name)
+        with self._lock:
+            self._known.discard(labels)
+        for gauge in (self.ready, self.suspended, self.last_job_succeeded, self.next_run, self.sas_expiry):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
+
+    # -- Batch requests -------------------------------------------------------------------------------
+
+    def observe_request(self, operation: str, status: int | None, seconds: float) -> None:
+        """Record one Batch HTTP attempt; ``status`` None means no answer (connection error, timeout)."""
+        self.batch_requests.labels(operation, "error" if status is None else str(status)).inc()
+        self.batch_latency.labels(operation).observe(seconds)
+        if status in THROTTLE_STATUSES:
+            self.batch_throttled.labels(operation).inc()
+
+    # -- reconciles -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def reconcile_timer(self, handler: str) -> Iterator[None]:
+        """Time the ``with`` body as one run of ``handler``; an exception also counts as an error (re-raised)."""
+        start = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            self.reconcile_errors.labels(handler, type(exc).__name__).inc()
+            raise
+        finally:
+            self.reconcile_duration.labels(handler).observe(time.perf_counter() - start)
+
+
+def condition_status(status: Mapping[str, Any], kind: str) -> str | None:
+    """``status.conditions[type=kind].status`` ("True", "False", "Unknown"), or None when absent."""
+    for condition in status.get("conditions") or ():
+        if isinstance(condition, Mapping) and condition.get("type") == kind:
+            value = condition.get("status")
+            return str(value) if value is not None else None
+    return None
+
+
+def operation_name(method: str, url: str) -> str:
+    """A bounded label for a Batch request: ``"GET /jobschedules/{id}"``, ``"POST /jobschedules/{id}/disable"``.
+
+    Batch paths alternate collection names and ids (``/jobs/{id}/tasks/{id}``) and end with an action
+    name (``/disable``, ``/taskcounts``) at a collection position, so every odd segment is an id.
+    """
+    segments = [s for s in urlsplit(url).path.split("/") if s]
+    template = ["{id}" if index % 2 else segment.lower() for index, segment in enumerate(segments)]
+    return f"{method.upper()} /{'/'.join(template)}"
+
+
+class MetricsPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
+    """An azure-core pipeline policy recording every Batch HTTP attempt into :class:`Metrics`.
+
+    Works in sync and async pipelines. Install it per retry, so that each attempt (and each 429) counts:
+    ``BatchClient(endpoint, credential, per_retry_policies=[MetricsPolicy()])``.
+    """
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics if self._metrics is not None else METRICS
+
+    def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
+        request.context[_START_KEY] = time.perf_counter()
+
+    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:  # type: ignore[type-arg]
+        self._record(request, response.http_response.status_code)
+
+    def on_exception(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
+        self._record(request, None)
+
+    def _record(self, request: PipelineRequest, status: int | None) -> None:  # type: ignore[type-arg]
+        start = request.context.get(_START_KEY)
+        seconds = time.perf_counter() - start if isinstance(start, float) else 0.0
+        http = request.http_request
+        self.metrics.observe_request(operation_name(http.method, http.url), status, seconds)
+
+
+def _timestamp(value: Any) -> float | None:
+    """Unix seconds of an RFC 3339 timestamp (``2025-01-01T00:00:00Z``) or datetime; None if absent/invalid."""
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _set_or_remove(gauge: Gauge, labels: tuple[str, str], value: float | None) -> None:
+    if value is None:
+        with contextlib.suppress(KeyError):
+            gauge.remove(*labels)
+    else:
+        gauge.labels(*labels).set(value)
+
+
+#: The operator's metrics, on prometheus-client's default registry.
+METRICS = Metrics()
+
+
+def observe_resource(namespace: str, name: str, *, spec: Mapping[str, Any] | None,
+                     status: Mapping[str, Any] | None) -> None:
+    """:meth:`Metrics.observe_resource` on :data:`METRICS`."""
+    METRICS.observe_resource(namespace, name, spec=spec, status=status)
+
+
+def forget_resource(namespace: str, name: str) -> None:
+    """:meth:`Metrics.forget_resource` on :data:`METRICS`."""
+    METRICS.forget_resource(namespace, name)
+
+
+def reconcile_timer(handler: str) -> contextlib.AbstractContextManager[None]:
+    """:meth:`Metrics.reconcile_timer` on :data:`METRICS`."""
+    return METRICS.reconcile_timer(handler)
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> int:
+    """Serve ``/metrics`` on ``addr:port`` in a daemon thread; returns the bound port (``port=0``: any free)."""
+    server, _thread = start_http_server(port, addr=addr, registry=registry)
+    return int(server.server_address[1])
