@@ -366,6 +366,11 @@ def spec_schema() -> JSONSchema:
     return copy.deepcopy(_spec_schema())
 
 
+def shared_spec_schema() -> JSONSchema:
+    """The ``spec`` schema, built once and shared: callers must not change it (validation, normalisation)."""
+    return _spec_schema()
+
+
 def printer_columns() -> list[JSONSchema]:
     return [
         {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
