@@ -1,0 +1,245 @@
+"""batchop.webhook: the admission verdicts (on the model's validation), certificates, the configuration shape."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import json
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from batchop import webhook
+from batchop.webhook import CertificateAuthority, WebhookOptions, WebhookRegistrar, review
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD_SPEC: dict[str, Any] = {
+    "schedule": {"recurrenceInterval": "PT1H"},
+    "jobSpecification": {
+        "poolInfo": {
+            "autoPoolSpecification": {
+                "poolLifetimeOption": "job",
+                "pool": {
+                    "vmSize": "standard_d2s_v3",
+                    "virtualMachineConfiguration": {
+                        "imageReference": {"publisher": "canonical", "offer": "0001-com-ubuntu-server-jammy",
+                                           "sku": "22_04-lts", "version": "latest"},
+                        "nodeAgentSKUId": "batch.node.ubuntu 22.04",
+                    },
+                    "targetDedicatedNodes": 1,
+                },
+            }
+        },
+        "jobManagerTask": {"id": "wordcount", "commandLine": "/bin/sh -c 'echo hello'"},
+    },
+}
+
+
+def resource(spec: dict[str, Any] | None = None, **metadata: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "azurebatch.dev/v1alpha1",
+        "kind": "BatchJobSchedule",
+        "metadata": {"name": "wordcount", "namespace": "default", **metadata},
+        "spec": copy.deepcopy(GOOD_SPEC if spec is None else spec),
+    }
+
+
+def with_change(path: str, value: Any, *, delete: bool = False) -> dict[str, Any]:
+    obj = resource()
+    node = obj["spec"]
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    if delete:
+        del node[last]
+    else:
+        node[last] = value
+    return obj
+
+
+def test_good_spec_is_admitted() -> None:
+    verdict = review("CREATE", resource())
+    assert verdict.allowed, verdict.message
+
+
+POOL = "jobSpecification.poolInfo.autoPoolSpecification.pool"
+
+BAD_INPUTS = [
+    # (what, path to change, value, text the message must contain)
+    ("bad duration", "schedule.recurrenceInterval", "1 hour", "spec.schedule.recurrenceInterval"),
+    ("interval under a minute", "schedule.recurrenceInterval", "PT30S", "spec.schedule.recurrenceInterval"),
+    ("2016 name targetDedicated", f"{POOL}.targetDedicated", 1, "targetDedicatedNodes"),
+    ("2016 name maxTasksPerNode", f"{POOL}.maxTasksPerNode", 1, "taskSlotsPerNode"),
+    ("2016 name runElevated", "jobSpecification.jobManagerTask.runElevated", True, "userIdentity"),
+    ("bad secret name", "account.credentialsSecretRef", {"name": "Batch_Credentials"}, "credentialsSecretRef"),
+    ("bad blob reference", "jobSpecification.jobManagerTask.resourceFiles",
+     [{"blob": {"container": "Bad_Container!", "path": "x.sh"}, "filePath": "x.sh"}], "resourceFiles[0]"),
+    ("blob path without filePath", "jobSpecification.jobManagerTask.resourceFiles",
+     [{"blob": {"container": "input", "path": "x.sh"}}], "filePath"),
+    ("bad deletionPolicy", "deletionPolicy", "Keep", "spec.deletionPolicy"),
+    ("bad scheduleId", "scheduleId", "has spaces!", "spec.scheduleId"),
+]
+
+
+@pytest.mark.parametrize(("what", "path", "value", "expected"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_each_class_of_bad_input_is_refused_naming_the_field(what: str, path: str, value: Any, expected: str) -> None:
+    verdict = review("CREATE", with_change(path, value))
+    assert not verdict.allowed, what
+    assert expected in verdict.message, verdict.message
+    assert all(line.startswith("spec") for line in verdict.errors), verdict.errors
+
+
+def test_missing_required_field_is_refused() -> None:
+    verdict = review("CREATE", with_change("jobSpecification", None, delete=True))
+    assert not verdict.allowed
+    assert "spec.jobSpecification" in verdict.message
+
+
+def test_bad_annotation_is_refused() -> None:
+    verdict = review("CREATE", resource(annotations={"azurebatch.dev/reconcile-policy": "sometimes"}))
+    assert not verdict.allowed
+    assert "azurebatch.dev/reconcile-policy" in verdict.message
+
+
+def test_schedule_id_is_immutable_once_set() -> None:
+    old = with_change("scheduleId", "nightly")
+    new = with_change("scheduleId", "nightly-2")
+    verdict = review("UPDATE", new, old)
+    assert not verdict.allowed
+    assert "spec.scheduleId: is immutable once set" in verdict.message
+    removed = resource()
+    assert not review("UPDATE", removed, old).allowed
+    assert review("UPDATE", copy.deepcopy(old), old).allowed
+
+
+def test_schedule_id_in_use_cannot_be_changed_by_setting_it() -> None:
+    old = resource()
+    old["status"] = {"scheduleId": "default_wordcount"}
+    assert not review("UPDATE", with_change("scheduleId", "other"), old).allowed
+    assert review("UPDATE", with_change("scheduleId", "default_wordcount"), old).allowed
+    edited = with_change("suspend", True)
+    assert review("UPDATE", edited, old).allowed
+
+
+def test_metadata_only_updates_and_deletions_are_always_admitted() -> None:
+    # An object that is invalid (e.g. stored while the webhook was down) must still lose its finalizer.
+    bad = with_change("schedule.recurrenceInterval", "nonsense")
+    assert not review("CREATE", bad).allowed
+    patched = copy.deepcopy(bad)
+    patched["metadata"]["finalizers"] = []
+    patched["metadata"]["annotations"] = {"kopf.zalando.org/last-handled-configuration": "{}"}
+    assert review("UPDATE", patched, bad).allowed
+    deleting = copy.deepcopy(bad)
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    deleting["spec"]["suspend"] = True
+    assert review("UPDATE", deleting, bad).allowed
+    assert review("DELETE", None, bad).allowed
+
+
+def test_warnings_do_not_refuse() -> None:
+    spec = copy.deepcopy(GOOD_SPEC)
+    spec["jobSpecification"]["jobManagerTask"]["resourceFiles"] = [
+        {"httpUrl": "https://a.blob.core.windows.net/c/x.sh?sv=1&sig=abc", "filePath": "x.sh"}]
+    verdict = review("CREATE", resource(spec))
+    assert verdict.allowed, verdict.message
+    assert any("SAS" in w for w in verdict.warnings)
+
+
+# -- the configuration ------------------------------------------------------------------------------------------
+
+
+def test_shipped_configuration_matches_what_the_operator_registers() -> None:
+    shipped = yaml.safe_load((ROOT / "manifests/webhook/validating_webhook_configuration.yaml").read_text())
+    registrar = WebhookRegistrar(service=("batchop-system", "batchop-webhook"))
+    generated = webhook.configuration_body(registrar.client_config("https://ignored:9443", None))
+    assert shipped["metadata"]["name"] == generated["metadata"]["name"] == webhook.CONFIGURATION_NAME
+    assert shipped["webhooks"] == generated["webhooks"]
+    (entry,) = shipped["webhooks"]
+    assert entry["failurePolicy"] == "Ignore"
+    assert entry["timeoutSeconds"] <= 10
+    assert entry["rules"][0]["resources"] == ["batchschedules"]
+
+
+def test_local_registrar_uses_the_url_and_handler_path() -> None:
+    config = WebhookRegistrar().client_config("https://127.0.0.1:9443", "Q0E=")
+    assert config == {"url": "https://127.0.0.1:9443/validate", "caBundle": "Q0E="}
+
+
+def test_rbac_allows_exactly_the_configuration_the_operator_patches() -> None:
+    role = yaml.safe_load((ROOT / "manifests/rbac/common/cluster_role.yaml").read_text())
+    rules = [r for r in role["rules"] if r["apiGroups"] == ["admissionregistration.k8s.io"]]
+    assert rules == [{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+                      "resourceNames": [webhook.CONFIGURATION_NAME], "verbs": ["get", "patch"]}]
+
+
+# -- certificates -----------------------------------------------------------------------------------------------
+
+
+def test_generated_certificate_serves_https_trusted_by_the_ca_bundle(tmp_path: Path) -> None:
+    server = webhook.build_server(WebhookOptions(port=0, listen="127.0.0.1", host="127.0.0.1", cert_dir=tmp_path))
+    server.port = None  # a free port
+
+    async def answer(request: Any, **_: Any) -> dict[str, Any]:
+        return {"echo": request}
+
+    async def main() -> dict[str, Any]:
+        calls: list[tuple[str, str | None]] = []
+
+        async def fake_register(url: str, ca_bundle: str | None) -> None:
+            calls.append((url, ca_bundle))
+
+        server.registrar.register = fake_register  # type: ignore[method-assign]
+        generator = server(answer)
+        config = await generator.__anext__()
+        try:
+            assert calls and calls[0][0] == config["url"]
+            cafile = webhook.ca_bundle_of(config)
+            assert cafile is not None and b"BEGIN CERTIFICATE" in cafile
+            context = ssl.create_default_context(cadata=cafile.decode())
+            async with aiohttp.ClientSession() as session, session.post(
+                f"{config['url']}/validate", data=json.dumps({"x": 1}), ssl=context
+            ) as response:
+                assert response.status == 200
+                return dict(await response.json())
+        finally:
+            await generator.aclose()
+
+    assert asyncio.run(main()) == {"echo": {"x": 1}}
+
+
+def test_certificate_is_renewed_when_a_third_of_its_life_is_left(tmp_path: Path) -> None:
+    authority = CertificateAuthority(tmp_path, ["batchop-webhook.ns.svc"], lifetime=dt.timedelta(days=3))
+    assert authority.renew_if_due()
+    first = authority.files.bundle.read_bytes()
+    assert not authority.renew_if_due()
+    assert authority.files.bundle.read_bytes() == first
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=2, hours=1)
+    assert authority.renew_if_due(later)
+    assert authority.files.bundle.read_bytes() != first
+    assert (authority.files.bundle.stat().st_mode & 0o777) == 0o600
+    # The CA does not change with the serving certificate: the registered caBundle stays valid.
+    assert authority.files.ca.read_bytes() == authority.ca_pem
+
+
+def test_mounted_certificates_are_used_as_given(tmp_path: Path) -> None:
+    authority = CertificateAuthority(tmp_path / "gen", ["127.0.0.1"])
+    authority.issue()
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    (mounted / "tls.crt").write_bytes(authority.files.bundle.read_bytes())
+    (mounted / "tls.key").write_bytes(authority.files.bundle.read_bytes())
+    (mounted / "ca.crt").write_bytes(authority.ca_pem)
+    server = webhook.build_server(WebhookOptions(port=9443, cert_dir=mounted))
+    assert server.authority is None
+    assert server.certfile == mounted / "tls.crt" and server.cafile == mounted / "ca.crt"
+
+
+def test_service_mode_needs_a_namespace() -> None:
+    with pytest.raises(ValueError, match="POD_NAMESPACE"):
+        webhook.build_server(WebhookOptions(port=9443, service="batchop-webhook"))
