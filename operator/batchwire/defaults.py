@@ -1,7 +1,26 @@
-"""Values Azure Batch fills in when a job schedule is read back (API 2025-06-01).
+"""Values Azure Batch fills in when a job schedule or job is read back (API 2025-06-01).
 
 The local Batch service writes these into stored objects; the operator applies the same defaults
 to its desired state before comparing, so that an omitted field never looks like drift.
+
+Sources (recorded real traffic of the azure-batch SDK's own tests, Azure/azure-sdk-for-python
+``sdk/batch/azure-batch/tests/recordings/``):
+
+- ``test_batch.pyTestBatchtest_batch_job_schedules[sync].json``: a job schedule created with only
+  ``poolInfo``, ``constraints.maxTaskRetryCount`` and ``onAllTasksComplete`` reads back with
+  ``priority 0``, ``maxParallelTasks -1``, ``allowTaskPreemption false``, ``usesTaskDependencies
+  false``, ``onTaskFailure noaction`` and ``constraints.maxWallClockTime
+  P10675199DT2H48M5.4775807S`` (TimeSpan.MaxValue), in that order; durations normalised.
+- ``test_batch.pyTestBatchtest_batch_jobs[sync].json``: task ``constraints {maxWallClockTime,
+  retentionTime P7D, maxTaskRetryCount 0}`` and ``userIdentity {autoUser {scope pool,
+  elevationLevel nonadmin}}`` on a job preparation task; an auto pool specification reads back with
+  ``keepAlive false`` and pool ``taskSlotsPerNode 1``, ``taskSchedulingPolicy {nodeFillType
+  Spread}``, ``resizeTimeout PT15M``, ``targetDedicatedNodes 0``, ``targetLowPriorityNodes 0``,
+  ``enableAutoScale false``, ``enableInterNodeCommunication false``.
+
+The job manager task's defaults (``killJobOnCompletion true``, ``runExclusive true``,
+``allowLowPriorityNode true``, ``requiredSlots 1``, task constraints and the auto-user identity) are
+the REST reference's documented defaults, returned like the job preparation task's above.
 """
 
 from __future__ import annotations
@@ -31,6 +50,8 @@ TASK_CONSTRAINTS_DEFAULTS: dict[str, Any] = {
     "maxTaskRetryCount": 0,
 }
 
+AUTO_USER_DEFAULT: dict[str, Any] = {"autoUser": {"scope": "pool", "elevationLevel": "nonadmin"}}
+
 JOB_MANAGER_TASK_DEFAULTS: dict[str, Any] = {
     "killJobOnCompletion": True,
     "runExclusive": True,
@@ -38,20 +59,66 @@ JOB_MANAGER_TASK_DEFAULTS: dict[str, Any] = {
     "requiredSlots": 1,
 }
 
+AUTO_POOL_SPECIFICATION_DEFAULTS: dict[str, Any] = {"keepAlive": False}
+
+AUTO_POOL_DEFAULTS: dict[str, Any] = {
+    "taskSlotsPerNode": 1,
+    "taskSchedulingPolicy": {"nodeFillType": "Spread"},
+    "resizeTimeout": "PT15M",
+    "targetDedicatedNodes": 0,
+    "targetLowPriorityNodes": 0,
+    "enableAutoScale": False,
+    "enableInterNodeCommunication": False,
+}
+
+
+def _with_defaults(values: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` first (in Batch's order), overridden by ``values``, then the rest of ``values``."""
+    out = {key: copy.deepcopy(values.get(key, default)) for key, default in defaults.items()}
+    for key, value in values.items():
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _task_defaults(task: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = copy.deepcopy(task)
+    out["constraints"] = _with_defaults(out.get("constraints") or {}, TASK_CONSTRAINTS_DEFAULTS)
+    out.setdefault("userIdentity", copy.deepcopy(AUTO_USER_DEFAULT))
+    for key, value in (extra or {}).items():
+        out.setdefault(key, value)
+    return out
+
+
+def apply_auto_pool_defaults(auto: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an ``autoPoolSpecification`` with Batch's read-time defaults."""
+    out = copy.deepcopy(auto)
+    for key, value in AUTO_POOL_SPECIFICATION_DEFAULTS.items():
+        out.setdefault(key, value)
+    pool = out.get("pool")
+    if isinstance(pool, dict):
+        out["pool"] = _with_defaults(pool, {"vmSize": pool.get("vmSize"), **AUTO_POOL_DEFAULTS})
+        if out["pool"].get("vmSize") is None:
+            out["pool"].pop("vmSize")
+    return out
+
 
 def apply_job_specification_defaults(spec: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of a ``jobSpecification`` with Batch's read-time defaults filled in."""
-    out = copy.deepcopy(spec)
-    for key, value in JOB_SPECIFICATION_DEFAULTS.items():
-        out.setdefault(key, value)
-    constraints = out.setdefault("constraints", {})
-    for key, value in JOB_CONSTRAINTS_DEFAULTS.items():
-        constraints.setdefault(key, value)
+    """Return a copy of a ``jobSpecification`` (or a job body) with Batch's read-time defaults filled in."""
+    out = _with_defaults(spec, JOB_SPECIFICATION_DEFAULTS)
+    out["constraints"] = _with_defaults(out.get("constraints") or {}, JOB_CONSTRAINTS_DEFAULTS)
     manager = out.get("jobManagerTask")
     if isinstance(manager, dict):
-        for key, value in JOB_MANAGER_TASK_DEFAULTS.items():
-            manager.setdefault(key, value)
-        task_constraints = manager.setdefault("constraints", {})
-        for key, value in TASK_CONSTRAINTS_DEFAULTS.items():
-            task_constraints.setdefault(key, value)
+        out["jobManagerTask"] = _task_defaults(manager, JOB_MANAGER_TASK_DEFAULTS)
+    preparation = out.get("jobPreparationTask")
+    if isinstance(preparation, dict):
+        out["jobPreparationTask"] = _task_defaults(
+            preparation, {"id": "jobpreparation", "waitForSuccess": True, "rerunOnNodeRebootAfterSuccess": True}
+        )
+    pool_info = out.get("poolInfo")
+    if isinstance(pool_info, dict) and isinstance(pool_info.get("autoPoolSpecification"), dict):
+        out["poolInfo"] = {
+            **pool_info,
+            "autoPoolSpecification": apply_auto_pool_defaults(pool_info["autoPoolSpecification"]),
+        }
     return out

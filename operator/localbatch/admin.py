@@ -1,0 +1,150 @@
+"""The admin API under ``/_emulator/`` (outside the Batch API; never faulted).
+
+Allowed without credentials from loopback clients; from anywhere else the request must carry
+``X-Emulator-Key: <account key>``.
+
+- ``GET  /_emulator/health``: ``{"status": "ok"}``
+- ``GET  /_emulator/info``: endpoint, account, time scale, virtual time, work dir, engine, TLS
+- ``GET  /_emulator/counts``: requests per operation ``{op: {"total": n, "byStatus": {"201": n}}}``;
+  ``DELETE`` resets them
+- ``GET  /_emulator/faults`` / ``POST`` (partial): ``{"rate", "codes", "latencyMs", "retryAfter",
+  "nextN", "operations", "injected"}``
+- ``GET  /_emulator/clock`` / ``POST {"scale": X}`` / ``POST {"advance": "PT1H"}`` (or
+  ``"advanceSeconds"``): virtual time
+- ``POST /_emulator/reset``: forget every object and count (the engine restarts)
+- ``GET  /_emulator/state``: the whole store, as the state file holds it
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from batchwire import durations
+from localbatch import persistence
+
+if TYPE_CHECKING:
+    from localbatch.service import Service
+
+
+def _svc(request: web.Request) -> Service:
+    return request.app["service"]  # type: ignore[no-any-return]
+
+
+def _authorize(request: web.Request) -> None:
+    peer = request.remote or ""
+    try:
+        if ipaddress.ip_address(peer).is_loopback:
+            return
+    except ValueError:
+        pass
+    sent = request.headers.get("X-Emulator-Key", "")
+    if not hmac.compare_digest(sent.encode(), _svc(request).config.key.encode()):
+        raise web.HTTPForbidden(text="admin API: call from loopback or send X-Emulator-Key: <account key>\n")
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        data = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text="admin API: the body must be a JSON object\n") from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(text="admin API: the body must be a JSON object\n")
+    return data
+
+
+async def health(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response({"status": "ok"})
+
+
+async def info(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response(_svc(request).info())
+
+
+async def get_counts(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response(_svc(request).counts_json())
+
+
+async def reset_counts(request: web.Request) -> web.Response:
+    _authorize(request)
+    _svc(request).counts.clear()
+    return web.json_response({})
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response(_svc(request).faults.to_json())
+
+
+async def set_faults(request: web.Request) -> web.Response:
+    _authorize(request)
+    svc = _svc(request)
+    try:
+        svc.faults.update(await _json(request))
+    except (TypeError, ValueError) as exc:
+        raise web.HTTPBadRequest(text=f"admin API: {exc}\n") from None
+    return web.json_response(svc.faults.to_json())
+
+
+def _clock_json(svc: Service) -> dict[str, Any]:
+    return {"now": svc.clock.now().isoformat(), "scale": svc.clock.scale}
+
+
+async def get_clock(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response(_clock_json(_svc(request)))
+
+
+async def set_clock(request: web.Request) -> web.Response:
+    _authorize(request)
+    svc = _svc(request)
+    data = await _json(request)
+    try:
+        if "scale" in data:
+            svc.clock.set_scale(float(data["scale"]))
+        if "advance" in data:
+            svc.clock.advance(durations.parse(str(data["advance"])))
+        if "advanceSeconds" in data:
+            svc.clock.advance(timedelta(seconds=float(data["advanceSeconds"])))
+    except (TypeError, ValueError) as exc:
+        raise web.HTTPBadRequest(text=f"admin API: {exc}\n") from None
+    notify = getattr(svc.engine, "clock_changed", None)
+    if callable(notify):
+        notify()
+    svc.store.mark_changed()
+    return web.json_response(_clock_json(svc))
+
+
+async def reset(request: web.Request) -> web.Response:
+    _authorize(request)
+    await _svc(request).reset()
+    return web.json_response({})
+
+
+async def state(request: web.Request) -> web.Response:
+    _authorize(request)
+    svc = _svc(request)
+    return web.json_response(persistence.dump(svc.store, svc.clock))
+
+
+def add_routes(app: web.Application) -> None:
+    router = app.router
+    router.add_get("/_emulator/health", health, name="admin_health")
+    router.add_get("/_emulator/info", info, name="admin_info")
+    router.add_get("/_emulator/counts", get_counts, name="admin_counts")
+    router.add_delete("/_emulator/counts", reset_counts, name="admin_reset_counts")
+    router.add_get("/_emulator/faults", get_faults, name="admin_faults")
+    router.add_post("/_emulator/faults", set_faults, name="admin_set_faults")
+    router.add_get("/_emulator/clock", get_clock, name="admin_clock")
+    router.add_post("/_emulator/clock", set_clock, name="admin_set_clock")
+    router.add_post("/_emulator/reset", reset, name="admin_reset")
+    router.add_get("/_emulator/state", state, name="admin_state")

@@ -1,0 +1,158 @@
+"""The aiohttp application: Batch API routes, the token endpoint, the admin API, one middleware.
+
+The middleware gives every response ``request-id``, ``DataServiceVersion: 3.0`` and the
+``client-request-id`` the client sent; counts requests per operation and status; and, for Batch
+API requests only, applies the injected latency and faults, checks ``api-version`` and
+authenticates (SharedKey or bearer) before the handler runs. :class:`~localbatch.errors.BatchError`
+becomes Batch's error body; anything unexpected becomes 500 ``InternalError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from batchwire import timestamps
+from localbatch import admin, api_jobs, api_pools, api_schedules
+from localbatch.errors import BatchError
+from localbatch.faults import ConnectionReset
+from localbatch.responses import json_response
+
+if TYPE_CHECKING:
+    from localbatch.service import Service
+
+log = logging.getLogger("localbatch.server")
+_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.\d+\.\d+)?$")
+_UNAUTHENTICATED = {"openid_configuration", "issue_token"}
+
+
+def error_response(svc: Service, request: web.Request, error: BatchError, request_id: str) -> web.Response:
+    body = error.body(base_url=svc.base_url, request_id=request_id, time=timestamps.format(svc.clock.now()))
+    return json_response(body, status=error.status or 400, headers=error.headers)
+
+
+def _check_api_version(request: web.Request) -> None:
+    version = request.query.get("api-version")
+    if not version:
+        raise BatchError(
+            "MissingRequiredQueryParameter",
+            [("QueryParameterName", "api-version"), ("Reason", "send ?api-version=2025-06-01")],
+        )
+    if not _API_VERSION.match(version):
+        raise BatchError(
+            "InvalidQueryParameterValue",
+            [("QueryParameterName", "api-version"), ("QueryParameterValue", version)],
+        )
+
+
+@web.middleware
+async def batch_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    svc: Service = request.app["service"]
+    request_id = str(uuid.uuid4())
+    started = time.perf_counter()
+    route = request.match_info.route
+    operation = route.name or "unmatched"
+    is_admin = request.path.startswith("/_emulator/") or request.path == "/_emulator"
+    response: web.StreamResponse
+    try:
+        if is_admin or operation in _UNAUTHENTICATED:
+            response = await handler(request)
+        else:
+            if svc.faults.latency_ms > 0:
+                await asyncio.sleep(svc.faults.latency_ms / 1000)
+            fault = svc.faults.pick(operation, svc.rng)
+            if fault is not None:
+                raise svc.faults.error_for(fault)
+            exception = request.match_info.http_exception
+            svc.authenticator.verify(request.method, request.raw_path, request.headers)
+            if exception is not None:
+                if exception.status == 405:
+                    raise BatchError("UnsupportedHttpVerb", status=405)
+                raise BatchError("InvalidUri", status=404, values=[("Reason", f"no resource at {request.path}")])
+            _check_api_version(request)
+            response = await handler(request)
+    except BatchError as error:
+        response = error_response(svc, request, error, request_id)
+    except ConnectionReset:
+        svc.count(operation, 0)
+        if request.transport is not None:
+            request.transport.abort()
+        log.info("fault injected: connection reset", extra={"operation": operation})
+        raise asyncio.CancelledError() from None
+    except web.HTTPException as exc:
+        if is_admin:
+            raise
+        response = error_response(svc, request, BatchError("InvalidUri", status=exc.status), request_id)
+    except Exception:
+        log.exception("request failed", extra={"operation": operation, "requestId": request_id})
+        response = error_response(svc, request, BatchError("InternalError"), request_id)
+    response.headers["request-id"] = request_id
+    response.headers["DataServiceVersion"] = "3.0"
+    client_request_id = request.headers.get("client-request-id")
+    if client_request_id:
+        response.headers["client-request-id"] = client_request_id
+    if not is_admin:
+        svc.count(operation, response.status)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug(
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "operation": operation,
+                "status": response.status,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+    return response
+
+
+async def openid_configuration(request: web.Request) -> web.Response:
+    svc: Service = request.app["service"]
+    if svc.tokens is None:
+        raise BatchError("InvalidUri", status=404, values=[("Reason", "the token endpoint needs --tls")])
+    return web.json_response(svc.tokens.openid_configuration(request.match_info["tenant"]))
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    """OAuth 2.0 client-credentials grant; the client secret is the account key."""
+    svc: Service = request.app["service"]
+    if svc.tokens is None:
+        raise BatchError("InvalidUri", status=404, values=[("Reason", "the token endpoint needs --tls")])
+    form = await request.post()
+    if form.get("grant_type") != "client_credentials":
+        return web.json_response(
+            {"error": "unsupported_grant_type", "error_description": "only client_credentials is supported"},
+            status=400,
+        )
+    secret = str(form.get("client_secret", ""))
+    if not secret or not svc.tokens.check_client_secret(secret):
+        return web.json_response(
+            {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."},
+            status=401,
+        )
+    body = svc.tokens.issue(
+        tenant=request.match_info["tenant"],
+        client_id=str(form.get("client_id", "")),
+        scope=str(form.get("scope", "")),
+    )
+    return web.json_response(body)
+
+
+def build_app(svc: Service) -> web.Application:
+    app = web.Application(middlewares=[batch_middleware], client_max_size=2 * 1024 * 1024)
+    app["service"] = svc
+    for method, path, name, handler in api_schedules.ROUTES + api_jobs.ROUTES + api_pools.ROUTES:
+        app.router.add_route(method, path, handler, name=name)
+    admin.add_routes(app)
+    app.router.add_get(
+        "/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration, name="openid_configuration"
+    )
+    app.router.add_post("/{tenant}/oauth2/v2.0/token", issue_token, name="issue_token")
+    return app

@@ -1,0 +1,269 @@
+"""The local Batch service as one object: configuration, store, clock, engine, HTTP server.
+
+:class:`Service` binds the aiohttp application (:mod:`localbatch.server`) to a host and port,
+restores the state file, starts the engine with the service's own URL, and on :meth:`stop`
+stops accepting requests, stops the engine (killing task processes) and writes the state.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import random
+import ssl
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from localbatch import persistence, tlscert
+from localbatch.auth import Authenticator
+from localbatch.clock import VirtualClock
+from localbatch.errors import BatchError
+from localbatch.faults import FaultConfig, parse_codes
+from localbatch.store import Store
+from localbatch.tokens import TokenIssuer
+
+log = logging.getLogger("localbatch.service")
+
+# A fixed, documented development key (like Azurite's): base64 of 64 bytes. Never use it in Azure.
+DEFAULT_KEY = base64.b64encode(b"batchop-local-batch-service-development-key-not-a-secret-0123456").decode()
+
+
+class EngineProtocol(Protocol):
+    """What the API layer calls on the engine (CONTRACTS.md)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def schedule_changed(self, key: str) -> None: ...
+    def terminate_schedule(self, key: str) -> None: ...
+    def delete_schedule(self, key: str) -> None: ...
+    def job_created(self, key: str) -> None: ...
+    def terminate_job(self, key: str, reason: str = "UserTerminate") -> None: ...
+    def delete_job(self, key: str) -> None: ...
+    def delete_pool(self, key: str) -> None: ...
+    def counts(self, job_key: str) -> dict[str, Any]: ...
+
+
+@dataclass
+class ServiceConfig:
+    host: str = "127.0.0.1"
+    port: int = 8090
+    account: str = "devbatch"
+    key: str = DEFAULT_KEY
+    time_scale: float = 1.0
+    execute: bool = True
+    no_execute_exit_code: int = 0
+    work_dir: Path | None = None
+    state_file: Path | None = None
+    fault_rate: float = 0.0
+    fault_codes: list[str] = field(default_factory=lambda: ["429", "503"])
+    latency_ms: float = 0.0
+    retry_after: int = 1
+    tls: bool = False
+    job_quota: int = 0
+    """Active jobs + job schedules allowed (0 = unlimited); beyond it 409 ActiveJobAndScheduleQuotaReached."""
+    state_debounce: float = 0.2
+    seed: int | None = None
+
+
+@dataclass
+class OperationCounts:
+    total: int = 0
+    by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class Service:
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        try:
+            key_bytes = base64.b64decode(config.key, validate=True)
+        except ValueError:
+            raise ValueError("--key must be base64 (for example the output of: openssl rand -base64 64)") from None
+        if not key_bytes:
+            raise ValueError("--key must not be empty")
+        self.key_bytes = key_bytes
+        self.store = Store()
+        self.clock = VirtualClock(config.time_scale)
+        self.faults = FaultConfig(
+            rate=config.fault_rate,
+            codes=parse_codes(config.fault_codes) or ["429", "503"],
+            latency_ms=config.latency_ms,
+            retry_after=config.retry_after,
+        )
+        self.rng = random.Random(config.seed)
+        self.counts: dict[str, OperationCounts] = defaultdict(OperationCounts)
+        self.work_dir = Path(config.work_dir or tempfile.mkdtemp(prefix="localbatch-")).resolve()
+        self.base_url = ""
+        self.tokens: TokenIssuer | None = None
+        self.authenticator = Authenticator(config.account, config.key)
+        self.engine: EngineProtocol = _UnavailableEngine()
+        self.engine_available = False
+        self.cert_path: Path | None = None
+        self._runner: web.AppRunner | None = None
+        self._state_writer: persistence.StateWriter | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        from localbatch.server import build_app
+
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        ssl_context = None
+        scheme = "http"
+        if self.config.tls:
+            self.cert_path, key_path = tlscert.generate(self.work_dir / "tls", self.config.host)
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(self.cert_path, key_path)
+            scheme = "https"
+        app = build_app(self)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, ssl_context=ssl_context)
+        await site.start()
+        port = self._bound_port(site)
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        self.base_url = f"{scheme}://{host}:{port}"
+        if self.config.tls:
+            self.tokens = TokenIssuer(self.key_bytes, self.base_url)
+            self.authenticator.tokens = self.tokens
+        if self.config.state_file is not None:
+            persistence.load(self.config.state_file, self.store, self.clock)
+        await self._start_engine()
+        if self.config.state_file is not None:
+            self._state_writer = persistence.StateWriter(
+                self.config.state_file, self.store, self.clock, self.config.state_debounce
+            )
+            self._state_writer.start()
+        log.info("local Batch service started", extra={"endpoint": self.base_url, "account": self.config.account})
+
+    def _bound_port(self, site: web.TCPSite) -> int:
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else self.config.port
+
+    async def _start_engine(self) -> None:
+        engine_class = _load_engine_class()
+        if engine_class is None:
+            log.error("the execution engine (localbatch.engine) is not available: no jobs will be created")
+            self.engine = _UnavailableEngine()
+            self.engine_available = False
+            return
+        self.engine = engine_class(
+            self.store,
+            self.clock,
+            work_dir=self.work_dir,
+            base_url=self.base_url,
+            execute=self.config.execute,
+            no_execute_exit_code=self.config.no_execute_exit_code,
+        )
+        self.engine_available = True
+        await self.engine.start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
+        try:
+            await self.engine.stop()
+        except Exception:  # pragma: no cover - shutdown must finish
+            log.exception("engine stop failed")
+        if self._state_writer is not None:
+            await self._state_writer.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        log.info("local Batch service stopped")
+
+    async def reset(self) -> None:
+        """Forget every object (admin ``reset``): stop the engine, clear the store, start a new engine."""
+        await self.engine.stop()
+        self.store.clear()
+        self.counts.clear()
+        await self._start_engine()
+
+    # -- request bookkeeping ----------------------------------------------------------------------
+    def count(self, operation: str, status: int) -> None:
+        entry = self.counts[operation]
+        entry.total += 1
+        entry.by_status[str(status)] += 1
+
+    def counts_json(self) -> dict[str, Any]:
+        return {op: {"total": c.total, "byStatus": dict(c.by_status)} for op, c in sorted(self.counts.items())}
+
+    def check_quota(self) -> None:
+        quota = self.config.job_quota
+        if quota <= 0:
+            return
+        live = sum(1 for s in self.store.schedules.values() if s.get("state") in ("active", "disabled"))
+        live += sum(1 for j in self.store.jobs.values() if j.get("state") in ("active", "disabled"))
+        if live >= quota:
+            raise BatchError("ActiveJobAndScheduleQuotaReached")
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.base_url,
+            "account": self.config.account,
+            "timeScale": self.clock.scale,
+            "virtualTime": self.clock.now().isoformat(),
+            "execute": self.config.execute,
+            "engine": self.engine_available,
+            "workDir": str(self.work_dir),
+            "stateFile": str(self.config.state_file) if self.config.state_file else None,
+            "tls": self.config.tls,
+            "certificate": str(self.cert_path) if self.cert_path else None,
+            "tokenAuthority": self.base_url if self.config.tls else None,
+            "pid": os.getpid(),
+        }
+
+
+def _load_engine_class() -> Any:
+    try:
+        from localbatch.engine import Engine
+    except ImportError as exc:
+        if exc.name not in ("localbatch.engine",):
+            raise
+        return None
+    return Engine
+
+
+class _UnavailableEngine:
+    """Stands in when ``localbatch.engine`` is not installed: objects are stored, nothing runs."""
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def schedule_changed(self, key: str) -> None:
+        return None
+
+    def terminate_schedule(self, key: str) -> None:
+        return None
+
+    def delete_schedule(self, key: str) -> None:
+        return None
+
+    def job_created(self, key: str) -> None:
+        return None
+
+    def terminate_job(self, key: str, reason: str = "UserTerminate") -> None:
+        return None
+
+    def delete_job(self, key: str) -> None:
+        return None
+
+    def delete_pool(self, key: str) -> None:
+        return None
+
+    def counts(self, job_key: str) -> dict[str, Any]:
+        zero = {"active": 0, "running": 0, "completed": 0, "succeeded": 0, "failed": 0}
+        return {"taskCounts": dict(zero), "taskSlotCounts": dict(zero)}
