@@ -29,15 +29,27 @@ POOL = JOB["properties"]["poolInfo"]["properties"]["autoPoolSpecification"]["pro
 
 def test_regenerating_changes_nothing() -> None:
     assert crdgen.CRD_PATH.read_text() == crdgen.render(), "run: python -m batchop.crdgen --write"
+    assert crdgen.CEL_CRD_PATH.read_text() == crdgen.render(cel=True), "run: python -m batchop.crdgen --write"
     assert crdgen.main(["--check"]) == 0
 
 
 def test_check_fails_on_a_stale_file(tmp_path: Any) -> None:
-    stale = tmp_path / "crd.yaml"
-    stale.write_text(crdgen.render().replace("targetDedicatedNodes", "targetDedicatedNode", 1))
-    assert crdgen.main(["--check", "--path", str(stale)]) == 1
-    assert crdgen.main(["--write", "--path", str(stale)]) == 0
-    assert crdgen.main(["--check", "--path", str(stale)]) == 0
+    assert crdgen.main(["--check", "--dir", str(tmp_path)]) == 1  # missing
+    assert crdgen.main(["--write", "--dir", str(tmp_path)]) == 0
+    assert crdgen.main(["--check", "--dir", str(tmp_path)]) == 0
+    stale = tmp_path / crdgen.FILE_NAME
+    stale.write_text(stale.read_text().replace("targetDedicatedNodes", "targetDedicatedNode", 1))
+    assert crdgen.main(["--check", "--dir", str(tmp_path)]) == 1
+
+
+def test_cel_rules_only_in_the_cel_variant() -> None:
+    """kubectl's client-side validation against a pre-1.25 API server refuses x-kubernetes-validations."""
+    assert "x-kubernetes-validations" not in crdgen.CRD_PATH.read_text()
+    cel = yaml.safe_load(crdgen.CEL_CRD_PATH.read_text())
+    rules = cel["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+    assert any("oldSelf.scheduleId" in rule["rule"] for rule in rules)
+    cel["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].pop("x-kubernetes-validations")
+    assert cel == CRD
 
 
 def test_names_and_version() -> None:
@@ -78,8 +90,7 @@ def test_schema_is_structural() -> None:
         for junctor in ("oneOf", "anyOf", "allOf"):
             for option in node.get(junctor, []):
                 assert set(option) <= {"required"}, f"{path}.{junctor} sets {set(option)}"
-        if "not" in node:
-            assert node["not"] == {}, path
+        assert "not" not in node, path
         if node.get("type") == "object" and path:
             assert "properties" in node or "additionalProperties" in node, f"{path} is an open object"
 
@@ -135,8 +146,6 @@ def test_operator_fields_and_defaults() -> None:
     assert props["successfulJobsHistoryLimit"]["default"] == 3
     assert props["failedJobsHistoryLimit"]["default"] == 1
     assert props["account"]["properties"]["credentialsSecretRef"]["required"] == ["name"]
-    rules = SPEC["x-kubernetes-validations"]
-    assert any("oldSelf.scheduleId" in rule["rule"] for rule in rules)
 
 
 def test_blob_reference_extension() -> None:
@@ -166,6 +175,9 @@ def test_legacy_names_are_forbidden_not_pruned(path: tuple[str, ...], replacemen
         node = node["properties"][name]
     assert crdmod.is_forbidden(node)
     assert replacement in node["description"]
+    assert node["x-kubernetes-int-or-string"] is True
+    (only,) = node["enum"]  # the API server's message then names the fix
+    assert only.startswith("none: ") and replacement in only
     assert crdmod.is_forbidden(MANAGER["properties"]["resourceFiles"]["items"]["properties"]["blobSource"])
 
 

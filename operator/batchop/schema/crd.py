@@ -11,8 +11,8 @@ models (:mod:`batchop.schema.sdkmodels`), amended with:
   ``autoPoolSpecification``).
 
 The operator's own fields (``scheduleId``, ``suspend``, ``deletionPolicy``, ``account``, ``storage``,
-history limits), the status, printer columns and CEL rules (enforced on Kubernetes >= 1.25, ignored
-before) are declared here. ``python -m batchop.crdgen`` writes the result to ``crds/``.
+history limits), the status and printer columns are declared here, and CEL rules for a variant of the CRD
+for Kubernetes >= 1.25 (``crds/cel/``). ``python -m batchop.crdgen --write`` writes both to ``crds/``.
 """
 
 from __future__ import annotations
@@ -40,16 +40,23 @@ SYNCED_CONDITION = "Synced"
 
 
 def forbidden(message: str) -> JSONSchema:
-    """A property that is known only to be refused: any value fails ``not: {}``.
+    """A property that is known only to be refused, so the API server names the fix instead of pruning it.
 
-    ``x-kubernetes-int-or-string`` lets it stay structural without a ``type`` (the old fields were
-    integers, booleans and strings); the description carries the fix for ``kubectl explain``.
+    Its only allowed value is the fix itself, so the API server's own answer reads
+    ``targetDedicated: Unsupported value: 1: supported values: "none: ... use targetDedicatedNodes"``
+    (tried on kube-apiserver 1.20; ``not: {}`` refuses too but says only "must not validate the schema").
+    ``x-kubernetes-int-or-string`` keeps it structural without a ``type`` (the old fields were integers,
+    booleans and strings). :mod:`batchop.spec.validation` refuses any value, that one included.
     """
-    return {"description": f"{FORBIDDEN_PREFIX} {message}", "x-kubernetes-int-or-string": True, "not": {}}
+    return {
+        "description": f"{FORBIDDEN_PREFIX} {message}",
+        "x-kubernetes-int-or-string": True,
+        "enum": [f"none: {message}"],
+    }
 
 
 def is_forbidden(schema: JSONSchema) -> bool:
-    return str(schema.get("description", "")).startswith(FORBIDDEN_PREFIX) and "not" in schema
+    return str(schema.get("description", "")).startswith(FORBIDDEN_PREFIX)
 
 
 def _secret_ref(what: str) -> JSONSchema:
@@ -276,6 +283,16 @@ def batch_schemas() -> dict[str, JSONSchema]:
     }
 
 
+CEL_RULES: list[JSONSchema] = [
+    {
+        "rule": "!has(oldSelf.scheduleId) || (has(self.scheduleId) && self.scheduleId == oldSelf.scheduleId)",
+        "message": "spec.scheduleId is immutable once set: create a new resource for a new schedule id",
+    }
+]
+"""CEL rules of ``spec`` (Kubernetes >= 1.25). Not in the default CRD: kubectl's client-side validation against
+an older API server refuses the unknown ``x-kubernetes-validations`` field, so they ship as a variant."""
+
+
 @functools.cache
 def _spec_schema() -> JSONSchema:
     batch = batch_schemas()
@@ -352,12 +369,6 @@ def _spec_schema() -> JSONSchema:
         "type": "object",
         "required": ["schedule", "jobSpecification"],
         "properties": properties,
-        "x-kubernetes-validations": [
-            {
-                "rule": "!has(oldSelf.scheduleId) || (has(self.scheduleId) && self.scheduleId == oldSelf.scheduleId)",
-                "message": "spec.scheduleId is immutable once set: create a new resource for a new schedule id",
-            }
-        ],
     }
 
 
@@ -390,8 +401,11 @@ def printer_columns() -> list[JSONSchema]:
     ]
 
 
-def crd() -> dict[str, Any]:
-    """The whole CustomResourceDefinition (apiextensions.k8s.io/v1)."""
+def crd(*, cel: bool = False) -> dict[str, Any]:
+    """The whole CustomResourceDefinition (apiextensions.k8s.io/v1); ``cel`` adds :data:`CEL_RULES` (>= 1.25)."""
+    spec = spec_schema()
+    if cel:
+        spec["x-kubernetes-validations"] = copy.deepcopy(CEL_RULES)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -426,7 +440,7 @@ def crd() -> dict[str, Any]:
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": spec_schema(),
+                                "spec": spec,
                                 "status": status_schema(),
                             },
                             "required": ["spec"],
