@@ -1,0 +1,69 @@
+"""Operator settings: flags of ``batchop run``, with environment variables as defaults.
+
+| flag | environment | default |
+|---|---|---|
+| ``--batch-endpoint`` | ``BATCHOP_BATCH_ENDPOINT`` | none (then every object needs ``spec.account``) |
+| ``--batch-account`` | ``BATCHOP_BATCH_ACCOUNT`` | the first label of the endpoint's host |
+| ``--batch-key`` | ``BATCHOP_BATCH_KEY`` | none: Entra ID (``DefaultAzureCredential``) |
+| ``--resync-interval`` | ``BATCHOP_RESYNC_INTERVAL`` | 30 s |
+| ``--max-concurrency`` | ``BATCHOP_MAX_CONCURRENCY`` | 8 requests in flight per account |
+| ``--requests-per-second`` | ``BATCHOP_REQUESTS_PER_SECOND`` | 20 per account |
+| ``--secret-cache-seconds`` | ``BATCHOP_SECRET_CACHE_SECONDS`` | 10 s |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+
+@dataclass(frozen=True)
+class Settings:
+    batch_endpoint: str | None = None
+    batch_account: str | None = None
+    batch_key: str | None = None
+    resync_interval: float = 30.0
+    max_concurrency: int = 8
+    requests_per_second: float = 20.0
+    secret_cache_seconds: float = 10.0
+    sync_heartbeat: float = 600.0
+    """``status.lastSyncTime`` is refreshed on any change, and otherwise at most this often."""
+    task_count_refreshes: int = 20
+    """How many running jobs per cycle get their task counts refreshed (bounded, see poller)."""
+
+    @property
+    def default_account(self) -> str | None:
+        return self.batch_account or account_from_endpoint(self.batch_endpoint)
+
+
+def account_from_endpoint(endpoint: str | None) -> str | None:
+    """``https://myaccount.westeurope.batch.azure.com`` -> ``myaccount`` (None for IPs/localhost)."""
+    if not endpoint:
+        return None
+    host = urlparse(endpoint).hostname or ""
+    if not host or host.replace(".", "").isdigit() or "." not in host:
+        return None
+    return host.split(".")[0]
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from the environment, with non-None ``overrides`` (flags) winning."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {
+        "batch_endpoint": env.get("BATCHOP_BATCH_ENDPOINT") or None,
+        "batch_account": env.get("BATCHOP_BATCH_ACCOUNT") or None,
+        "batch_key": env.get("BATCHOP_BATCH_KEY") or None,
+        "resync_interval": _float(env, "BATCHOP_RESYNC_INTERVAL", 30.0),
+        "max_concurrency": int(_float(env, "BATCHOP_MAX_CONCURRENCY", 8)),
+        "requests_per_second": _float(env, "BATCHOP_REQUESTS_PER_SECOND", 20.0),
+        "secret_cache_seconds": _float(env, "BATCHOP_SECRET_CACHE_SECONDS", 10.0),
+    }
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)  # type: ignore[arg-type]

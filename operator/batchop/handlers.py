@@ -1,0 +1,84 @@
+"""The kopf handlers: thin, each one calls :class:`batchop.runtime.Runtime`.
+
+- ``on.startup``: kopf settings (own finalizer and annotation prefix ``azurebatch.dev``, watch timeouts,
+  no status-stored progress), then the runtime.
+- ``on.event``: every watch event refreshes the runtime's tracked copy (so the poller knows every object).
+- ``on.resume`` / ``on.create`` / ``on.update``: one reconcile (idempotent). Recoverable errors raise
+  :class:`kopf.TemporaryError` with the delay Batch asked for; terminal ones return (the condition says
+  what to fix; the next spec change re-runs it). Handlers return None: nothing goes to ``status.<id>``.
+- ``on.delete``: only for objects with ``status.scheduleId`` (``when=`` filter), which is what makes kopf
+  add the finalizer ``azurebatch.dev/finalizer`` only once a Batch schedule exists, and drop it for
+  objects that never created one. Not done -> TemporaryError (the finalizer stays).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from batchop import GROUP, PLURAL, PREFIX, VERSION
+from batchop.config import Settings
+from batchop.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+FINALIZER = f"{PREFIX}/finalizer"
+
+
+def has_schedule(status: Any, **_: Any) -> bool:
+    """Whether a Batch schedule was created (or adopted / observed) for the object."""
+    return bool((status or {}).get("scheduleId"))
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf settings batchop relies on (see the module docstring)."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX, v1=False)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX, v1=False)
+    settings.posting.level = logging.WARNING  # our own Events, not kopf's per-handler chatter
+    settings.watching.server_timeout = 60
+    settings.watching.client_timeout = 90
+    settings.watching.connect_timeout = 10
+    settings.execution.max_workers = 4
+    settings.execution.default_backoff = 15
+
+
+def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
+    """Register the handlers on ``registry`` bound to ``runtime``."""
+    resource = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings)
+        await runtime.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await runtime.stop()
+
+    @kopf.on.event(*resource, registry=registry)
+    async def watch(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        runtime.observe(body, event.get("type"))
+
+    @kopf.on.resume(*resource, registry=registry)
+    @kopf.on.create(*resource, registry=registry)
+    @kopf.on.update(*resource, registry=registry)
+    async def reconcile(body: kopf.Body, **_: Any) -> None:
+        outcome = await runtime.reconcile(body)
+        if outcome.retry_after is not None:
+            raise kopf.TemporaryError(str(outcome.synced.get("message")), delay=outcome.retry_after)
+
+    @kopf.on.delete(*resource, registry=registry, when=has_schedule)
+    async def delete(body: kopf.Body, **_: Any) -> None:
+        outcome = await runtime.delete(body)
+        if not outcome.done:
+            raise kopf.TemporaryError(str(outcome.synced.get("message")), delay=outcome.retry_after or 5)
+
+
+def build(settings: Settings) -> tuple[kopf.OperatorRegistry, Runtime]:
+    registry = kopf.OperatorRegistry()
+    runtime = Runtime(settings)
+    register(registry, runtime)
+    return registry, runtime

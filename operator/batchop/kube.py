@@ -1,0 +1,269 @@
+"""Kubernetes API helpers for the operator: status patches, Events, Secrets.
+
+Raw ``aiohttp`` against the same credentials kopf uses (kubeconfig or in-cluster service account,
+through kopf's own ``login_with_kubeconfig`` / ``login_with_service_account``): no blocking client,
+no second configuration path.
+
+:class:`StatusWriter` is the one writer of ``status`` in the process: handlers and the poller both
+hand it the fields they own; it keeps the last written document per object, merges conditions
+(``lastTransitionTime`` kept when unchanged), and sends a JSON merge-patch to the ``/status``
+subresource only when the document changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import logging
+import ssl
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from batchop import GROUP, KIND, PLURAL, VERSION
+from batchop import conditions as cond
+from batchop.redact import redact
+
+log = logging.getLogger(__name__)
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"Kubernetes API {status}: {message}")
+        self.status = status
+
+
+def _connection_info() -> Any:
+    import kopf
+
+    logger = logging.getLogger("batchop.kube.login")
+    info = kopf.login_with_service_account(logger=logger) or kopf.login_with_kubeconfig(logger=logger)
+    if info is None:
+        raise KubeError(0, "no Kubernetes credentials: set KUBECONFIG or run in a cluster")
+    return info
+
+
+def _write_temp(data: str | bytes, suffix: str) -> str:
+    raw = data if isinstance(data, bytes) else data.encode()
+    if not raw.lstrip().startswith(b"-----"):
+        raw = base64.b64decode(raw)
+    handle = tempfile.NamedTemporaryFile(prefix="batchop-", suffix=suffix, delete=False)
+    handle.write(raw)
+    handle.close()
+    return handle.name
+
+
+class KubeClient:
+    """A minimal async client for the calls the operator makes itself (kopf does the watching)."""
+
+    def __init__(self, info: Any | None = None) -> None:
+        self._info = info or _connection_info()
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = 0
+
+    @property
+    def server(self) -> str:
+        return str(self._info.server).rstrip("/")
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        info = self._info
+        if not self.server.startswith("https"):
+            return False
+        context = ssl.create_default_context()
+        if info.ca_path:
+            context.load_verify_locations(cafile=info.ca_path)
+        elif info.ca_data:
+            context.load_verify_locations(cafile=_write_temp(info.ca_data, ".crt"))
+        if info.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        cert = info.certificate_path or (_write_temp(info.certificate_data, ".crt") if info.certificate_data else None)
+        key = info.private_key_path or (_write_temp(info.private_key_data, ".key") if info.private_key_data else None)
+        if cert:
+            context.load_cert_chain(certfile=cert, keyfile=key)
+        return context
+
+    def _headers(self) -> dict[str, str]:
+        info = self._info
+        if info.token:
+            return {"Authorization": f"{info.scheme or 'Bearer'} {info.token}"}
+        if info.username and info.password:
+            raw = base64.b64encode(f"{info.username}:{info.password}".encode()).decode()
+            return {"Authorization": f"Basic {raw}"}
+        return {}
+
+    async def _request(
+        self, method: str, path: str, *, json: Any = None, content_type: str | None = None
+    ) -> dict[str, Any] | None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl()), timeout=aiohttp.ClientTimeout(total=30)
+            )
+        headers = self._headers()
+        if content_type:
+            headers["Content-Type"] = content_type
+        self.requests += 1
+        async with self._session.request(method, self.server + path, json=json, headers=headers) as response:
+            if response.status == 404:
+                return None
+            if response.status >= 400:
+                raise KubeError(response.status, redact(await response.text())[:500])
+            return dict(await response.json())
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- resources ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _object_path(namespace: str, name: str) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+
+    async def get_object(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self._request("GET", self._object_path(namespace, name))
+
+    async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        return await self._request(
+            "PATCH",
+            self._object_path(namespace, name) + "/status",
+            json={"status": patch},
+            content_type="application/merge-patch+json",
+        )
+
+    async def get_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+        """The Secret's decoded ``data`` and its ``resourceVersion``, None when it does not exist."""
+        body = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        if body is None:
+            return None
+        data = {k: base64.b64decode(v).decode() for k, v in (body.get("data") or {}).items()}
+        data.update(body.get("stringData") or {})
+        return data, str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def post_event(self, obj: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the object (``involvedObject``), message redacted."""
+        namespace = obj["namespace"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{obj['name']}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": obj["name"],
+                "namespace": namespace,
+                "uid": obj.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": redact(message)[:1024],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": "batchop"},
+            "reportingComponent": "batchop",
+        }
+        try:
+            await self._request("POST", f"/api/v1/namespaces/{namespace}/events", json=event)
+        except (TimeoutError, KubeError, aiohttp.ClientError) as exc:
+            log.warning("could not post event %s on %s/%s: %s", reason, namespace, obj["name"], exc)
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge-patch (RFC 7386) turning ``old`` into ``new`` (lists replaced whole)."""
+    patch: dict[str, Any] = {}
+    for key in old:
+        if key not in new or new[key] is None:
+            if old[key] is not None:
+                patch[key] = None
+    for key, value in new.items():
+        if value is None:
+            continue
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif before != value:
+            patch[key] = copy.deepcopy(value)
+    return patch
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _prune(v) for k, v in value.items() if v is not None}
+    return value
+
+
+class StatusWriter:
+    """The single writer of ``status`` (see the module docstring). ``update`` returns True if it patched."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._status: dict[tuple[str, str], dict[str, Any]] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.patches = 0
+
+    def known(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._status.get((namespace, name))
+
+    def seed(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
+        """Remember the status seen on the object, unless this process has written it already."""
+        self._status.setdefault((namespace, name), _prune(copy.deepcopy(dict(status or {}))))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._status.pop((namespace, name), None)
+        self._locks.pop((namespace, name), None)
+
+    async def update(
+        self,
+        namespace: str,
+        name: str,
+        fields: Mapping[str, Any] | None = None,
+        conditions: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
+        key = (namespace, name)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            old = self._status.get(key)
+            if old is None:
+                body = await self.client.get_object(namespace, name)
+                if body is None:
+                    return False
+                old = _prune(dict(body.get("status") or {}))
+            new = copy.deepcopy(old)
+            for field_name, value in (fields or {}).items():
+                if value is None:
+                    new.pop(field_name, None)
+                else:
+                    new[field_name] = _prune(copy.deepcopy(value))
+            if conditions:
+                merged = cond.merge(old.get("conditions"), conditions)
+                # keep the stamp when nothing but the stamp would change
+                new["conditions"] = merged
+            if new == old:
+                return False
+            patch = merge_patch(old, new)
+            if not patch:
+                self._status[key] = new
+                return False
+            try:
+                result = await self.client.patch_status(namespace, name, patch)
+            except KubeError as exc:
+                if exc.status == 404:
+                    self.forget(namespace, name)
+                    return False
+                raise
+            if result is None:  # the object is gone
+                self.forget(namespace, name)
+                return False
+            self._status[key] = new
+            self.patches += 1
+            return True

@@ -1,0 +1,348 @@
+"""The operator's in-process state and the glue between kopf, Kubernetes, credentials and Batch.
+
+:class:`Runtime` holds: the Kubernetes client and the :class:`~batchop.kube.StatusWriter`, the Secret
+cache and the per-account gateways (:mod:`batchop.credentials`), the tracked resources, and one
+:class:`~batchop.poller.Poller` task per Batch account. The kopf handlers (:mod:`batchop.handlers`)
+only call :meth:`Runtime.observe`, :meth:`Runtime.reconcile` and :meth:`Runtime.delete`.
+
+Per resource, reconciles are serialised with a lock, whether kopf or the poller (drift repair,
+credential retry, SAS renewal) started them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from batchop import conditions as cond
+from batchop import reconcile as rc
+from batchop.config import Settings
+from batchop.credentials import Accounts, CredentialError, SecretSource, resolve
+from batchop.gateway import INVALID_SPEC, BatchError
+from batchop.kube import KubeClient, StatusWriter
+from batchop.poller import Poller, Tracked
+from batchop.status import EventSpec
+
+log = logging.getLogger(__name__)
+
+# Events for Batch writes, by the first word of Outcome.writes entries.
+_WRITE_EVENTS = {
+    "create": ("Created", "created Batch schedule {id}"),
+    "adopt": ("Adopted", "adopted the existing Batch schedule {id}"),
+    "patch": ("Updated", "updated Batch schedule {id} ({detail}); later jobs use the change"),
+    "disable": ("Suspended", "disabled Batch schedule {id}"),
+    "enable": ("Resumed", "enabled Batch schedule {id}"),
+    "terminate": ("Terminating", "terminating Batch schedule {id}"),
+    "delete": ("Deleting", "deleting Batch schedule {id}"),
+    "orphan": ("Orphaned", "removed the owner marks from Batch schedule {id} and let it go"),
+}
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    from batchwire import timestamps
+
+    try:
+        return timestamps.parse(str(value))
+    except ValueError:
+        return None
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, kube: Any = None, model: rc.Model | None = None) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.model = model
+        self.writer: StatusWriter | None = None
+        self.secrets: SecretSource | None = None
+        self.accounts = Accounts(settings)
+        self.tracked: dict[tuple[str, str], Tracked] = {}
+        self.pollers: dict[str, tuple[Poller, asyncio.Task[None]]] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._refs: dict[str, tuple[str, Mapping[str, Any]]] = {}  # endpoint -> (namespace, spec) to re-resolve
+
+    async def start(self) -> None:
+        if self.kube is None:
+            self.kube = KubeClient()
+        if self.model is None:
+            self.model = rc.default_model()
+        self.writer = StatusWriter(self.kube)
+        self.secrets = SecretSource(self.kube, ttl=self.settings.secret_cache_seconds)
+
+    async def stop(self) -> None:
+        for _, task in self.pollers.values():
+            task.cancel()
+        for _, task in self.pollers.values():
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.accounts.close()
+        if self.kube is not None and hasattr(self.kube, "close"):
+            await self.kube.close()
+
+    # -- tracking ---------------------------------------------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any], event_type: str | None) -> None:
+        """Keep the tracked copy of a resource current (from every watch event)."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if event_type == "DELETED":
+            self.tracked.pop(key, None)
+            if self.writer:
+                self.writer.forget(*key)
+            return
+        assert self.writer is not None
+        self.writer.seed(key[0], key[1], body.get("status"))
+        view = rc.ObjectView.from_body(body)
+        entry = self.tracked.get(key)
+        known = self.writer.known(*key) or {}
+        if entry is None or entry.uid != view.uid:
+            entry = Tracked(view.namespace, view.name, view.uid, view.generation, "", None)
+            self.tracked[key] = entry
+            synced = cond.find(known.get("conditions"), cond.SYNCED)
+            entry.synced_reason = str(synced.get("reason")) if synced else None
+        entry.generation = view.generation
+        entry.policy = view.policy
+        entry.suspend = bool(view.spec.get("suspend"))
+        entry.deleting = bool(meta.get("deletionTimestamp"))
+        entry.schedule_id = known.get("scheduleId") or entry.schedule_id
+
+    def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    # -- reconcile ----------------------------------------------------------------------------------------
+
+    async def reconcile(self, body: Mapping[str, Any], *, force: tuple[str, ...] = ()) -> rc.Outcome:
+        view = rc.ObjectView.from_body(body)
+        key = (view.namespace, view.name)
+        async with self._lock(key):
+            return await self._reconcile(view, force)
+
+    async def _reconcile(self, view: rc.ObjectView, force: tuple[str, ...]) -> rc.Outcome:
+        assert self.writer is not None and self.model is not None
+        key = (view.namespace, view.name)
+        view.status = self.writer.known(*key) or view.status
+        entry = self.tracked.get(key)
+        try:
+            ref = await resolve(view.namespace, view.spec, self.settings, self.secrets)  # type: ignore[arg-type]
+        except CredentialError as err:
+            outcome = rc.Outcome(
+                synced=cond.make(cond.SYNCED, cond.FALSE, err.reason, err.message, generation=view.generation),
+                retry_after=max(self.settings.resync_interval, 5.0),
+                done=False,
+            )
+            await self._write(view, outcome, entry)
+            return outcome
+        gateway = self.accounts.gateway_for(ref)
+        self._refs[ref.endpoint_key] = (view.namespace, dict(view.spec))
+        if entry is not None:
+            entry.endpoint_key = ref.endpoint_key
+        self._ensure_poller(ref.endpoint_key)
+
+        previous_sas = (view.status.get("sas") or {}).get("expiresAt")
+        outcome = await rc.apply(view, gateway, model=self.model, resolve_blobs=self._resolver(view), force=force)
+        wrote_job_spec = any(
+            w == "create" or (w.startswith("patch") and "jobSpecification" in w) for w in outcome.writes
+        )
+        if "sas" in outcome.status and not wrote_job_spec:
+            if previous_sas:
+                outcome.status["sas"] = {"expiresAt": previous_sas}  # Batch still holds the SAS minted then
+            else:
+                outcome.status.pop("sas")
+        await self._write(view, outcome, entry)
+        if entry is not None:
+            if outcome.desired is not None and outcome.status.get("scheduleId"):
+                entry.desired = outcome.desired
+            entry.schedule_id = outcome.status.get("scheduleId") or entry.schedule_id
+        if outcome.writes:
+            poller = self.pollers.get(ref.endpoint_key)
+            if poller:
+                poller[0].wake()
+        return outcome
+
+    def _resolver(self, view: rc.ObjectView) -> rc.BlobResolver | None:
+        try:
+            from batchop import blobrefs, sas
+        except ImportError:  # pragma: no cover - the blob module is part of the package
+            return None
+
+        async def resolve_blobs(job_spec: Mapping[str, Any], schedule_id: str) -> tuple[dict[str, Any], str | None]:
+            if not blobrefs.has_blob_references(job_spec):
+                return dict(job_spec), None
+            storage = view.spec.get("storage") or {}
+            secret_data = None
+            ref = (storage.get("credentialsSecretRef") or {}).get("name")
+            try:
+                if ref:
+                    found = await self.secrets.get(view.namespace, str(ref))  # type: ignore[union-attr]
+                    if found is None:
+                        raise BatchError(
+                            f"Secret {view.namespace}/{ref} (spec.storage.credentialsSecretRef) not found: create it "
+                            "with connectionString, or accountName and accountKey",
+                            reason="CredentialsNotFound",
+                            terminal=False,
+                        )
+                    secret_data = found[0]
+                defaults = {k: v for k, v in os.environ.items() if k.startswith(("AZURE_STORAGE", "BATCHOP_STORAGE"))}
+                minter = sas.minter_for(storage, secret_data, defaults)
+                expiry = sas.expiry_for(storage, now=datetime.now(UTC), minter=minter)
+                resolved = await blobrefs.resolve(job_spec, minter=minter, schedule_id=schedule_id, expiry=expiry)
+            except BatchError:
+                raise
+            except blobrefs.BlobReferenceError as err:
+                raise BatchError(str(err), reason=err.reason, terminal=err.permanent, field=err.field) from err
+            except sas.StorageAccessError as err:
+                raise BatchError(err.message, reason=err.reason, terminal=err.permanent) from err
+            except ValueError as err:  # StorageConfigError names the field
+                raise BatchError(str(err), reason=INVALID_SPEC, terminal=True) from err
+            expires = resolved.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if resolved.expires_at else None
+            return resolved.job_specification, expires
+
+        return resolve_blobs
+
+    async def _write(self, view: rc.ObjectView, outcome: rc.Outcome, entry: Tracked | None) -> None:
+        assert self.writer is not None
+        previous = self.writer.known(view.namespace, view.name) or {}
+        old_synced = cond.find(previous.get("conditions"), cond.SYNCED) or {}
+        conditions = [outcome.synced]
+        if outcome.ready is not None:
+            conditions.append(outcome.ready)
+        await self.writer.update(view.namespace, view.name, outcome.status, conditions)
+        if entry is not None:
+            entry.synced_reason = str(outcome.synced.get("reason"))
+        schedule_id = outcome.schedule_id or outcome.status.get("scheduleId")
+        for write in outcome.writes:
+            word, _, detail = write.partition(":")
+            if word in _WRITE_EVENTS:
+                reason, template = _WRITE_EVENTS[word]
+                await self._event(view, EventSpec("Normal", reason, template.format(id=schedule_id, detail=detail)))
+        synced = outcome.synced
+        if synced.get("status") == cond.FALSE and (
+            old_synced.get("reason") != synced.get("reason") or old_synced.get("message") != synced.get("message")
+        ):
+            if synced.get("reason") not in (cond.REASON_DELETING,):
+                await self._event(view, EventSpec("Warning", str(synced.get("reason")), str(synced.get("message"))))
+
+    async def _event(self, view: rc.ObjectView, event: EventSpec) -> None:
+        if self.kube is None:
+            return
+        obj = {"namespace": view.namespace, "name": view.name, "uid": view.uid}
+        await self.kube.post_event(obj, type_=event.type, reason=event.reason, message=event.message)
+
+    async def delete(self, body: Mapping[str, Any]) -> rc.Outcome:
+        view = rc.ObjectView.from_body(body)
+        key = (view.namespace, view.name)
+        async with self._lock(key):
+            assert self.writer is not None
+            view.status = self.writer.known(*key) or view.status
+            entry = self.tracked.get(key)
+            if entry is not None:
+                entry.deleting = True
+            if not view.status.get("scheduleId") or view.policy == "skip":
+                return rc.Outcome(synced={}, done=True)
+            try:
+                ref = await resolve(view.namespace, view.spec, self.settings, self.secrets)  # type: ignore[arg-type]
+            except CredentialError as err:
+                outcome = rc.Outcome(
+                    synced=cond.make(
+                        cond.SYNCED,
+                        cond.FALSE,
+                        cond.REASON_DELETION_PENDING,
+                        f"cannot delete Batch schedule {view.status.get('scheduleId')}: {err.message}; retrying",
+                        generation=view.generation,
+                    ),
+                    retry_after=max(self.settings.resync_interval, 5.0),
+                    done=False,
+                )
+                await self._write(view, outcome, entry)
+                return outcome
+            outcome = await rc.delete(view, self.accounts.gateway_for(ref))
+            if not outcome.done:
+                await self._write(view, outcome, entry)
+            else:
+                for write in outcome.writes:
+                    word = write.partition(":")[0]
+                    if word in _WRITE_EVENTS:
+                        reason, template = _WRITE_EVENTS[word]
+                        await self._event(
+                            view, EventSpec("Normal", reason, template.format(id=outcome.schedule_id, detail=""))
+                        )
+            return outcome
+
+    # -- pollers -----------------------------------------------------------------------------------------
+
+    def _ensure_poller(self, endpoint_key: str) -> None:
+        if endpoint_key in self.pollers:
+            return
+        assert self.model is not None
+        poller = Poller(
+            endpoint_key,
+            gateway=lambda: self.accounts.current(endpoint_key),
+            members=lambda: list(self.tracked.values()),
+            writer=self.writer,
+            post_event=self._post_member_event,
+            on_drift=self._repair,
+            refresh_credentials=lambda: self._refresh(endpoint_key),
+            changed_properties=self.model.changed_properties,
+            interval=self.settings.resync_interval,
+            heartbeat=self.settings.sync_heartbeat,
+            task_count_refreshes=self.settings.task_count_refreshes,
+            renewal_due=self._renewal_due,
+        )
+        task = asyncio.get_running_loop().create_task(poller.run(), name=f"poller {endpoint_key}")
+        self.pollers[endpoint_key] = (poller, task)
+
+    async def _refresh(self, endpoint_key: str) -> None:
+        """Re-resolve the account's credentials (cached Secret read) so a rotated key is used."""
+        found = self._refs.get(endpoint_key)
+        if found is None:
+            return
+        try:
+            ref = await resolve(found[0], found[1], self.settings, self.secrets)  # type: ignore[arg-type]
+        except CredentialError:
+            return
+        if ref.endpoint_key == endpoint_key:
+            self.accounts.gateway_for(ref)
+
+    async def _post_member_event(self, member: Tracked, event: EventSpec) -> None:
+        await self._event(rc.ObjectView(member.namespace, member.name, member.uid, member.generation, {}), event)
+
+    async def _repair(self, member: Tracked, why: str, force: tuple[str, ...] = ()) -> None:
+        """Re-run reconcile for a tracked resource (drift, retryable error, SAS renewal)."""
+        if self.kube is None:
+            return
+        body = await self.kube.get_object(member.namespace, member.name)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        log.info("reconciling %s/%s: %s", member.namespace, member.name, why)
+        try:
+            await self.reconcile(body, force=force)
+        except Exception:
+            log.exception("reconcile of %s/%s after %r failed", member.namespace, member.name, why)
+
+    def _renewal_due(self, member: Tracked, schedule: Mapping[str, Any]) -> bool:
+        """True when the SAS inside the schedule's jobSpecification must be re-minted now."""
+        if self.writer is None:
+            return False
+        known = self.writer.known(member.namespace, member.name) or {}
+        expires = (known.get("sas") or {}).get("expiresAt")
+        if not expires:
+            return False
+        from batchop import sas
+
+        next_run = _parse_time((schedule.get("executionInfo") or {}).get("nextRunTime"))
+        job_spec = schedule.get("jobSpecification") or {}
+        return bool(
+            sas.renewal_due(
+                _parse_time(expires),
+                now=datetime.now(UTC),
+                next_run_time=next_run,
+                max_wall_clock=sas.max_wall_clock(job_spec),
+            )
+        )
