@@ -28,7 +28,7 @@ def modern_spec() -> dict[str, Any]:
                 "outputFiles": [
                     {
                         "filePattern": "output/*.txt",
-                        "destination": {"blob": {"container": "output", "path": "{jobId}/"}},
+                        "destination": {"blob": {"container": "output", "path": "{scheduleId}"}},
                         "uploadOptions": {"uploadCondition": "tasksuccess"},
                     }
                 ],
@@ -164,14 +164,24 @@ def test_blob_references() -> None:
     findings = _mutated(lambda s: s["jobSpecification"]["jobManagerTask"]["resourceFiles"][0]["blob"].__setitem__(
         "prefix", "data/"))
     assert "exactly one of path, prefix" in _at(findings, f"{rf}.blob").message
-    findings = _mutated(lambda s: s["jobSpecification"]["jobManagerTask"]["resourceFiles"][0].pop("filePath"))
-    assert "blob.path" in _at(findings, f"{rf}.filePath").message
+    assert validate(_spec_with(lambda s: s["jobSpecification"]["jobManagerTask"]["resourceFiles"][0].pop(
+        "filePath"))) == []  # the resolver defaults filePath to the blob's name
     findings = _mutated(lambda s: s["jobSpecification"]["jobManagerTask"]["resourceFiles"][0].__setitem__(
         "httpUrl", "https://x.blob.core.windows.net/c/t.sh"))
     assert "exactly one of httpUrl" in _at(findings, rf).message
     findings = _mutated(lambda s: s["jobSpecification"]["jobManagerTask"]["outputFiles"][0]["destination"]["blob"]
                         .__setitem__("path", "{job}/out"))
-    assert "{jobId}" in _at(findings, f"{MANAGER}.outputFiles[0].destination.blob.path").message
+    assert "{scheduleId}" in _at(findings, f"{MANAGER}.outputFiles[0].destination.blob.path").message
+    findings = _mutated(lambda s: s["jobSpecification"]["jobManagerTask"]["outputFiles"][0]["destination"]["blob"]
+                        .__setitem__("path", "{jobId}/out"))
+    assert "AZ_BATCH_JOB_ID" in _at(findings, f"{MANAGER}.outputFiles[0].destination.blob.path").message
+    findings = _mutated(lambda s: s["jobSpecification"].__setitem__("jobPreparationTask", {
+        "commandLine": "true", "resourceFiles": [{"blob": {"container": "app", "path": "p.sh"}}]}))
+    assert "jobManagerTask" in _at(findings, "spec.jobSpecification.jobPreparationTask.resourceFiles[0].blob").message
+    # one message per problem: the container name is reported by the schema check only
+    findings = _mutated(lambda s: s["jobSpecification"]["jobManagerTask"]["resourceFiles"][0]["blob"].__setitem__(
+        "container", "x"))
+    assert len([f for f in findings if "container" in f.path]) == 1
 
 
 def test_sas_in_the_spec_is_a_warning() -> None:

@@ -95,12 +95,13 @@ def resource_blob_reference() -> JSONSchema:
         "description": "batchop extension: a blob (path) or every blob under a prefix (prefix) in the storage "
         "account of spec.storage (or the operator's default). The operator replaces it with httpUrl (read SAS) "
         "or storageContainerUrl + blobPrefix (read + list SAS), and renews the SAS before it expires. "
-        "Set exactly one of path and prefix.",
+        "Set exactly one of path and prefix. Allowed on the jobManagerTask and the auto pool's startTask.",
         "type": "object",
         "required": ["container"],
         "properties": {
             "container": _container(),
-            "path": {"description": "The blob's name within the container, e.g. task.sh.", "type": "string",
+            "path": {"description": "The blob's name within the container, e.g. task.sh (filePath defaults to "
+                     "it).", "type": "string",
                      "minLength": 1, "maxLength": 1024},
             "prefix": {"description": "A blob name prefix: every blob starting with it is downloaded "
                        "(filePath is then a directory). An empty prefix means the whole container.",
@@ -114,13 +115,16 @@ def output_blob_reference() -> JSONSchema:
     return {
         "description": "batchop extension: upload to this container of the storage account of spec.storage "
         "(or the operator's default). The operator replaces it with container.containerUrl (a write + create "
-        "SAS) and path, and renews the SAS before it expires.",
+        "SAS) and path, and renews the SAS before it expires. Allowed on the jobManagerTask and the auto pool's "
+        "startTask.",
         "type": "object",
         "required": ["container"],
         "properties": {
             "container": _container(),
             "path": {"description": "The destination blob (one file) or virtual directory (a pattern matching "
-                     "several files). May contain {scheduleId}, {jobId} and {taskId}.",
+                     "several files). May contain {scheduleId} and {taskId}. Not {jobId}: every job shares the "
+                     "schedule's jobSpecification; write outputs under $AZ_BATCH_JOB_ID and use a wildcard "
+                     "filePattern instead.",
                      "type": "string", "maxLength": 1024},
         },
     }

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
-from batchop import PREFIX
+from batchop import PREFIX, blobrefs
 from batchop.schema.crd import (
     BLOB_CONTAINER_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
@@ -45,11 +45,9 @@ ANNOTATION_RECONCILE_POLICY = f"{PREFIX}/reconcile-policy"
 ANNOTATION_ADOPT = f"{PREFIX}/adopt"
 ANNOTATION_RUN_NOW = f"{PREFIX}/run-now"
 RESERVED_METADATA_PREFIX = f"{PREFIX}/"
-OUTPUT_PATH_PLACEHOLDERS = ("{scheduleId}", "{jobId}", "{taskId}")
 
 _MINUTE_TICKS = durations.TICKS_PER_MINUTE
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|z|[+-]\d{2}:\d{2})$")
-_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 
 
 @dataclass(frozen=True)
@@ -367,6 +365,7 @@ def _check_semantics(spec: Mapping[str, Any], out: list[FieldError]) -> None:
         _check_unique(task.get("environmentSettings"), f"{task_path}.environmentSettings", out, "warning")
     _check_unique(job.get("commonEnvironmentSettings"), f"{base}.commonEnvironmentSettings", out, "warning")
 
+    _check_blob_references(spec, out)
     metadata = spec.get("metadata")
     _check_unique(metadata, "spec.metadata", out, "error")
     for index, item in enumerate(_list(metadata)):
@@ -477,8 +476,6 @@ def _check_never_finishes(spec: Mapping[str, Any], job: Mapping[str, Any], base:
 def _check_resource_file(resource_file: Mapping[str, Any], path: str, out: list[FieldError]) -> None:
     blob = _dict(resource_file.get("blob"))
     if blob:
-        if blob.get("path") is not None and not resource_file.get("filePath"):
-            out.append(FieldError(f"{path}.filePath", "required with blob.path: where to put the file on the node"))
         if blob.get("prefix") is not None and resource_file.get("blobPrefix") is not None:
             out.append(FieldError(f"{path}.blobPrefix", "use blob.prefix with a blob reference, not blobPrefix"))
     elif resource_file.get("httpUrl") is not None and not resource_file.get("filePath"):
@@ -497,19 +494,7 @@ def _check_resource_file(resource_file: Mapping[str, Any], path: str, out: list[
 
 
 def _check_output_file(output: Mapping[str, Any], path: str, out: list[FieldError]) -> None:
-    destination = _dict(output.get("destination"))
-    blob = _dict(destination.get("blob"))
-    target = blob.get("path")
-    if isinstance(target, str):
-        for placeholder in _PLACEHOLDER.findall(target):
-            if placeholder not in OUTPUT_PATH_PLACEHOLDERS:
-                out.append(
-                    FieldError(
-                        f"{path}.destination.blob.path",
-                        f"unknown placeholder {placeholder}: use {', '.join(OUTPUT_PATH_PLACEHOLDERS)}",
-                    )
-                )
-    url = _dict(destination.get("container")).get("containerUrl")
+    url = _dict(_dict(output.get("destination")).get("container")).get("containerUrl")
     if isinstance(url, str) and re.search(r"[?&]sig=", url):
         out.append(
             FieldError(
@@ -519,3 +504,35 @@ def _check_output_file(output: Mapping[str, Any], path: str, out: list[FieldErro
                 "warning",
             )
         )
+
+
+def _check_blob_references(spec: Mapping[str, Any], out: list[FieldError]) -> None:
+    """Blob references only where the operator resolves them, checked by :mod:`batchop.blobrefs` itself."""
+    job = spec.get("jobSpecification")
+    if not isinstance(job, Mapping):
+        return
+    for key in ("jobPreparationTask", "jobReleaseTask"):
+        task = _dict(job.get(key))
+        for index, resource_file in enumerate(_list(task.get("resourceFiles"))):
+            if isinstance(resource_file, Mapping) and "blob" in resource_file:
+                out.append(
+                    FieldError(
+                        f"spec.jobSpecification.{key}.resourceFiles[{index}].blob",
+                        "blob references are resolved on the jobManagerTask and the auto pool's startTask only: "
+                        "move the file there, or use httpUrl / autoStorageContainerName",
+                    )
+                )
+        for index, output in enumerate(_list(task.get("outputFiles"))):
+            if isinstance(output, Mapping) and "blob" in _dict(output.get("destination")):
+                out.append(
+                    FieldError(
+                        f"spec.jobSpecification.{key}.outputFiles[{index}].destination.blob",
+                        "blob references are resolved on the jobManagerTask and the auto pool's startTask only",
+                    )
+                )
+    schedule_id = spec.get("scheduleId") if isinstance(spec.get("scheduleId"), str) else "schedule"
+    known = {f.path for f in out if f.is_error}
+    for problem in blobrefs.validate_references(job, schedule_id=str(schedule_id)):
+        covered = any(p == problem.field or p.startswith(problem.field + ".") for p in known)
+        if not covered:
+            out.append(FieldError(problem.field, problem.message))
