@@ -198,7 +198,14 @@ def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
 
 
 def _kill_group_leftovers(record: ProcessRecord) -> None:
-    """SIGKILL any process still in the record's process group (children such as task scripts)."""
+    """SIGKILL any process still in the record's process group (children such as task scripts).
+
+    Linux never hands out a pid that is still in use as a process-group id, so while no *other* process has
+    the recorded pid, a group with that id can only be the recorded process's own.
+    """
+    current = _start_time(record.pid)
+    if current is not None and current != record.start_time:
+        return  # the pid now belongs to an unrelated process: its group is not ours
     for pid in group_members(record):
         try:
             os.kill(pid, signal.SIGKILL)
