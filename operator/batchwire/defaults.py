@@ -39,6 +39,20 @@ JOB_SPECIFICATION_DEFAULTS: dict[str, Any] = {
     "onTaskFailure": "noaction",
 }
 
+# The order in which Batch writes a job specification's properties (recorded traffic).
+JOB_SPECIFICATION_ORDER: tuple[str, ...] = (
+    *JOB_SPECIFICATION_DEFAULTS,
+    "displayName",
+    "networkConfiguration",
+    "constraints",
+    "jobManagerTask",
+    "jobPreparationTask",
+    "jobReleaseTask",
+    "commonEnvironmentSettings",
+    "poolInfo",
+    "metadata",
+)
+
 JOB_CONSTRAINTS_DEFAULTS: dict[str, Any] = {
     "maxWallClockTime": MAX_DURATION,
     "maxTaskRetryCount": 0,
@@ -121,4 +135,6 @@ def apply_job_specification_defaults(spec: dict[str, Any]) -> dict[str, Any]:
             **pool_info,
             "autoPoolSpecification": apply_auto_pool_defaults(pool_info["autoPoolSpecification"]),
         }
-    return out
+    ordered = {key: out[key] for key in JOB_SPECIFICATION_ORDER if key in out}
+    ordered.update((key, value) for key, value in out.items() if key not in ordered)
+    return ordered

@@ -26,13 +26,14 @@ from aiohttp import web
 
 from batchwire import durations
 from localbatch import persistence
+from localbatch.api_common import SERVICE_KEY
 
 if TYPE_CHECKING:
     from localbatch.service import Service
 
 
 def _svc(request: web.Request) -> Service:
-    return request.app["service"]  # type: ignore[no-any-return]
+    return request.app[SERVICE_KEY]  # type: ignore[no-any-return]
 
 
 def _authorize(request: web.Request) -> None:

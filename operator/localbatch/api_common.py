@@ -13,11 +13,13 @@ if TYPE_CHECKING:
     from localbatch.service import Service
 
 JSON = dict[str, Any]
+SERVICE_KEY: web.AppKey[Any] = web.AppKey("localbatch.service")
+"""Where the application keeps its :class:`~localbatch.service.Service`."""
 MAX_BODY_BYTES = 1024 * 1024
 
 
 def service(request: web.Request) -> Service:
-    return request.app["service"]  # type: ignore[no-any-return]
+    return request.app[SERVICE_KEY]  # type: ignore[no-any-return]
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from batchwire import timestamps
 from localbatch import odata
+from localbatch.api_common import SERVICE_KEY
 from localbatch.errors import BatchError
 
 JSON = dict[str, Any]
@@ -56,7 +57,7 @@ def entity_response(request: web.Request, obj: JSON, url: str, collection: str) 
     select = odata.parse_select(request.query.get("$select"))
     if select is not None:
         body = odata.apply_select(body, select)
-    base = request.app["service"].base_url
+    base = request.app[SERVICE_KEY].base_url
     return json_response(
         {"odata.metadata": f"{base}/$metadata#{collection}/@Element", **body}, headers=entity_headers(obj)
     )
@@ -90,7 +91,7 @@ def list_response(
         body = render(obj, url_of(obj))
         last_key = key
         page.append(odata.apply_select(body, select) if select is not None else body)
-    base = request.app["service"].base_url
+    base = request.app[SERVICE_KEY].base_url
     out: JSON = {"odata.metadata": f"{base}/$metadata#{collection}", "value": page}
     if more and page:
         params = {k: v for k, v in query.items() if k not in ("$skiptoken",)}

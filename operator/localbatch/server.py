@@ -20,6 +20,7 @@ from aiohttp import web
 
 from batchwire import timestamps
 from localbatch import admin, api_jobs, api_pools, api_schedules
+from localbatch.api_common import SERVICE_KEY
 from localbatch.errors import BatchError
 from localbatch.faults import ConnectionReset
 from localbatch.responses import json_response
@@ -53,7 +54,7 @@ def _check_api_version(request: web.Request) -> None:
 
 @web.middleware
 async def batch_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    svc: Service = request.app["service"]
+    svc: Service = request.app[SERVICE_KEY]
     request_id = str(uuid.uuid4())
     started = time.perf_counter()
     route = request.match_info.route
@@ -114,7 +115,7 @@ async def batch_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 
 async def openid_configuration(request: web.Request) -> web.Response:
-    svc: Service = request.app["service"]
+    svc: Service = request.app[SERVICE_KEY]
     if svc.tokens is None:
         raise BatchError("InvalidUri", status=404, values=[("Reason", "the token endpoint needs --tls")])
     return web.json_response(svc.tokens.openid_configuration(request.match_info["tenant"]))
@@ -122,7 +123,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
 
 async def issue_token(request: web.Request) -> web.Response:
     """OAuth 2.0 client-credentials grant; the client secret is the account key."""
-    svc: Service = request.app["service"]
+    svc: Service = request.app[SERVICE_KEY]
     if svc.tokens is None:
         raise BatchError("InvalidUri", status=404, values=[("Reason", "the token endpoint needs --tls")])
     form = await request.post()
@@ -147,7 +148,7 @@ async def issue_token(request: web.Request) -> web.Response:
 
 def build_app(svc: Service) -> web.Application:
     app = web.Application(middlewares=[batch_middleware], client_max_size=2 * 1024 * 1024)
-    app["service"] = svc
+    app[SERVICE_KEY] = svc
     for method, path, name, handler in api_schedules.ROUTES + api_jobs.ROUTES + api_pools.ROUTES:
         app.router.add_route(method, path, handler, name=name)
     admin.add_routes(app)

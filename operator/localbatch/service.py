@@ -14,6 +14,7 @@ import random
 import ssl
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,6 +70,8 @@ class ServiceConfig:
     """Active jobs + job schedules allowed (0 = unlimited); beyond it 409 ActiveJobAndScheduleQuotaReached."""
     state_debounce: float = 0.2
     seed: int | None = None
+    engine_factory: Callable[..., EngineProtocol] | None = None
+    """Builds the engine (keyword arguments of ``Engine``); default ``localbatch.engine.Engine``."""
 
 
 @dataclass
@@ -150,19 +153,20 @@ class Service:
         return int(sockets[0].getsockname()[1]) if sockets else self.config.port
 
     async def _start_engine(self) -> None:
-        engine_class = _load_engine_class()
+        engine_class = self.config.engine_factory or _load_engine_class()
         if engine_class is None:
             log.error("the execution engine (localbatch.engine) is not available: no jobs will be created")
             self.engine = _UnavailableEngine()
             self.engine_available = False
             return
         self.engine = engine_class(
-            self.store,
-            self.clock,
+            store=self.store,
+            clock=self.clock,
             work_dir=self.work_dir,
             base_url=self.base_url,
             execute=self.config.execute,
             no_execute_exit_code=self.config.no_execute_exit_code,
+            account_name=self.config.account,
         )
         self.engine_available = True
         await self.engine.start()
