@@ -14,7 +14,7 @@ other write in the cluster ever waits on batchop; and when the operator is down,
 removals of BatchJobSchedules still go through. Nothing unsafe gets past: the operator runs the same
 validation before any Azure call and reports a bad spec as ``Synced=False`` reason ``InvalidSpec``.
 
-Serving (:func:`configure`, from ``batchop run --webhook-port``): kopf's :class:`kopf.WebhookServer` with a
+Serving (:func:`install`, from ``batchop run --webhook-port``): kopf's :class:`kopf.WebhookServer` with a
 certificate batchop generates (:class:`CertificateAuthority`: a private CA kept only in the Pod, a serving
 certificate renewed when a third of its life is left; kopf reloads changed files by itself) or one
 mounted from cert-manager (``--webhook-cert-dir`` with ``tls.crt``, ``tls.key``, ``ca.crt``). Each time the
@@ -482,14 +482,21 @@ def build_server(options: WebhookOptions) -> RegisteringWebhookServer:
         pkeyfile=authority.files.bundle, cafile=authority.files.ca, **common)
 
 
-def configure(settings: kopf.OperatorSettings, options: WebhookOptions,
-              registry: kopf.OperatorRegistry | None = None) -> None:
-    """Register the handler and the server when ``options.enabled``: call from ``batchop run``'s startup."""
+def install(registry: kopf.OperatorRegistry, options: WebhookOptions) -> RegisteringWebhookServer | None:
+    """When ``options.enabled``: register the validating handler on ``registry`` and a startup handler that
+    sets kopf's admission server (certificates are issued now, so a bad ``--webhook-cert-dir`` fails at once).
+    ``batchop run`` calls this with :func:`options_from_args`."""
     if not options.enabled:
-        return
+        return None
     register_handler(registry)
-    settings.admission.server = build_server(options)
-    settings.admission.managed = None  # batchop registers the configuration itself (WebhookRegistrar)
+    server = build_server(options)
+
+    @kopf.on.startup(registry=registry)
+    def admission_server(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.admission.server = server
+        settings.admission.managed = None  # batchop registers the configuration itself (WebhookRegistrar)
+
+    return server
 
 
 def ca_bundle_of(config: Mapping[str, Any]) -> bytes | None:

@@ -75,6 +75,9 @@ def register(subparsers: Any) -> None:
         "--requests-per-second", type=float, default=None, help="Batch request rate limit per account (default 20)"
     )
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    from batchop import webhook
+
+    webhook.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -100,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
 
         start_metrics_server(args.metrics_port)
     registry, _runtime = handlers.build(settings)
+    from batchop import webhook
+
+    webhook.install(registry, webhook.options_from_args(args))
     namespaces = tuple(args.namespaces or ())
     clusterwide = bool(args.all_namespaces) or not namespaces
     log.info(

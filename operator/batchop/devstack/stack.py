@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchop.devstack import azurite, kube, kubebuild, procs, system
+from batchop.devstack import azurite, kube, kubebuild, ports, procs, system
 from batchop.exitcodes import FAILURE, UNAVAILABLE, CLIError
 
 DEFAULT_DIR = Path(".batchop-dev")
@@ -246,7 +246,11 @@ def _python_env() -> dict[str, str]:
 
 def _start_operator(state_dir: Path, info: StackInfo, extra_args: list[str]) -> None:
     env = _python_env() | info.env()
-    argv = [sys.executable, "-m", "batchop", "--log-format", "json", "run", *extra_args]
+    # The admission webhook, as on a cluster: served on loopback, registered by the operator itself
+    # (ValidatingWebhookConfiguration batchop.azurebatch.dev with a url), so `kubectl apply` refuses bad specs.
+    webhook_args = ["--webhook-port", str(ports.free_port()), "--webhook-listen", ports.LOOPBACK,
+                    "--webhook-host", ports.LOOPBACK, "--webhook-cert-dir", str(state_dir / "webhook")]
+    argv = [sys.executable, "-m", "batchop", "--log-format", "json", "run", *webhook_args, *extra_args]
     process, record = procs.start(state_dir, OPERATOR, argv, env=env)
     time.sleep(1.0)  # a quick crash (bad flags, import error) shows within a second
     if process.poll() is not None:
