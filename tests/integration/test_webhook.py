@@ -101,7 +101,7 @@ BAD = [
      "spec.jobSpecification.jobManagerTask.resourceFiles[0].blob.container"),
     ("unknown output placeholder", "jobSpecification.jobManagerTask.outputFiles",
      [{"filePattern": "*.txt", "destination": {"blob": {"container": "out", "path": "{date}/x"}},
-       "uploadOptions": {"uploadCondition": "taskCompletion"}}], "unknown placeholder {date}"),
+       "uploadOptions": {"uploadCondition": "taskcompletion"}}], "unknown placeholder {date}"),
 ]
 
 
