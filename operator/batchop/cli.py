@@ -22,6 +22,8 @@ COMMANDS: tuple[str, ...] = (
     "emulator",
     "dev",
     "demo",
+    "convert",
+    "render",
 )
 
 log = logging.getLogger("batchop")
