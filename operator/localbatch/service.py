@@ -104,8 +104,7 @@ class Service:
         self.base_url = ""
         self.tokens: TokenIssuer | None = None
         self.authenticator = Authenticator(config.account, config.key)
-        self.engine: EngineProtocol = _UnavailableEngine()
-        self.engine_available = False
+        self.engine: EngineProtocol = _NotStarted()
         self.cert_path: Path | None = None
         self._runner: web.AppRunner | None = None
         self._state_writer: persistence.StateWriter | None = None
@@ -153,13 +152,13 @@ class Service:
         return int(sockets[0].getsockname()[1]) if sockets else self.config.port
 
     async def _start_engine(self) -> None:
-        engine_class = self.config.engine_factory or _load_engine_class()
-        if engine_class is None:
-            log.error("the execution engine (localbatch.engine) is not available: no jobs will be created")
-            self.engine = _UnavailableEngine()
-            self.engine_available = False
-            return
-        self.engine = engine_class(
+        if self.config.engine_factory is not None:
+            factory = self.config.engine_factory
+        else:
+            from localbatch.engine import Engine
+
+            factory = Engine
+        self.engine = factory(
             store=self.store,
             clock=self.clock,
             work_dir=self.work_dir,
@@ -168,7 +167,6 @@ class Service:
             no_execute_exit_code=self.config.no_execute_exit_code,
             account_name=self.config.account,
         )
-        self.engine_available = True
         await self.engine.start()
 
     async def stop(self) -> None:
@@ -189,6 +187,7 @@ class Service:
     async def reset(self) -> None:
         """Forget every object (admin ``reset``): stop the engine, clear the store, start a new engine."""
         await self.engine.stop()
+        self.engine = _NotStarted()
         self.store.clear()
         self.counts.clear()
         await self._start_engine()
@@ -218,7 +217,7 @@ class Service:
             "timeScale": self.clock.scale,
             "virtualTime": self.clock.now().isoformat(),
             "execute": self.config.execute,
-            "engine": self.engine_available,
+            "engine": not isinstance(self.engine, _NotStarted),
             "workDir": str(self.work_dir),
             "stateFile": str(self.config.state_file) if self.config.state_file else None,
             "tls": self.config.tls,
@@ -228,18 +227,8 @@ class Service:
         }
 
 
-def _load_engine_class() -> Any:
-    try:
-        from localbatch.engine import Engine
-    except ImportError as exc:
-        if exc.name not in ("localbatch.engine",):
-            raise
-        return None
-    return Engine
-
-
-class _UnavailableEngine:
-    """Stands in when ``localbatch.engine`` is not installed: objects are stored, nothing runs."""
+class _NotStarted:
+    """The engine slot before :meth:`Service.start` (and during a reset): notifications are dropped."""
 
     async def start(self) -> None:
         return None
