@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "emulator",
     "dev",
     "demo",
+    "blob",
     "convert",
     "render",
 )

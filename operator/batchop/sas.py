@@ -128,7 +128,7 @@ class _ClientMinter:
 
         where = plain_url(self.account_url, container)
         client = ContainerClient(self.account_url, container, credential=self._credential(),
-                                 retry_total=1, connection_timeout=10, read_timeout=20)
+                                 retry_policy=_quick_retry(), connection_timeout=10, read_timeout=20)
         try:
             async with client:
                 await client.get_container_properties()
@@ -151,12 +151,12 @@ class _ClientMinter:
             if status == 403:
                 raise StorageAccessError(
                     "StorageAuthenticationFailed",
-                    f"the storage account refused batchop's credential for {where} (HTTP 403 {_code(exc)}): check "
+                    f"the storage account refused batchop's credential for {where} ({_code(exc)}): check "
                     "the key in the Secret of spec.storage.credentialsSecretRef, or the Entra ID role assignment",
                     permanent=True,
                 ) from None
             raise StorageAccessError(
-                "StorageUnavailable", f"checking {where} failed with HTTP {status} {_code(exc)}; retrying",
+                "StorageUnavailable", f"checking {where} failed ({_code(exc)}); retrying",
                 permanent=False,
             ) from None
         except (TimeoutError, ServiceRequestError, OSError) as exc:
@@ -166,8 +166,19 @@ class _ClientMinter:
             ) from None
 
 
+def _quick_retry() -> Any:
+    """Two retries after 1 s and ~3 s (the SDK default waits 15 s first): callers retry on their own schedule."""
+    from azure.storage.blob.aio import ExponentialRetry
+
+    return ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=2, random_jitter_range=1)
+
+
 def _code(exc: HttpResponseError) -> str:
-    return str(getattr(exc, "error_code", None) or getattr(exc, "reason", None) or "")
+    """``HTTP 403 AuthenticationFailed``-style detail of a storage error (never includes a URL or SAS)."""
+    status = getattr(exc, "status_code", None)
+    code = getattr(exc, "error_code", None) or getattr(exc, "reason", None) or ""
+    code = getattr(code, "value", code)
+    return " ".join(part for part in (f"HTTP {status}" if status else "", str(code)) if part) or exc.__class__.__name__
 
 
 class KeyMinter(_ClientMinter):
@@ -234,7 +245,8 @@ class UserDelegationMinter(_ClientMinter):
             now = datetime.now(UTC)
             key_expiry = min(now + storage_config.MAX_USER_DELEGATION_LIFETIME, expiry + timedelta(minutes=1))
             try:
-                async with BlobServiceClient(self.account_url, credential=self._credential()) as service:
+                async with BlobServiceClient(self.account_url, credential=self._credential(),
+                                             retry_policy=_quick_retry()) as service:
                     self._key = await service.get_user_delegation_key(now - START_SKEW, key_expiry)
             except ClientAuthenticationError as exc:
                 raise StorageAccessError(
@@ -248,7 +260,7 @@ class UserDelegationMinter(_ClientMinter):
                 raise StorageAccessError(
                     "StorageAuthenticationFailed" if permanent else "StorageUnavailable",
                     f"Entra ID: getting a user delegation key from {self.account_url} failed "
-                    f"(HTTP {getattr(exc, 'status_code', '?')} {_code(exc)})",
+                    f"({_code(exc)})",
                     permanent=permanent,
                 ) from None
             self._key_expiry = key_expiry

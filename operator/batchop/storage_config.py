@@ -241,17 +241,16 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def dev_stack_env_file() -> Path:
-    """The env file ``batchop dev up`` writes (``$BATCHOP_DEV_DIR/env``, default ``~/.local/share/batchop/dev/env``)."""
-    try:
-        from batchop.devstack import paths  # type: ignore[attr-defined]
+def dev_stack_env_file(state_dir: Path | None = None) -> Path:
+    """The env file ``batchop dev up`` writes: ``<dir>/env`` (``--dir`` default ``.batchop-dev``)."""
+    if state_dir is None:
+        try:
+            from batchop.devstack import stack
 
-        return Path(paths.state_dir()) / "env"
-    except Exception:
-        base = os.environ.get("BATCHOP_DEV_DIR") or os.path.join(
-            os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "batchop", "dev"
-        )
-        return Path(base) / "env"
+            state_dir = Path(stack.DEFAULT_DIR)
+        except Exception:  # the dev stack module is optional for the CLI's storage settings
+            state_dir = Path(".batchop-dev")
+    return state_dir / "env"
 
 
 def for_cli(
