@@ -262,6 +262,30 @@ class Limits:
     read_timeout: float = 30.0
 
 
+def _encoded_path_transport() -> Any:
+    """An aiohttp transport that sends the URL exactly as the SDK built and signed it.
+
+    The SDK percent-encodes ``:`` in job ids (``/jobs/sched%3Ajob-1``) and signs that path (SharedKey);
+    aiohttp's URL normalisation would send ``/jobs/sched:job-1`` instead, so the signature no longer
+    matches what the service receives. Marking the URL as already encoded keeps the bytes signed.
+    """
+    import yarl
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    class EncodedPathTransport(AioHttpTransport):  # type: ignore[misc]
+        async def send(self, request: Any, **config: Any) -> Any:
+            url = request.url
+            if isinstance(url, str) and "%" in url.split("?", 1)[0]:
+                request.url = yarl.URL(url, encoded=True)
+                try:
+                    return await super().send(request, **config)
+                finally:
+                    request.url = url
+            return await super().send(request, **config)
+
+    return EncodedPathTransport()
+
+
 def _raw(item: Any) -> dict[str, Any]:
     """The wire JSON behind an SDK model (models are mappings over their raw JSON)."""
     if isinstance(item, dict):
@@ -296,6 +320,7 @@ class Gateway:
                 credential,
                 retry_policy=retry,
                 per_retry_policies=[MetricsPolicy()],
+                transport=_encoded_path_transport(),
                 raw_response_hook=self._count_response,
                 connection_timeout=self.limits.connection_timeout,
                 read_timeout=self.limits.read_timeout,

@@ -18,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from batchop import GROUP, PLURAL, PREFIX, VERSION
+from batchop import GROUP, PLURAL, PREFIX, VERSION, metrics
 from batchop.config import Settings
 from batchop.runtime import Runtime
 
@@ -49,10 +49,15 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     """Register the handlers on ``registry`` bound to ``runtime``."""
     resource = (GROUP, VERSION, PLURAL)
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        """kopf's own raw login (service account, else kubeconfig): no API client library needed."""
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings)
-        await runtime.start()
+        await runtime.start(settings)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -66,13 +71,17 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     @kopf.on.create(*resource, registry=registry)
     @kopf.on.update(*resource, registry=registry)
     async def reconcile(body: kopf.Body, **_: Any) -> None:
-        outcome = await runtime.reconcile(body)
+        with metrics.reconcile_timer("reconcile"):
+            outcome = await runtime.reconcile(body)
+        if outcome.synced.get("status") == "False":
+            metrics.count_error("reconcile", str(outcome.synced.get("reason")))
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(str(outcome.synced.get("message")), delay=outcome.retry_after)
 
     @kopf.on.delete(*resource, registry=registry, when=has_schedule)
     async def delete(body: kopf.Body, **_: Any) -> None:
-        outcome = await runtime.delete(body)
+        with metrics.reconcile_timer("delete"):
+            outcome = await runtime.delete(body)
         if not outcome.done:
             raise kopf.TemporaryError(str(outcome.synced.get("message")), delay=outcome.retry_after or 5)
 

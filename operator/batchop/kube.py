@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from batchop import GROUP, KIND, PLURAL, VERSION
+from batchop import GROUP, KIND, PLURAL, VERSION, metrics
 from batchop import conditions as cond
 from batchop.redact import redact
 
@@ -38,11 +38,11 @@ class KubeError(Exception):
         self.status = status
 
 
-def _connection_info() -> Any:
+def _connection_info(settings: Any = None) -> Any:
     import kopf
 
-    logger = logging.getLogger("batchop.kube.login")
-    info = kopf.login_with_service_account(logger=logger) or kopf.login_with_kubeconfig(logger=logger)
+    settings = settings if settings is not None else kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
     if info is None:
         raise KubeError(0, "no Kubernetes credentials: set KUBECONFIG or run in a cluster")
     return info
@@ -61,8 +61,8 @@ def _write_temp(data: str | bytes, suffix: str) -> str:
 class KubeClient:
     """A minimal async client for the calls the operator makes itself (kopf does the watching)."""
 
-    def __init__(self, info: Any | None = None) -> None:
-        self._info = info or _connection_info()
+    def __init__(self, info: Any | None = None, *, settings: Any = None) -> None:
+        self._info = info or _connection_info(settings)
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
 
@@ -217,10 +217,12 @@ class StatusWriter:
     def seed(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
         """Remember the status seen on the object, unless this process has written it already."""
         self._status.setdefault((namespace, name), _prune(copy.deepcopy(dict(status or {}))))
+        metrics.observe_resource(namespace, name, spec=None, status=self._status[(namespace, name)])
 
     def forget(self, namespace: str, name: str) -> None:
         self._status.pop((namespace, name), None)
         self._locks.pop((namespace, name), None)
+        metrics.forget_resource(namespace, name)
 
     async def update(
         self,
@@ -266,4 +268,5 @@ class StatusWriter:
                 return False
             self._status[key] = new
             self.patches += 1
+            metrics.observe_resource(namespace, name, spec=None, status=new)
             return True

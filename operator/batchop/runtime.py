@@ -66,9 +66,9 @@ class Runtime:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._refs: dict[str, tuple[str, Mapping[str, Any]]] = {}  # endpoint -> (namespace, spec) to re-resolve
 
-    async def start(self) -> None:
+    async def start(self, kopf_settings: Any = None) -> None:
         if self.kube is None:
-            self.kube = KubeClient()
+            self.kube = KubeClient(settings=kopf_settings)
         if self.model is None:
             self.model = rc.default_model()
         self.writer = StatusWriter(self.kube)

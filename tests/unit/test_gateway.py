@@ -1,0 +1,171 @@
+"""Error classification and request accounting of the Batch gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+)
+
+from batchop import gateway as gw
+
+
+class FakeResponse:
+    def __init__(self, status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None) -> None:
+        self.status_code = status
+        self.reason = "reason"
+        self.headers = headers or {}
+        self._body = body
+        self.request = None
+        self.content_type = "application/json"
+
+    def text(self, encoding: str | None = None) -> str:
+        return json.dumps(self._body) if self._body is not None else ""
+
+    def json(self) -> Any:
+        if self._body is None:
+            raise ValueError("no body")
+        return self._body
+
+    def body(self) -> bytes:
+        return self.text().encode()
+
+
+def batch_error(code: str, message: str, values: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    return {
+        "odata.metadata": "https://x/$metadata#Microsoft.Azure.Batch.Protocol.Entities.Container.errors/@Element",
+        "code": code,
+        "message": {"lang": "en-US", "value": f"{message}\nRequestId:abc\nTime:2025-01-01T00:00:00Z"},
+        "values": [{"key": k, "value": v} for k, v in values or []],
+    }
+
+
+def error(cls: type[HttpResponseError], status: int, body: dict[str, Any] | None, **headers: str) -> HttpResponseError:
+    return cls(response=FakeResponse(status, body, headers))  # type: ignore[arg-type]
+
+
+def test_400_is_terminal_and_names_the_rejected_property() -> None:
+    exc = error(
+        HttpResponseError,
+        400,
+        batch_error(
+            "InvalidPropertyValue",
+            "The value provided for one of the properties in the request body is invalid.",
+            [
+                ("PropertyName", "recurrenceInterval"),
+                ("PropertyValue", "PT10S"),
+                ("Reason", "must be at least 1 minute"),
+            ],
+        ),
+    )
+    err = gw.classify(exc)
+    assert err.terminal and err.reason == gw.INVALID_SPEC
+    assert err.code == "InvalidPropertyValue" and err.field == "recurrenceInterval"
+    assert "recurrenceInterval" in err.message and "PT10S" in err.message and "at least 1 minute" in err.message
+    assert "RequestId" not in err.message
+
+
+def test_auth_failures_are_terminal() -> None:
+    for exc in (
+        error(ClientAuthenticationError, 401, None),
+        error(HttpResponseError, 403, batch_error("AuthenticationFailed", "Server failed to authenticate")),
+    ):
+        err = gw.classify(exc)
+        assert err.terminal and err.reason == gw.AUTHENTICATION_FAILED
+        assert "Secret" in err.message
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "reason"),
+    [
+        (429, "TooManyRequests", gw.THROTTLED),
+        (503, "ServerBusy", gw.BATCH_UNAVAILABLE),
+        (500, "InternalError", gw.BATCH_UNAVAILABLE),
+        (412, "ConditionNotMet", gw.CONFLICT),
+        (409, "JobScheduleBeingDeleted", gw.CONFLICT),
+        (409, "ActiveJobAndScheduleQuotaReached", gw.QUOTA_REACHED),
+        (404, "JobScheduleNotFound", gw.NOT_FOUND),
+    ],
+)
+def test_recoverable_errors(status: int, code: str, reason: str) -> None:
+    cls = {404: ResourceNotFoundError, 409: ResourceExistsError}.get(status, HttpResponseError)
+    err = gw.classify(error(cls, status, batch_error(code, "m"), **{"Retry-After": "7"}))
+    assert not err.terminal and err.reason == reason and err.code == code
+    if status in (429, 503, 500):
+        assert err.retry_after == 7
+
+
+def test_exists_keeps_its_code_for_the_ownership_check() -> None:
+    err = gw.classify(error(ResourceExistsError, 409, batch_error("JobScheduleExists", "exists")))
+    assert err.code == "JobScheduleExists" and not err.terminal
+
+
+def test_connection_errors_and_timeouts_are_unavailable() -> None:
+    for exc in (ServiceRequestError("refused"), TimeoutError(), ConnectionResetError()):
+        err = gw.classify(exc)
+        assert err.reason == gw.BATCH_UNAVAILABLE and not err.terminal
+
+
+def test_messages_are_redacted() -> None:
+    from batchop.redact import register_secret
+
+    register_secret("c2VjcmV0LWtleS12YWx1ZQ==")
+    err = gw.classify(
+        error(
+            HttpResponseError,
+            400,
+            batch_error(
+                "InvalidPropertyValue",
+                "bad url https://a.blob.core.windows.net/c?sv=1&sig=abcdef c2VjcmV0LWtleS12YWx1ZQ==",
+            ),
+        )
+    )
+    assert "abcdef" not in str(err) and "c2VjcmV0LWtleS12YWx1ZQ==" not in str(err)
+
+
+async def test_token_bucket_limits_rate() -> None:
+    bucket = gw.TokenBucket(rate=50, burst=1)
+    start = time.monotonic()
+    for _ in range(6):
+        await bucket.acquire()
+    assert time.monotonic() - start >= 0.09  # 5 waits of 20 ms
+
+
+class SlowClient:
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.peak = 0
+
+    async def get_job_schedule(self, schedule_id: str, cls: Any = None) -> Any:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(0.02)
+        self.in_flight -= 1
+        raise error(ResourceNotFoundError, 404, batch_error("JobScheduleNotFound", "nope"))
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_concurrency_limit_and_404_as_none() -> None:
+    client = SlowClient()
+    gateway = gw.Gateway(
+        "https://acct.region.batch.azure.com",
+        None,
+        limits=gw.Limits(max_concurrency=2, requests_per_second=0),
+        client=client,
+    )
+    results = await asyncio.gather(*(gateway.get_schedule(f"s{i}") for i in range(8)))
+    assert results == [None] * 8
+    assert client.peak == 2
+    assert gateway.stats.requests["get_schedule"] == 8
+    assert gateway.stats.errors[gw.NOT_FOUND] == 8

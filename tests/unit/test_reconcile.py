@@ -1,0 +1,321 @@
+"""Reconcile decisions against a fake gateway, with the real model (batchop.spec)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from batchop import conditions as cond
+from batchop import reconcile as rc
+from batchop.gateway import BatchError, classify
+
+UID = "0b8f6a52-uid"
+
+
+def spec(**extra: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "schedule": {"recurrenceInterval": "PT1H"},
+        "jobSpecification": {
+            "poolInfo": {"poolId": "pool-1"},
+            "jobManagerTask": {"id": "main", "commandLine": "/bin/true"},
+        },
+    }
+    out.update(extra)
+    return out
+
+
+def view(**kw: Any) -> rc.ObjectView:
+    defaults: dict[str, Any] = {
+        "namespace": "team",
+        "name": "report",
+        "uid": UID,
+        "generation": 1,
+        "spec": spec(),
+        "annotations": {},
+        "status": {},
+    }
+    defaults.update(kw)
+    return rc.ObjectView(**defaults)
+
+
+class FakeGateway:
+    """Stores schedules like Batch (read-time defaults, normalised durations) and records every call."""
+
+    def __init__(self) -> None:
+        self.schedules: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self.fail: dict[str, BatchError] = {}
+        self.etag = 0
+
+    def _check(self, op: str) -> None:
+        if op in self.fail:
+            raise self.fail.pop(op)
+
+    def _stored(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        from batchwire import defaults, durations
+
+        out = copy.deepcopy(dict(body))
+        out["jobSpecification"] = defaults.apply_job_specification_defaults(out.get("jobSpecification") or {})
+        sched = out.get("schedule") or {}
+        for key in ("recurrenceInterval", "startWindow"):
+            if key in sched:
+                sched[key] = durations.normalize(sched[key])
+        self.etag += 1
+        out["eTag"] = f"0x{self.etag}"
+        return out
+
+    async def get_schedule(self, schedule_id: str) -> tuple[dict[str, Any], str | None] | None:
+        self.calls.append(("get", schedule_id))
+        self._check("get")
+        found = self.schedules.get(schedule_id.lower())
+        return (copy.deepcopy(found), found["eTag"]) if found else None
+
+    async def create_schedule(self, body: Mapping[str, Any]) -> None:
+        self.calls.append(("create", body["id"]))
+        self._check("create")
+        if body["id"].lower() in self.schedules:
+            raise BatchError("exists", reason="AlreadyExists", terminal=False, status=409, code="JobScheduleExists")
+        stored = self._stored(body)
+        stored["state"] = "active"
+        self.schedules[body["id"].lower()] = stored
+
+    async def patch_schedule(self, schedule_id: str, properties: Mapping[str, Any], etag: str | None) -> None:
+        self.calls.append(("patch", (schedule_id, sorted(properties), etag)))
+        self._check("patch")
+        current = self.schedules[schedule_id.lower()]
+        if etag and etag != current["eTag"]:
+            raise BatchError("moved", reason="Conflict", terminal=False, status=412)
+        merged = {**current, **copy.deepcopy(dict(properties))}
+        stored = self._stored(merged)
+        self.schedules[schedule_id.lower()] = stored
+
+    async def disable_schedule(self, schedule_id: str) -> None:
+        self.calls.append(("disable", schedule_id))
+        self.schedules[schedule_id.lower()]["state"] = "disabled"
+
+    async def enable_schedule(self, schedule_id: str) -> None:
+        self.calls.append(("enable", schedule_id))
+        self.schedules[schedule_id.lower()]["state"] = "active"
+
+    async def terminate_schedule(self, schedule_id: str) -> None:
+        self.calls.append(("terminate", schedule_id))
+        self._check("terminate")
+        self.schedules[schedule_id.lower()]["state"] = "terminating"
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        self.calls.append(("delete", schedule_id))
+        self.schedules[schedule_id.lower()]["state"] = "deleting"
+
+    def ops(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+@pytest.fixture
+def model() -> rc.Model:
+    return rc.default_model()
+
+
+async def test_create_with_owner_marks_then_nothing_to_do(model: rc.Model) -> None:
+    gw = FakeGateway()
+    out = await rc.apply(view(), gw, model=model)
+    assert out.synced["status"] == cond.TRUE and out.synced["reason"] == cond.REASON_SYNCED
+    assert out.writes == ["create"]
+    assert out.status["scheduleId"] == "team_report"
+    stored = gw.schedules["team_report"]
+    marks = {m["name"]: m["value"] for m in stored["metadata"]}
+    assert marks == {"azurebatch.dev/owner": "team/report", "azurebatch.dev/uid": UID}
+    # a second pass against Batch's normalised, defaulted copy writes nothing
+    gw.calls.clear()
+    again = await rc.apply(view(status=out.status), gw, model=model)
+    assert again.writes == [] and gw.ops() == ["get"]
+
+
+async def test_crash_between_create_and_status_continues_without_duplicate(model: rc.Model) -> None:
+    gw = FakeGateway()
+    await rc.apply(view(), gw, model=model)  # status never written (crash)
+    gw.calls.clear()
+    gw.schedules["team_report"]["state"] = "active"
+    out = await rc.apply(view(), gw, model=model)  # the re-run after the restart
+    assert out.synced["status"] == cond.TRUE
+    assert "create" not in gw.ops()
+    assert len(gw.schedules) == 1
+
+
+async def test_create_race_answered_by_marks(model: rc.Model) -> None:
+    gw = FakeGateway()
+    await rc.apply(view(), gw, model=model)
+    existing = gw.schedules.pop("team_report")
+
+    async def get_then_appear(schedule_id: str) -> Any:
+        gw.schedules["team_report"] = existing  # appears between our GET and our POST
+        return None
+
+    gw.get_schedule = get_then_appear  # type: ignore[method-assign]
+    original = FakeGateway.get_schedule
+
+    async def create(body: Mapping[str, Any]) -> None:
+        gw.get_schedule = lambda sid: original(gw, sid)  # type: ignore[method-assign]
+        await FakeGateway.create_schedule(gw, body)
+
+    gw.create_schedule = create  # type: ignore[method-assign]
+    out = await rc.apply(view(), gw, model=model)
+    assert out.synced["status"] == cond.TRUE
+    assert len(gw.schedules) == 1
+
+
+async def test_foreign_schedule_is_terminal_even_with_adopt(model: rc.Model) -> None:
+    gw = FakeGateway()
+    await rc.apply(
+        view(namespace="other", name="thing", uid="other-uid", spec=spec(scheduleId="shared")), gw, model=model
+    )
+    etag = gw.schedules["shared"]["eTag"]
+    out = await rc.apply(
+        view(spec=spec(scheduleId="shared"), annotations={rc.ANNOTATION_ADOPT: "true"}), gw, model=model
+    )
+    assert out.synced["reason"] == "AlreadyExists" and out.terminal
+    assert "other/thing" in out.synced["message"]
+    assert "scheduleId" not in out.status
+    assert gw.schedules["shared"]["eTag"] == etag
+
+
+async def test_unowned_schedule_adopted_only_when_asked(model: rc.Model) -> None:
+    gw = FakeGateway()
+    gw.schedules["legacy"] = {
+        **gw._stored(
+            {
+                "id": "legacy",
+                "schedule": {"recurrenceInterval": "PT2H"},
+                "jobSpecification": {"poolInfo": {"poolId": "p"}},
+            }
+        ),
+        "state": "active",
+    }
+    refused = await rc.apply(view(spec=spec(scheduleId="legacy")), gw, model=model)
+    assert refused.synced["reason"] == "AlreadyExists"
+    assert "adopt" in refused.synced["message"]
+    adopted = await rc.apply(
+        view(spec=spec(scheduleId="legacy"), annotations={rc.ANNOTATION_ADOPT: "true"}), gw, model=model
+    )
+    assert adopted.synced["status"] == cond.TRUE
+    assert "adopt" in adopted.writes
+    marks = {m["name"]: m["value"] for m in gw.schedules["legacy"]["metadata"]}
+    assert marks["azurebatch.dev/uid"] == UID
+    assert gw.schedules["legacy"]["schedule"]["recurrenceInterval"] == "PT1H"
+
+
+async def test_update_patches_only_changed_properties_with_etag(model: rc.Model) -> None:
+    gw = FakeGateway()
+    first = await rc.apply(view(), gw, model=model)
+    etag = gw.schedules["team_report"]["eTag"]
+    gw.calls.clear()
+    changed = spec()
+    changed["schedule"]["recurrenceInterval"] = "PT02H00M00S"
+    out = await rc.apply(view(spec=changed, generation=2, status=first.status), gw, model=model)
+    assert gw.calls[-1] == ("patch", ("team_report", ["schedule"], etag))
+    assert out.status["observedGeneration"] == 2
+
+
+async def test_412_is_recoverable(model: rc.Model) -> None:
+    gw = FakeGateway()
+    await rc.apply(view(), gw, model=model)
+    gw.fail["patch"] = BatchError("moved", reason="Conflict", terminal=False, status=412)
+    changed = spec(schedule={"recurrenceInterval": "PT3H"})
+    out = await rc.apply(view(spec=changed), gw, model=model)
+    assert out.synced["reason"] == "Conflict" and out.retry_after is not None
+
+
+async def test_suspend_and_resume(model: rc.Model) -> None:
+    gw = FakeGateway()
+    await rc.apply(view(), gw, model=model)
+    out = await rc.apply(view(spec=spec(suspend=True)), gw, model=model)
+    assert out.writes == ["disable"] and gw.schedules["team_report"]["state"] == "disabled"
+    out = await rc.apply(view(spec=spec(suspend=True)), gw, model=model)
+    assert out.writes == []
+    out = await rc.apply(view(spec=spec(suspend=False)), gw, model=model)
+    assert out.writes == ["enable"]
+
+
+async def test_invalid_spec_sends_no_request(model: rc.Model) -> None:
+    gw = FakeGateway()
+    out = await rc.apply(view(spec=spec(schedule={"recurrenceInterval": "PT30S"})), gw, model=model)
+    assert out.synced["reason"] == "InvalidSpec" and out.terminal
+    assert "spec.schedule.recurrenceInterval" in out.synced["message"]
+    assert gw.calls == []
+
+
+async def test_changed_schedule_id_refused(model: rc.Model) -> None:
+    gw = FakeGateway()
+    out = await rc.apply(view(spec=spec(scheduleId="new-id"), status={"scheduleId": "team_report"}), gw, model=model)
+    assert out.synced["reason"] == cond.REASON_ID_IMMUTABLE and out.terminal
+    assert "team_report" in out.synced["message"] and "new-id" in out.synced["message"]
+    assert gw.calls == []
+
+
+async def test_skip_policy_never_writes(model: rc.Model) -> None:
+    gw = FakeGateway()
+    out = await rc.apply(view(annotations={rc.ANNOTATION_POLICY: "skip"}), gw, model=model)
+    assert gw.ops() == ["get"]
+    assert out.synced["status"] == cond.UNKNOWN and out.ready and out.ready["reason"] == cond.REASON_NOT_FOUND
+
+
+async def test_unavailable_is_recoverable_with_retry_after(model: rc.Model) -> None:
+    gw = FakeGateway()
+    gw.fail["get"] = BatchError("busy", reason="Throttled", terminal=False, status=429, retry_after=7)
+    out = await rc.apply(view(), gw, model=model)
+    assert out.synced["reason"] == "Throttled" and out.retry_after == 7
+
+
+async def test_delete_policy_delete_terminates_deletes_and_waits(model: rc.Model) -> None:
+    gw = FakeGateway()
+    created = await rc.apply(view(), gw, model=model)
+    obj = view(status=created.status)
+    step = await rc.delete(obj, gw)
+    assert not step.done and step.writes == ["terminate"]
+    gw.schedules["team_report"]["state"] = "completed"
+    step = await rc.delete(obj, gw)
+    assert not step.done and step.writes == ["delete"]
+    del gw.schedules["team_report"]
+    step = await rc.delete(obj, gw)
+    assert step.done
+
+
+async def test_delete_orphan_strips_marks(model: rc.Model) -> None:
+    gw = FakeGateway()
+    s = spec(deletionPolicy="Orphan", metadata=[{"name": "team", "value": "x"}])
+    created = await rc.apply(view(spec=s), gw, model=model)
+    step = await rc.delete(view(spec=s, status=created.status), gw)
+    assert step.done and step.writes == ["orphan"]
+    assert gw.schedules["team_report"]["metadata"] == [{"name": "team", "value": "x"}]
+
+
+async def test_delete_releases_at_once_when_nothing_exists(model: rc.Model) -> None:
+    gw = FakeGateway()
+    assert (await rc.delete(view(), gw)).done and gw.calls == []
+    assert (await rc.delete(view(status={"scheduleId": "team_report"}), gw)).done
+
+
+async def test_delete_waits_while_batch_unreachable(model: rc.Model) -> None:
+    gw = FakeGateway()
+    created = await rc.apply(view(), gw, model=model)
+    gw.fail["get"] = classify(OSError("connection refused"))
+    step = await rc.delete(view(status=created.status), gw)
+    assert not step.done and step.retry_after
+    assert step.synced["reason"] == cond.REASON_DELETION_PENDING
+    assert "team_report" in step.synced["message"]
+
+
+async def test_delete_never_touches_someone_elses_schedule(model: rc.Model) -> None:
+    gw = FakeGateway()
+    await rc.apply(view(uid="someone-else"), gw, model=model)
+    step = await rc.delete(view(status={"scheduleId": "team_report"}), gw)
+    assert step.done and "terminate" not in gw.ops()
+
+
+async def test_force_patches_job_specification_for_sas_renewal(model: rc.Model) -> None:
+    gw = FakeGateway()
+    await rc.apply(view(), gw, model=model)
+    out = await rc.apply(view(), gw, model=model, force=("jobSpecification",))
+    assert out.writes == ["patch:jobSpecification"]

@@ -1,0 +1,273 @@
+"""Status building, conditions, merge patches, and the poller's request budget (fake gateway)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batchop import conditions as cond
+from batchop import status as st
+from batchop.gateway import GatewayStats
+from batchop.kube import StatusWriter, merge_patch
+from batchop.poller import Poller, Tracked
+
+SCHEDULE = {
+    "id": "team_report",
+    "state": "active",
+    "executionInfo": {"nextRunTime": "2026-01-01T02:00:00.0000000Z", "recentJob": {"id": "team_report:job-1"}},
+    "metadata": [
+        {"name": "azurebatch.dev/owner", "value": "team/report"},
+        {"name": "azurebatch.dev/uid", "value": "u1"},
+    ],
+}
+JOB_DONE = {
+    "id": "team_report:job-1",
+    "state": "completed",
+    "creationTime": "2026-01-01T01:00:00Z",
+    "executionInfo": {
+        "startTime": "2026-01-01T01:00:01Z",
+        "endTime": "2026-01-01T01:05:00Z",
+        "poolId": "opt_abc",
+        "terminateReason": "AllTasksComplete",
+    },
+}
+
+
+def test_condition_transition_time_kept_when_status_unchanged() -> None:
+    first = cond.merge([], [cond.make(cond.READY, cond.TRUE, "Active", "a")], now="T1")
+    second = cond.merge(first, [cond.make(cond.READY, cond.TRUE, "Active", "message changed")], now="T2")
+    assert second[0]["lastTransitionTime"] == "T1" and second[0]["message"] == "message changed"
+    third = cond.merge(second, [cond.make(cond.READY, cond.FALSE, "NotFound", "gone")], now="T3")
+    assert third[0]["lastTransitionTime"] == "T3"
+    both = cond.merge(third, [cond.make(cond.SYNCED, cond.TRUE, "Synced")], now="T4")
+    assert [c["type"] for c in both] == ["Ready", "Synced"]
+
+
+def test_observed_status_success() -> None:
+    counts = {"active": 0, "running": 0, "completed": 1, "succeeded": 1, "failed": 0}
+    pool = {
+        "id": "opt_abc",
+        "state": "active",
+        "allocationState": "steady",
+        "currentDedicatedNodes": 1,
+        "currentLowPriorityNodes": 0,
+        "vmSize": "ignored",
+    }
+    out = st.observed_status(
+        schedule_id="team_report",
+        schedule=SCHEDULE,
+        job=JOB_DONE,
+        task_counts=counts,
+        pool=pool,
+        previous={},
+        generation=3,
+    )
+    assert out["state"] == "active" and out["nextRunTime"] == SCHEDULE["executionInfo"]["nextRunTime"]
+    job = out["recentJob"]
+    assert job["result"] == "success" and job["taskCounts"]["succeeded"] == 1 and job["poolId"] == "opt_abc"
+    assert job["terminateReason"] == "AllTasksComplete"
+    assert out["lastScheduleTime"] == JOB_DONE["creationTime"]
+    assert out["lastSuccessfulTime"] == "2026-01-01T01:05:00Z"
+    assert out["pool"] == {k: v for k, v in pool.items() if k != "vmSize"}
+    assert out["conditions"][0]["reason"] == "Active" and out["conditions"][0]["observedGeneration"] == 3
+
+
+def test_failures_keep_last_success_and_report_scheduling_error() -> None:
+    job = {
+        **JOB_DONE,
+        "executionInfo": {
+            **JOB_DONE["executionInfo"],
+            "schedulingError": {
+                "category": "usererror",
+                "code": "AutoPoolCreationFailed",
+                "message": "quota",
+                "details": [],
+            },
+        },
+    }
+    out = st.observed_status(
+        schedule_id="s",
+        schedule=SCHEDULE,
+        job=job,
+        task_counts=None,
+        pool=None,
+        previous={"lastSuccessfulTime": "earlier"},
+    )
+    assert out["recentJob"]["result"] == "failure"
+    assert out["recentJob"]["schedulingError"] == {
+        "category": "usererror",
+        "code": "AutoPoolCreationFailed",
+        "message": "quota",
+    }
+    assert out["lastSuccessfulTime"] == "earlier"
+    counts = {"completed": 2, "succeeded": 1, "failed": 1}
+    assert st.job_result(JOB_DONE, counts) == "failure"
+    assert st.job_result({**JOB_DONE, "state": "active"}, counts) is None
+
+
+def test_ready_by_state() -> None:
+    assert st.ready_condition({"state": "disabled"}, "s", 1)["reason"] == "Suspended"
+    assert st.ready_condition({"state": "completed"}, "s", 1)["status"] == cond.TRUE
+    assert st.ready_condition({"state": "deleting"}, "s", 1)["status"] == cond.FALSE
+    assert st.ready_condition(None, "s", 1)["reason"] == "NotFound"
+
+
+def test_transitions() -> None:
+    started = {"recentJob": {"id": "j2", "state": "active"}}
+    assert [e.reason for e in st.transitions({"recentJob": {"id": "j1", "result": "success"}}, started)] == [
+        "JobStarted"
+    ]
+    done = {
+        "recentJob": {"id": "j2", "state": "completed", "result": "failure", "taskCounts": {"failed": 1}},
+        "state": "completed",
+    }
+    reasons = [e.reason for e in st.transitions(started, done)]
+    assert reasons == ["JobFailed", "ScheduleCompleted"]
+    assert st.transitions(done, done) == []
+
+
+def test_merge_patch_nulls_removed_fields() -> None:
+    old = {"recentJob": {"id": "a", "endTime": "t"}, "pool": {"id": "p"}, "state": "active"}
+    new = {"recentJob": {"id": "b"}, "state": "active"}
+    assert merge_patch(old, new) == {"recentJob": {"id": "b", "endTime": None}, "pool": None}
+
+
+class FakeKube:
+    def __init__(self, status: dict[str, Any]) -> None:
+        self.status = status
+        self.patches: list[dict[str, Any]] = []
+
+    async def get_object(self, namespace: str, name: str) -> dict[str, Any]:
+        return {"status": self.status}
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.patches.append(patch)
+        return {}
+
+
+async def test_status_writer_patches_only_on_change() -> None:
+    kube = FakeKube({})
+    writer = StatusWriter(kube)
+    ready = cond.make(cond.READY, cond.TRUE, "Active", "ok")
+    assert await writer.update("ns", "a", {"state": "active"}, [ready])
+    assert not await writer.update("ns", "a", {"state": "active"}, [ready])
+    synced = cond.make(cond.SYNCED, cond.TRUE, "Synced", "ok")
+    assert await writer.update("ns", "a", {"scheduleId": "x"}, [synced])
+    assert len(kube.patches) == 2
+    assert [c["type"] for c in kube.patches[1]["conditions"]] == ["Ready", "Synced"]  # lists go whole
+
+
+class BudgetGateway:
+    """Batch with N schedules, all owned, each with one completed job on an auto pool."""
+
+    def __init__(self, n: int) -> None:
+        self.stats = GatewayStats()
+        self.schedules = [
+            {
+                **SCHEDULE,
+                "id": f"s{i}",
+                "executionInfo": {"recentJob": {"id": f"s{i}:job-1"}},
+                "metadata": [{"name": "azurebatch.dev/uid", "value": f"u{i}"}],
+            }
+            for i in range(n)
+        ]
+        self.jobs = {
+            f"s{i}:job-1": {
+                **JOB_DONE,
+                "id": f"s{i}:job-1",
+                "executionInfo": {**JOB_DONE["executionInfo"], "poolId": f"p{i}"},
+            }
+            for i in range(n)
+        }
+
+    def _count(self, op: str, pages: int = 1) -> None:
+        self.stats.requests[op] += pages
+        self.stats.responses[200] += pages
+
+    async def list_schedules(self, **_: Any) -> list[dict[str, Any]]:
+        self._count("list_schedules", max(1, -(-len(self.schedules) // 1000)))
+        return self.schedules
+
+    async def list_jobs(self, **_: Any) -> list[dict[str, Any]]:
+        self._count("list_jobs")
+        return []
+
+    async def list_pools(self, **_: Any) -> list[dict[str, Any]]:
+        self._count("list_pools", max(1, -(-len(self.schedules) // 1000)))
+        return [{"id": f"p{i}", "state": "active"} for i in range(len(self.schedules))]
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        self._count("get_job")
+        return self.jobs[job_id]
+
+    async def task_counts(self, job_id: str) -> dict[str, Any]:
+        self._count("task_counts")
+        return {"completed": 1, "succeeded": 1, "failed": 0}
+
+
+async def test_poller_requests_per_cycle_do_not_grow_with_schedules() -> None:
+    per_cycle: dict[int, list[int]] = {}
+    for n in (5, 200):
+        gateway = BudgetGateway(n)
+        members = [Tracked("ns", f"o{i}", f"u{i}", 1, "e", f"s{i}") for i in range(n)]
+        kube = FakeKube({})
+        writer = StatusWriter(kube)
+        events: list[str] = []
+        drift: list[str] = []
+
+        async def post(member: Tracked, event: st.EventSpec, events: list[str] = events) -> None:
+            events.append(event.reason)
+
+        async def on_drift(member: Tracked, why: str, drift: list[str] = drift, **_: Any) -> None:
+            drift.append(why)
+
+        async def refresh() -> None:
+            return None
+
+        poller = Poller(
+            "e",
+            gateway=lambda gateway=gateway: gateway,
+            members=lambda members=members: members,
+            writer=writer,
+            post_event=post,
+            on_drift=on_drift,
+            refresh_credentials=refresh,
+            changed_properties=lambda d, o: [],
+        )
+        reports = [await poller.cycle() for _ in range(3)]
+        per_cycle[n] = [r.requests for r in reports]
+        assert not drift
+        assert reports[0].patched == n and reports[1].patched == 0 and reports[2].patched == 0
+    # first cycle reads each new completed job once (transitions); later cycles: schedules + jobs + pools
+    assert per_cycle[5][1:] == [3, 3]
+    assert per_cycle[200][1:] == [3, 3]
+
+
+async def test_poller_detects_missing_and_changed_schedules() -> None:
+    gateway = BudgetGateway(2)
+    gateway.schedules = gateway.schedules[:1]  # s1 deleted behind our back
+    members = [
+        Tracked("ns", "o0", "u0", 1, "e", "s0", desired={"schedule": {}}),
+        Tracked("ns", "o1", "u1", 1, "e", "s1"),
+    ]
+    drift: list[str] = []
+
+    async def on_drift(member: Tracked, why: str, **_: Any) -> None:
+        drift.append(f"{member.name}: {why}")
+
+    async def nothing(*_: Any) -> None:
+        return None
+
+    poller = Poller(
+        "e",
+        gateway=lambda: gateway,
+        members=lambda: members,
+        writer=StatusWriter(FakeKube({})),
+        post_event=nothing,
+        on_drift=on_drift,
+        refresh_credentials=nothing,
+        changed_properties=lambda d, o: ["schedule"],
+    )
+    report = await poller.cycle()
+    assert len(report.drift) == 2
+    assert any("o1" in d and "gone" in d for d in drift)
+    assert any("o0" in d and "changed outside" in d for d in drift)
