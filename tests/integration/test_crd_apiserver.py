@@ -107,3 +107,14 @@ def test_kubectl_explain_is_useful(kube: Any) -> None:
     assert "Job Manager Task" in out and "commandLine\t<string> -required-" in out
     out = _explain(kube, "bjs.spec.jobSpecification.jobManagerTask.resourceFiles.blob")
     assert "batchop extension" in out
+
+
+def test_converted_seed_is_accepted_and_renders(kube: Any, tmp_path: Path) -> None:
+    """`batchop convert` of the 2016 seed -> the API server accepts it -> `batchop render` validates it."""
+    from batchop import cli
+
+    converted = tmp_path / "seed.yaml"
+    assert cli.main(["convert", str(SEED), "--name", "seed-converted", "-o", str(converted)]) == 0
+    result = kube.kubectl("apply", "--dry-run=server", "-f", str(converted))
+    assert result.returncode == 0, result.stderr
+    assert cli.main(["render", "-f", str(converted), "--unresolved"]) == 0
