@@ -11,6 +11,10 @@ HMAC-SHA256 of that string with the base64-decoded account key, sent as
 ``Authorization: SharedKey {account}:{signature}``. A request whose ``ocp-date`` (or ``date``) is
 more than 15 minutes from the real time is refused, as Azure refuses it.
 
+The SDK signs the path as it encoded it (``/jobs/sched%3Ajob-1``), but its aio transport
+(aiohttp/yarl) sends ``:`` unescaped (``/jobs/sched:job-1``); the aio SDK works against Azure, so
+a signature over the percent-encoded form of the received path is accepted as well.
+
 Bearer: tokens the service's own token endpoint issued (:mod:`localbatch.tokens`), for the
 Entra ID path over TLS. Every failure is 403 ``AuthenticationFailed`` with
 ``AuthenticationErrorDetail`` saying why.
@@ -24,7 +28,7 @@ import hmac
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, unquote
 
 from localbatch.errors import BatchError
 from localbatch.tokens import TokenError, TokenIssuer
@@ -61,6 +65,12 @@ def string_to_sign(method: str, raw_target: str, headers: Mapping[str, str], acc
         if value:
             out += f"\n{name}:{value}"
     return out
+
+
+def encoded_target(raw_target: str) -> str:
+    """The request target with every path segment percent-encoded as the SDK's serializer does."""
+    path, sep, query = raw_target.partition("?")
+    return "/".join(quote(unquote(segment), safe="") for segment in path.split("/")) + sep + query
 
 
 def sign(key: bytes, text: str) -> str:
@@ -120,6 +130,11 @@ class Authenticator:
         expected_text = string_to_sign(method, raw_target, headers, self.account)
         expected = sign(self.key, expected_text)
         if not hmac.compare_digest(expected, signature):
+            encoded = encoded_target(raw_target)
+            if encoded != raw_target and hmac.compare_digest(
+                sign(self.key, string_to_sign(method, encoded, headers, self.account)), signature
+            ):
+                return f"sharedkey:{account}"
             shown = expected_text.replace("\n", "\\n")
             raise _fail(
                 f"The MAC signature found in the HTTP request '{signature}' is not the same as any computed "

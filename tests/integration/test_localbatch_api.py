@@ -534,6 +534,39 @@ def test_admin_counts_clock_info_state(batch_client: Any, local_batch: Any) -> N
     assert after - before >= datetime.timedelta(hours=1)
 
 
+def test_terminate_and_delete_finish_through_the_sdk_pollers(batch_client: Any) -> None:
+    schedule_id = uid("lro")
+    batch_client.create_job_schedule(schedule_body(schedule_id))
+    batch_client.begin_terminate_job_schedule(schedule_id, polling_interval=0.05).result(timeout=30)
+    done = batch_client.get_job_schedule(schedule_id)
+    assert done.state == "completed" and done.execution_info.end_time is not None
+    assert batch_client.get_job(f"{schedule_id}:job-1").state == "completed"
+    with pytest.raises(ResourceExistsError) as info:
+        batch_client.disable_job_schedule(schedule_id)
+    assert error_of(info.value)["code"] == "JobScheduleCompleted"
+    batch_client.begin_delete_job_schedule(schedule_id, polling_interval=0.05).result(timeout=30)
+    with pytest.raises(ResourceNotFoundError):
+        batch_client.get_job_schedule(schedule_id)
+    with pytest.raises(ResourceNotFoundError):
+        batch_client.get_job(f"{schedule_id}:job-1")
+
+    job_id = uid("lrojob")
+    batch_client.create_job({"id": job_id, "poolInfo": {"poolId": "p"}})
+    # The SDK cannot serialise begin_terminate_job without options (azure-batch 15.1.0): send the body.
+    batch_client.begin_terminate_job(job_id, {"terminateReason": "test"}, polling_interval=0.05).result(timeout=30)
+    assert batch_client.get_job(job_id).state == "completed"
+    batch_client.begin_delete_job(job_id, polling_interval=0.05).result(timeout=30)
+    with pytest.raises(ResourceNotFoundError):
+        batch_client.get_job(job_id)
+
+
+def test_expand_stats_is_accepted(batch_client: Any) -> None:
+    schedule_id = uid()
+    batch_client.create_job_schedule(schedule_body(schedule_id))
+    assert raw(batch_client, "GET", f"/jobschedules/{schedule_id}", params={"$expand": "stats"}).status_code == 200
+    assert batch_client.list_job_schedules(filter=f"id eq '{schedule_id}'", expand=["stats"]).next().id == schedule_id
+
+
 # -- aio client -------------------------------------------------------------------------------------
 
 
@@ -561,3 +594,28 @@ async def test_aio_client_drives_the_schedule_lifecycle(aio_batch_client: Any) -
         await aio_batch_client.create_job_schedule(schedule_body(schedule_id))
     jobs = [j async for j in aio_batch_client.list_jobs_from_schedule(schedule_id)]
     assert all(j.id.startswith(f"{schedule_id}:job-") for j in jobs)
+
+
+async def test_aio_client_jobs_pools_and_errors(aio_batch_client: Any) -> None:
+    schedule_id = uid("aio")
+    await aio_batch_client.create_job_schedule(schedule_body(schedule_id))
+    job = await aio_batch_client.get_job(f"{schedule_id}:job-1")
+    assert job.execution_info.pool_id == "pool-a"
+    assert f"{schedule_id}:job-1" in [
+        j.id async for j in aio_batch_client.list_jobs(filter=f"startswith(id,'{schedule_id}')")
+    ]
+    counts = await aio_batch_client.get_job_task_counts(job.id)
+    assert counts.task_counts.running == 0
+    assert [t.id async for t in aio_batch_client.list_tasks(job.id)] == []
+    assert isinstance([p.id async for p in aio_batch_client.list_pools()], list)
+    with pytest.raises(ResourceNotFoundError):
+        await aio_batch_client.get_pool(uid("nopool"))
+    with pytest.raises(HttpResponseError) as info:
+        await aio_batch_client.create_job_schedule(_with("schedule.recurrenceInterval", "PT5S"))
+    assert info.value.status_code == 400
+    poller = await aio_batch_client.begin_terminate_job_schedule(schedule_id, polling_interval=0.05)
+    await poller.result()
+    poller = await aio_batch_client.begin_delete_job_schedule(schedule_id, polling_interval=0.05)
+    await poller.result()
+    with pytest.raises(ResourceNotFoundError):
+        await aio_batch_client.job_schedule_exists(schedule_id)

@@ -83,3 +83,11 @@ def test_bearer_tokens_are_only_those_issued() -> None:
     with pytest.raises(BatchError):
         auth.verify("GET", "/jobschedules", {"Authorization": f"Bearer {other}"})
     assert issuer.check_client_secret(KEY) and not issuer.check_client_secret("nope")
+
+
+def test_colon_sent_unescaped_by_aiohttp_still_verifies() -> None:
+    method, target, headers = signed("GET", "http://h/jobs/s1%3Ajob-1?api-version=2025-06-01")
+    auth = Authenticator("acct", KEY)
+    assert auth.verify(method, target.replace("%3A", ":"), headers) == "sharedkey:acct"
+    with pytest.raises(BatchError):
+        auth.verify(method, target.replace("%3Ajob-1", ":job-2"), headers)
