@@ -619,3 +619,12 @@ async def test_aio_client_jobs_pools_and_errors(aio_batch_client: Any) -> None:
     await poller.result()
     with pytest.raises(ResourceNotFoundError):
         await aio_batch_client.job_schedule_exists(schedule_id)
+
+
+async def test_aio_paging_follows_next_links_with_filters(aio_batch_client: Any) -> None:
+    prefix = uid("aiopage")
+    for i in range(7):
+        await aio_batch_client.create_job_schedule(schedule_body(f"{prefix}-{i}"))
+    query = f"startswith(id,'{prefix}') and (state eq 'active' or state eq 'disabled')"
+    ids = [s.id async for s in aio_batch_client.list_job_schedules(filter=query, max_results=2, select=["id", "state"])]
+    assert ids == [f"{prefix}-{i}" for i in range(7)]
