@@ -109,8 +109,8 @@ def load_resources(text: str, source: str) -> list[dict[str, Any]]:
 
 def storage_url_for(spec: Mapping[str, Any], override: str | None, env: Mapping[str, str]) -> tuple[str, str]:
     """``(blob endpoint, where it came from)`` for showing resolved blob references."""
-    storage = spec.get("storage") if isinstance(spec.get("storage"), Mapping) else {}
-    if storage.get("accountUrl"):
+    storage = spec.get("storage")
+    if isinstance(storage, Mapping) and storage.get("accountUrl"):
         return str(storage["accountUrl"]).rstrip("/"), "spec.storage.accountUrl"
     if override:
         return override.rstrip("/"), "--storage-url"

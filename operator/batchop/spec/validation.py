@@ -231,8 +231,8 @@ class _SchemaChecker:
             options = [option["required"][0] for option in one_of]
             present = [name for name in options if value.get(name) is not None]
             if len(present) != 1:
-                found = f"found {', '.join(present)}" if present else "none is set"
-                self.error(path, f"set exactly one of {', '.join(options)} ({found})")
+                seen = f"found {', '.join(present)}" if present else "none is set"
+                self.error(path, f"set exactly one of {', '.join(options)} ({seen})")
 
     def _unknown(self, key: str, properties: Mapping[str, Any], path: str) -> None:
         found = legacy.legacy_field(key)
