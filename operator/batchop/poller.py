@@ -147,13 +147,13 @@ class Poller:
     async def run(self) -> None:
         await asyncio.sleep(random.uniform(0, min(2.0, self.interval / 10)))  # jitter between accounts
         while True:
+            self._wake.clear()  # before the cycle: a wake() during the cycle (a create just done) runs another
             try:
                 self.last_report = await self.cycle()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("poll cycle for %s failed", self.endpoint_key)
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
             except TimeoutError:
