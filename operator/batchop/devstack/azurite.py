@@ -5,6 +5,9 @@ run as ``azurite-blob`` on a free loopback port with its data under the stack di
 ``--skipApiVersionCheck`` because the installed ``azure-storage-blob`` may speak a newer REST API version
 than the pinned Azurite knows; it does *not* run with ``--loose``, so requests Azurite does not support fail
 loudly here rather than on Azure.
+
+Azurite sometimes takes 10-30 s to exit on SIGTERM/SIGINT after serving requests (it waits for its HTTP
+server to drain); its data is disposable, so it gets 2 s before SIGKILL.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def start(state_dir: Path, timeout: float = 30.0) -> AzuriteEndpoints:
     argv = [str(script), "--blobHost", ports.LOOPBACK, "--blobPort", str(port), "--location", str(data),
             "--skipApiVersionCheck", "--disableProductStyleUrl"]
     env = {k: v for k, v in os.environ.items() if k != "AZURITE_ACCOUNTS"}  # always the well-known account
-    process, record = procs.start(state_dir, NAME, argv, env=env)
+    process, record = procs.start(state_dir, NAME, argv, env=env, stop_timeout=2.0)
     endpoint = f"http://{ports.LOOPBACK}:{port}/{ACCOUNT_NAME}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -31,6 +31,10 @@ class ProcessRecord:
     start_time: int
     argv: list[str]
     log: str
+    #: The signal that asks this process to stop cleanly (Azurite ignores SIGTERM and stops on SIGINT).
+    stop_signal: str = "SIGTERM"
+    #: Seconds to wait after the stop signal before SIGKILL.
+    stop_timeout: float = 10.0
 
     @property
     def alive(self) -> bool:
@@ -72,6 +76,8 @@ def start(
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    stop_signal: str = "SIGTERM",
+    stop_timeout: float = 10.0,
 ) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
     """Start ``argv`` detached (new session), log to ``<dir>/logs/<name>.log``, record it in a pid file."""
     pid_dir(state_dir).mkdir(parents=True, exist_ok=True)
@@ -88,7 +94,8 @@ def start(
             start_new_session=True,
         )
     record = ProcessRecord(
-        name=name, pid=process.pid, start_time=_start_time(process.pid) or 0, argv=list(argv), log=str(log_path)
+        name=name, pid=process.pid, start_time=_start_time(process.pid) or 0, argv=list(argv), log=str(log_path),
+        stop_signal=stop_signal, stop_timeout=stop_timeout,
     )
     write_record(state_dir, record)
     return process, record
@@ -101,6 +108,8 @@ def start_with_stdout(
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    stop_signal: str = "SIGTERM",
+    stop_timeout: float = 10.0,
 ) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
     """Like :func:`start`, but stdout goes to ``<dir>/logs/<name>.out`` (stderr to the log): for a service
     whose first stdout line says where it listens."""
@@ -119,7 +128,8 @@ def start_with_stdout(
             start_new_session=True,
         )
     record = ProcessRecord(
-        name=name, pid=process.pid, start_time=_start_time(process.pid) or 0, argv=list(argv), log=str(log_path)
+        name=name, pid=process.pid, start_time=_start_time(process.pid) or 0, argv=list(argv), log=str(log_path),
+        stop_signal=stop_signal, stop_timeout=stop_timeout,
     )
     write_record(state_dir, record)
     return process, record
@@ -146,15 +156,16 @@ def records(state_dir: Path) -> list[ProcessRecord]:
     return found
 
 
-def stop(state_dir: Path, record: ProcessRecord, *, timeout: float = 10.0) -> bool:
-    """SIGTERM the recorded process's group (then SIGKILL after ``timeout``) and remove its pid file.
+def stop(state_dir: Path, record: ProcessRecord, *, timeout: float | None = None) -> bool:
+    """Send the record's stop signal (SIGTERM unless recorded otherwise) to its process group, SIGKILL after
+    ``timeout`` (default: the record's ``stop_timeout``), and remove its pid file.
 
     Returns True when a live process was stopped, False when it had already gone.
     """
     was_alive = record.alive
     if was_alive:
-        _signal_group(record, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
+        _signal_group(record, signal.Signals[record.stop_signal])
+        deadline = time.monotonic() + (record.stop_timeout if timeout is None else timeout)
         while record.alive and time.monotonic() < deadline:
             _reap(record.pid)
             time.sleep(0.05)
@@ -170,18 +181,15 @@ def stop(state_dir: Path, record: ProcessRecord, *, timeout: float = 10.0) -> bo
     return was_alive
 
 
-def stop_all(state_dir: Path, *, order: Sequence[str] = (), timeout: float = 10.0) -> list[str]:
-    """Stop every recorded process: those named in ``order`` first, in that order, then the rest.
+def stop_all(state_dir: Path, *, order: Sequence[str] = (), timeout: float | None = None) -> list[str]:
+    """Stop every recorded process, one after the other: those named in ``order`` first, in that order, then
+    the rest (sequential on purpose: kube-apiserver hangs on shutdown when etcd is gone first).
 
     Returns the names of processes that were alive and have been stopped.
     """
     by_name = {r.name: r for r in records(state_dir)}
     names = [n for n in order if n in by_name] + [n for n in by_name if n not in order]
-    stopped = []
-    for name in names:
-        if stop(state_dir, by_name[name], timeout=timeout):
-            stopped.append(name)
-    return stopped
+    return [name for name in names if stop(state_dir, by_name[name], timeout=timeout)]
 
 
 def _signal_group(record: ProcessRecord, sig: signal.Signals) -> None:
@@ -285,7 +293,7 @@ def reclaim_orphans(root: Path) -> list[str]:
         if not owner.try_acquire():
             continue
         try:
-            for name in stop_all(child, order=STOP_ORDER):
+            for name in stop_all(child, order=STOP_ORDER, timeout=3):  # orphans: data is disposable
                 reclaimed.append(f"{child.name}: {name}")
         finally:
             owner.release()

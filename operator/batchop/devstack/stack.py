@@ -194,7 +194,7 @@ def _refuse_or_reclaim(state_dir: Path) -> None:
         raise CLIError(f"a stack already runs in {state_dir} (pids {', '.join(str(r.pid) for r in records)}); "
                        f"use it (source {state_dir / ENV_FILE}) or stop it first: batchop dev down --dir {state_dir}",
                        FAILURE)
-    stopped = procs.stop_all(state_dir, order=procs.STOP_ORDER)
+    stopped = procs.stop_all(state_dir, order=procs.STOP_ORDER, timeout=3)  # broken anyway: short grace
     if stopped or info is not None:
         system.say(f"reclaimed a stale stack in {state_dir}" + (f": stopped {', '.join(stopped)}" if stopped else ""))
     _wipe(state_dir)
