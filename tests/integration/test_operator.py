@@ -71,6 +71,11 @@ def ns(kube: Any, operator: Any) -> Iterator[str]:
     yield name
     # release anything left so the namespace can go (objects without our finalizer go at once)
     kube.kubectl("delete", "bjs", "--all", "-n", name, "--wait=false")
+    wait_for(
+        lambda: not json.loads(kube.kubectl("get", "bjs", "-n", name, "-o", "json", check=True).stdout)["items"],
+        60,
+        message=f"the resources in {name} to be released",
+    )
 
 
 @pytest.fixture
@@ -319,7 +324,7 @@ def test_id_collision_is_terminal_and_never_touches_the_schedule(kube: Any, ns: 
     assert "scheduleId" not in obj["status"]
     assert FINALIZER not in (obj["metadata"].get("finalizers") or [])
     after = batch.get_job_schedule(schedule_id)
-    assert after.e_tag == before.e_tag
+    assert after.etag == before.etag
     kube.kubectl("delete", "bjs", "collide", "-n", ns, "--timeout=20s", check=True)
     assert batch.get_job_schedule(schedule_id).state == "active"
     batch.begin_delete_job_schedule(schedule_id)
@@ -341,7 +346,7 @@ def test_adoption_takes_over_an_unowned_schedule(kube: Any, ns: str, batch: Any)
 def test_reconcile_policy_skip_observes_and_never_writes(kube: Any, ns: str, batch: Any, local_batch: Any) -> None:
     schedule_id = f"watched-{uuid.uuid4().hex[:8]}"
     _foreign_schedule(batch, schedule_id, [])
-    before = batch.get_job_schedule(schedule_id).e_tag
+    before = batch.get_job_schedule(schedule_id).etag
     local_batch.reset_counts()
     apply(
         kube,
@@ -353,11 +358,11 @@ def test_reconcile_policy_skip_observes_and_never_writes(kube: Any, ns: str, bat
     obj = wait_condition(kube, ns, "observer", "Synced", "Unknown", "ReconcileSkipped")
     obj = wait_condition(kube, ns, "observer", "Ready", "True", "Active")
     assert obj["status"]["state"] == "active"
-    assert batch.get_job_schedule(schedule_id).e_tag == before
+    assert batch.get_job_schedule(schedule_id).etag == before
     writes = {op: v["total"] for op, v in local_batch.counts().items() if not op.startswith(("list_", "get_"))}
     assert not writes
     kube.kubectl("delete", "bjs", "observer", "-n", ns, "--timeout=20s", check=True)
-    assert batch.get_job_schedule(schedule_id).e_tag == before
+    assert batch.get_job_schedule(schedule_id).etag == before
     batch.begin_delete_job_schedule(schedule_id)
 
 
@@ -407,13 +412,17 @@ def test_bad_spec_is_terminal_and_sends_nothing_to_batch(kube: Any, ns: str, loc
     wait_condition(kube, ns, "bad", "Synced", "True")
 
 
-def test_batch_400_names_the_rejected_field(kube: Any, ns: str) -> None:
+def test_batch_400_names_the_rejected_field(kube: Any, ns: str, local_batch: Any) -> None:
+    # maxParallelTasks 0 passes the CRD schema and the model's checks; Batch answers 400 InvalidPropertyValue
     body = resource("rejected")
-    body["spec"]["jobSpecification"]["poolInfo"]["autoPoolSpecification"]["poolLifetimeOption"] = "jobschedule"
-    body["spec"]["jobSpecification"]["poolInfo"]["autoPoolSpecification"]["autoPoolIdPrefix"] = "x" * 21
+    body["spec"]["jobSpecification"]["maxParallelTasks"] = 0
     apply(kube, ns, body)
     obj = wait_condition(kube, ns, "rejected", "Synced", "False", "InvalidSpec")
-    assert "autoPoolIdPrefix" in condition(obj, "Synced")["message"]
+    message = condition(obj, "Synced")["message"]
+    assert "maxParallelTasks" in message and "InvalidPropertyValue" in message
+    assert FINALIZER not in (obj["metadata"].get("finalizers") or [])
+    assert "scheduleId" not in obj["status"]
+    assert any(e["reason"] == "InvalidSpec" and e["type"] == "Warning" for e in events(kube, ns))
 
 
 # -- credentials ---------------------------------------------------------------------------------------------
