@@ -152,7 +152,7 @@ def test_blob_reference_extension() -> None:
     resource_file = MANAGER["properties"]["resourceFiles"]["items"]
     blob = resource_file["properties"]["blob"]
     assert blob["required"] == ["container"]
-    assert blob["oneOf"] == [{"required": ["path"]}, {"required": ["prefix"]}]
+    assert "oneOf" not in blob  # {container} alone is the whole container; path + prefix refused by validation
     assert {"required": ["blob"]} in resource_file["oneOf"]
     assert "httpUrl" not in resource_file.get("required", [])
     start = POOL["properties"]["startTask"]["properties"]["resourceFiles"]["items"]

@@ -95,7 +95,8 @@ def resource_blob_reference() -> JSONSchema:
         "description": "batchop extension: a blob (path) or every blob under a prefix (prefix) in the storage "
         "account of spec.storage (or the operator's default). The operator replaces it with httpUrl (read SAS) "
         "or storageContainerUrl + blobPrefix (read + list SAS), and renews the SAS before it expires. "
-        "Set exactly one of path and prefix. Allowed on the jobManagerTask and the auto pool's startTask.",
+        "Set path or prefix (neither: the whole container), not both. Allowed on the jobManagerTask and the "
+        "auto pool's startTask.",
         "type": "object",
         "required": ["container"],
         "properties": {
@@ -104,10 +105,11 @@ def resource_blob_reference() -> JSONSchema:
                      "it).", "type": "string",
                      "minLength": 1, "maxLength": 1024},
             "prefix": {"description": "A blob name prefix: every blob starting with it is downloaded "
-                       "(filePath is then a directory). An empty prefix means the whole container.",
+                       "(filePath is then a directory). Without path and prefix: the whole container.",
                        "type": "string", "maxLength": 1024},
         },
-        "oneOf": [{"required": ["path"]}, {"required": ["prefix"]}],
+        # No oneOf path/prefix: an empty prefix ("") reaches some API servers (the local stack's 1.20) as null
+        # and is refused, so the whole container is written {container} alone; validation refuses both set.
     }
 
 
