@@ -1,0 +1,110 @@
+"""Crashes and outages: the operator killed with SIGKILL mid-create, deletion while Batch is unavailable,
+throttling. One operator process for the module (namespaces ``opr-*``)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.fixtures.operator import wait_for
+from tests.integration.test_operator import (
+    FINALIZER,
+    apply,
+    condition,
+    get,
+    resource,
+    schedule_or_none,
+    wait_condition,
+)
+
+pytestmark = pytest.mark.chaos
+
+
+@pytest.fixture(scope="module")
+def operator(operator_factory: Any) -> Any:
+    return operator_factory(["opr-*"], resync=2.0)
+
+
+@pytest.fixture
+def ns(kube: Any, operator: Any, local_batch: Any) -> Iterator[str]:
+    name = f"opr-{uuid.uuid4().hex[:8]}"
+    kube.kubectl("create", "namespace", name, check=True)
+    yield name
+    local_batch.clear_faults()
+    if not operator.alive:
+        operator.start()
+    kube.kubectl("delete", "bjs", "--all", "-n", name, "--wait=false")
+    wait_for(
+        lambda: not json.loads(kube.kubectl("get", "bjs", "-n", name, "-o", "json", check=True).stdout)["items"],
+        90,
+        message=f"the resources in {name} to be released",
+    )
+
+
+@pytest.fixture
+def batch(local_batch: Any) -> Iterator[Any]:
+    client = local_batch.client()
+    yield client
+    client.close()
+
+
+def listed(batch: Any, schedule_id: str) -> list[Any]:
+    return [s for s in batch.list_job_schedules(filter=f"id eq '{schedule_id}'")]
+
+
+def test_kill_9_between_create_and_status_write_creates_nothing_twice(
+    kube: Any, ns: str, batch: Any, local_batch: Any, operator: Any
+) -> None:
+    schedule_id = f"{ns}_crash"
+    local_batch.reset_counts()
+    # every GET of a schedule takes 4 s: the operator's read-back after its create is slow, so there is
+    # a window where the schedule exists in Batch and the resource's status does not know it yet
+    local_batch.faults(latencyMs=4000, operations=["get_job_schedule"], rate=0)
+    apply(kube, ns, resource("crash"))
+    wait_for(lambda: listed(batch, schedule_id), 30, 0.1, message="the schedule to exist in Batch")
+    obj = get(kube, ns, "crash")
+    assert obj is not None and "scheduleId" not in (obj.get("status") or {})
+    operator.kill()
+    local_batch.clear_faults()
+    operator.start()
+    obj = wait_condition(kube, ns, "crash", "Synced", "True", timeout=60)
+    assert obj["status"]["scheduleId"] == schedule_id
+    assert local_batch.count("create_job_schedule", 201) == 1
+    assert len(listed(batch, schedule_id)) == 1
+    jobs = [j.id for j in batch.list_jobs_from_schedule(schedule_id)]
+    assert jobs == [f"{schedule_id}:job-1"]
+    wait_for(lambda: FINALIZER in (get(kube, ns, "crash") or {})["metadata"].get("finalizers", []), 20,
+             message="the finalizer once the schedule is known")
+
+
+def test_deletion_waits_while_batch_is_unavailable_and_never_orphans(
+    kube: Any, ns: str, batch: Any, local_batch: Any
+) -> None:
+    apply(kube, ns, resource("outage"))
+    obj = wait_condition(kube, ns, "outage", "Synced", "True")
+    schedule_id = obj["status"]["scheduleId"]
+    wait_for(lambda: FINALIZER in (get(kube, ns, "outage") or {})["metadata"].get("finalizers", []), 20,
+             message="the finalizer")
+    local_batch.faults(rate=1.0, codes=["503"], operations=[])
+    kube.kubectl("delete", "bjs", "outage", "-n", ns, "--wait=false", check=True)
+    obj = wait_condition(kube, ns, "outage", "Synced", "False", "DeletionPending", timeout=60)
+    assert schedule_id in condition(obj, "Synced")["message"]
+    assert obj["metadata"].get("deletionTimestamp") and FINALIZER in obj["metadata"]["finalizers"]
+    local_batch.clear_faults()
+    assert schedule_or_none(batch, schedule_id) is not None
+    wait_for(lambda: get(kube, ns, "outage") is None, 90, message="the object released after the outage")
+    assert schedule_or_none(batch, schedule_id) is None
+
+
+def test_throttling_is_retried_honouring_retry_after(kube: Any, ns: str, local_batch: Any, operator: Any) -> None:
+    local_batch.reset_counts()
+    local_batch.faults(nextN=2, codes=["429"], retryAfter=1, operations=["create_job_schedule"])
+    apply(kube, ns, resource("throttled"))
+    wait_condition(kube, ns, "throttled", "Synced", "True", timeout=60)
+    assert local_batch.count("create_job_schedule", 429) == 2
+    assert local_batch.count("create_job_schedule", 201) == 1
+    assert "throttled a request (429)" in operator.logs()
