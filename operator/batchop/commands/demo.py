@@ -26,6 +26,9 @@ from batchop.exitcodes import FAILURE, OK, UNAVAILABLE, CLIError
 REPO = Path(__file__).resolve().parents[3]
 DEMO_TIME_SCALE = 240.0
 DEMO_DIR = Path(".batchop-dev")
+TOP = 20
+#: The sample task's result file (blob/application/task.sh writes results/<jobId>/counts.tsv).
+RESULT_SUFFIXES = ("counts.tsv", ".tsv", ".txt")
 
 
 def register(subparsers: Any) -> None:
@@ -116,19 +119,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         env = {**os.environ, **info.env()}
         print(f"stack up in {info.startup_seconds:g} s (state in {info.dir}; env: . {Path(info.dir) / 'env'})")
-        before = set(_list_blobs(info.storage_connection_string, container, prefix))
         print(f"+ batchop blob sync {args.blob_dir}")
         if _batchop(env, "blob", "sync", str(args.blob_dir)).returncode != 0:
             raise CLIError("batchop blob sync failed (see above)", FAILURE)
+        before = set(_list_blobs(info.storage_connection_string, container, prefix))
         print(f"+ kubectl apply -f {args.schedule}")
         applied = kube.kubectl(Path(info.kubeconfig), "apply", "-f", str(args.schedule))
         sys.stdout.write(applied.stdout)
         if applied.returncode != 0:
             raise CLIError(f"kubectl apply failed: {applied.stderr.strip()}", FAILURE)
         result = _watch_until_result(info, container, prefix, before, args.timeout)
-        print(f"\nword count from {container}/{result} (read back with batchop blob get):")
-        sys.stdout.flush()
-        _batchop(env, "blob", "get", f"{container}/{result}")
+        print(f"\n+ batchop blob get {container}/{result}   (the job's output, top {TOP} lines)")
+        got = _batchop(env, "blob", "get", f"{container}/{result}", capture=True)
+        if got.returncode != 0:
+            raise CLIError(f"batchop blob get {container}/{result} failed: {got.stderr.strip()}", FAILURE)
+        lines = got.stdout.splitlines()
+        print("\n".join(lines[:TOP]) + (f"\n... ({len(lines)} lines in all)" if len(lines) > TOP else ""))
         if args.once:
             return OK
         if keep:
@@ -158,9 +164,11 @@ def _watch_until_result(info: stack.StackInfo, container: str, prefix: str, seen
         if table != last_table:
             print(f"\n$ kubectl get batchschedules   ({time.strftime('%H:%M:%S')})\n{table}", end="")
             last_table = table
-        new = [b for b in _list_blobs(info.storage_connection_string, container, prefix) if b not in seen]
-        if new and not follow:
-            return new[0]
+        new = [b for b in _list_blobs(info.storage_connection_string, container, prefix)
+               if b not in seen and not b.rsplit("/", 1)[-1].startswith(".")]
+        results = [b for b in new if b.endswith(RESULT_SUFFIXES)] or new
+        if results and not follow:
+            return results[0]
         for name in new:
             print(f"new output: {container}/{name}")
             seen.add(name)

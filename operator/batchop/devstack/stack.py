@@ -43,6 +43,7 @@ OPERATOR = "operator"
 STATE_FILE = "stack.json"
 ENV_FILE = "env"
 BATCH_START_TIMEOUT = 30.0
+OPERATOR_START_TIMEOUT = 60.0
 #: The project's CRD folder (the repository's ``crds/``); overridable for installed copies.
 CRD_DIR = Path(os.environ.get("BATCHOP_CRD_DIR", Path(__file__).resolve().parents[3] / "crds"))
 
@@ -65,6 +66,7 @@ class StackInfo:
     batch_account: str = ""
     batch_key: str = ""
     operator: bool = False
+    operator_health: str = ""
     missing: list[str] = field(default_factory=list)
     startup_seconds: float = 0.0
 
@@ -245,17 +247,24 @@ def _python_env() -> dict[str, str]:
 
 
 def _start_operator(state_dir: Path, info: StackInfo, extra_args: list[str]) -> None:
+    """``batchop run -A`` against the local stack, with a liveness endpoint; waits until it answers."""
     env = _python_env() | info.env()
-    # The admission webhook, as on a cluster: served on loopback, registered by the operator itself
-    # (ValidatingWebhookConfiguration batchop.azurebatch.dev with a url), so `kubectl apply` refuses bad specs.
-    webhook_args = ["--webhook-port", str(ports.free_port()), "--webhook-listen", ports.LOOPBACK,
-                    "--webhook-host", ports.LOOPBACK, "--webhook-cert-dir", str(state_dir / "webhook")]
-    argv = [sys.executable, "-m", "batchop", "--log-format", "json", "run", *webhook_args, *extra_args]
+    port = ports.free_port()
+    info.operator_health = f"http://{ports.LOOPBACK}:{port}/healthz"
+    argv = [sys.executable, "-m", "batchop", "--log-format", "json", "run", "-A", "--standalone",
+            "--liveness", info.operator_health, *extra_args]
     process, record = procs.start(state_dir, OPERATOR, argv, env=env)
-    time.sleep(1.0)  # a quick crash (bad flags, import error) shows within a second
-    if process.poll() is not None:
-        raise CLIError(f"the operator exited at once with code {process.returncode}; see {record.log}", FAILURE)
-    info.operator = True
+    deadline = time.monotonic() + OPERATOR_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CLIError(f"the operator exited with code {process.returncode} while starting; see {record.log}",
+                           FAILURE)
+        if _http_ok(info.operator_health):
+            info.operator = True
+            return
+        time.sleep(0.2)
+    raise CLIError(f"the operator did not answer on {info.operator_health} within {OPERATOR_START_TIMEOUT:.0f} s; "
+                   f"see {record.log}", UNAVAILABLE)
 
 
 def down(state_dir: Path) -> list[str]:
@@ -293,6 +302,8 @@ def _health(name: str, info: StackInfo | None) -> tuple[bool, str]:
         return azurite.healthy(info.blob_endpoint), info.blob_endpoint
     if name == BATCH:
         return _http_ok(info.batch_endpoint, any_status=True), info.batch_endpoint
+    if name == OPERATOR and info.operator_health:
+        return _http_ok(info.operator_health), f"liveness {info.operator_health}"
     return True, "running"
 
 
