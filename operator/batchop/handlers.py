@@ -71,8 +71,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     @kopf.on.create(*resource, registry=registry)
     @kopf.on.update(*resource, registry=registry)
     async def reconcile(body: kopf.Body, **_: Any) -> None:
-        with metrics.reconcile_timer("reconcile"):
-            outcome = await runtime.reconcile(body)
+        outcome = await runtime.reconcile(body)
         if outcome.synced.get("status") == "False":
             metrics.count_error("reconcile", str(outcome.synced.get("reason")))
         if outcome.retry_after is not None:

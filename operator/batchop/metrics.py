@@ -9,8 +9,9 @@ prometheus-client's default registry, so process metrics come along). The operat
 - :class:`MetricsPolicy` installed in the Batch client pipeline (``per_retry_policies=[MetricsPolicy()]``):
   ``batchop_batch_requests_total{operation,status}``, ``batchop_batch_request_duration_seconds{operation}``,
   ``batchop_batch_throttled_total{operation}`` (429 and 503 answers), one sample per HTTP attempt;
-- :func:`reconcile_timer` around a handler body (``with reconcile_timer("create"): ...``):
-  ``batchop_reconcile_duration_seconds{handler}``, ``batchop_reconcile_errors_total{handler,error}``;
+- :func:`reconcile_timer` around a handler body (``with reconcile_timer("reconcile"): ...``):
+  ``batchop_reconcile_duration_seconds{handler}``, ``batchop_reconcile_errors_total{handler,error}`` (an
+  exception's class, or a condition reason given to :func:`count_error`);
 - :func:`start_metrics_server` to serve ``/metrics`` (``batchop run --metrics-port``).
 
 Label values are bounded: ``operation`` is the HTTP method and the URL path with ids replaced by
@@ -142,6 +143,10 @@ class Metrics:
         finally:
             self.reconcile_duration.labels(handler).observe(time.perf_counter() - start)
 
+    def count_error(self, handler: str, error: str) -> None:
+        """Count a handler run that ended in an error without raising (e.g. a ``Synced=False`` reason)."""
+        self.reconcile_errors.labels(handler, error).inc()
+
 
 def condition_status(status: Mapping[str, Any], kind: str) -> str | None:
     """``status.conditions[type=kind].status`` ("True", "False", "Unknown"), or None when absent."""
@@ -231,6 +236,11 @@ def forget_resource(namespace: str, name: str) -> None:
 def reconcile_timer(handler: str) -> contextlib.AbstractContextManager[None]:
     """:meth:`Metrics.reconcile_timer` on :data:`METRICS`."""
     return METRICS.reconcile_timer(handler)
+
+
+def count_error(handler: str, error: str) -> None:
+    """:meth:`Metrics.count_error` on :data:`METRICS`."""
+    METRICS.count_error(handler, error)
 
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> int:

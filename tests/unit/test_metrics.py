@@ -195,3 +195,12 @@ def test_module_level_helpers_use_the_default_metrics() -> None:
         "batchop_schedule_suspended", {"namespace": "helpers-ns", "name": "x"}) is None
     with metrics.reconcile_timer("helpers"):
         pass
+
+
+def test_count_error_records_condition_reasons(m: Metrics, registry: CollectorRegistry) -> None:
+    m.count_error("reconcile", "Throttled")
+    m.count_error("reconcile", "Throttled")
+    assert value(registry, "batchop_reconcile_errors_total", handler="reconcile", error="Throttled") == 2
+    metrics.count_error("reconcile", "InvalidSpec")
+    assert metrics.METRICS.registry.get_sample_value(
+        "batchop_reconcile_errors_total", {"handler": "reconcile", "error": "InvalidSpec"}) >= 1
