@@ -96,9 +96,15 @@ BAD = [
     ("secret name", "account", {"endpoint": "https://a.westeurope.batch.azure.com",
                                 "credentialsSecretRef": {"name": "Not_A_Secret"}},
      "spec.account.credentialsSecretRef.name"),
+    ("missing required field", "schedule", None, 'missing required field "schedule"'),
     ("blob reference", "jobSpecification.jobManagerTask.resourceFiles",
      [{"blob": {"container": "UPPER", "path": "run.sh"}, "filePath": "run.sh"}],
-     "spec.jobSpecification.jobManagerTask.resourceFiles[0].blob.container"),
+     "jobManagerTask.resourceFiles"),
+    ("blob reference on another task", "jobSpecification.jobPreparationTask",
+     {"commandLine": "x", "resourceFiles": [{"blob": {"container": "input", "path": "x.sh"}, "filePath": "x.sh"}]},
+     "spec.jobSpecification.jobPreparationTask.resourceFiles[0].blob: blob references are resolved on the "
+     "jobManagerTask"),
+
     ("unknown output placeholder", "jobSpecification.jobManagerTask.outputFiles",
      [{"filePattern": "*.txt", "destination": {"blob": {"container": "out", "path": "{date}/x"}},
        "uploadOptions": {"uploadCondition": "taskcompletion"}}], "unknown placeholder {date}"),
@@ -109,6 +115,8 @@ BAD = [
 def test_bad_input_is_refused_at_apply(webhook_operator: Any, kube: Any, what: str, path: str, value: Any,
                                        expected: str) -> None:
     obj = variant(what.replace(" ", "-").replace("2016-", "old-"), path, value)
+    if value is None:
+        del obj["spec"][path]
     result = apply(kube, obj)
     assert result.returncode != 0, f"{what} was admitted"
     assert expected in result.stderr, result.stderr

@@ -80,8 +80,6 @@ BAD_INPUTS = [
     ("bad secret name", "account.credentialsSecretRef", {"name": "Batch_Credentials"}, "credentialsSecretRef"),
     ("bad blob reference", "jobSpecification.jobManagerTask.resourceFiles",
      [{"blob": {"container": "Bad_Container!", "path": "x.sh"}, "filePath": "x.sh"}], "resourceFiles[0]"),
-    ("blob reference without path or prefix", "jobSpecification.jobManagerTask.resourceFiles",
-     [{"blob": {"container": "input"}, "filePath": "x.sh"}], "resourceFiles[0].blob: set exactly one of path"),
     ("blob reference on another task", "jobSpecification.jobPreparationTask",
      {"commandLine": "x", "resourceFiles": [{"blob": {"container": "input", "path": "x.sh"}, "filePath": "x.sh"}]},
      "jobPreparationTask.resourceFiles[0].blob"),
