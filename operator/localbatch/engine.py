@@ -78,6 +78,7 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._job_runs: dict[str, asyncio.Task[Any]] = {}
         self._job_endings: dict[str, asyncio.Task[Any]] = {}
+        self._watchdogs: dict[str, asyncio.Task[Any]] = {}
         self._configs: dict[str, str] = {}
         self._wake: dict[str, datetime] = {}
         self._poke = asyncio.Event()
@@ -102,6 +103,9 @@ class Engine:
         """Start the schedule loop; after a restore, resume whatever was in flight."""
         self._stopped = False
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        reaped = await asyncio.to_thread(runner.reap_orphans, self.work_dir / "nodes")
+        if reaped:
+            log.warning("killed %d task process group(s) left by a previous run on %s", reaped, self.work_dir)
         self.pools.recover()
         for key, sched in self.store.schedules.items():
             self._configs[key] = _config(sched)
@@ -136,6 +140,7 @@ class Engine:
         self.processes.kill_all()
         self._job_runs.clear()
         self._job_endings.clear()
+        self._watchdogs.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -252,11 +257,11 @@ class Engine:
             self.pools.delete_pool(pool_key)
 
     def _schedule_pool_key(self, sched: JSON) -> str | None:
-        prefix = sched["id"].lower() + ":job-"
-        for job_key, job in sorted(self.store.jobs.items(), key=lambda kv: kv[1].get("creationTime", ""), reverse=True):
-            if not job_key.startswith(prefix):
-                continue
-            pool_id = (job.get("executionInfo") or {}).get("poolId")
+        """The pool of the schedule's most recent job that still has one (its ``jobschedule`` auto pool)."""
+        key = sched["id"].lower()
+        for number in range(self.store.job_counters.get(key, 0), 0, -1):
+            job = self.store.jobs.get(f"{key}:job-{number}")
+            pool_id = ((job or {}).get("executionInfo") or {}).get("poolId")
             if pool_id and pool_id.lower() in self.store.pools:
                 return pool_id.lower()
         return None
@@ -423,19 +428,24 @@ class Engine:
         run = self._job_runs.get(job_key)
         if run is None or run.done():
             self._job_runs[job_key] = self._spawn(self._run_job(job_key))
+        job = self.store.jobs.get(job_key)
+        limit = ((job or {}).get("constraints") or {}).get("maxWallClockTime")
+        if limit and durations.parse(limit) < timedelta(days=10_000_000) and job_key not in self._watchdogs:
+            self._watchdogs[job_key] = self._spawn(self._job_wall_clock(job_key, durations.parse(limit)))
 
     async def _run_job(self, job_key: str) -> None:
-        """A job's life: its wall-clock limit, its manager task on a node, its end."""
+        """A job's life: its manager task on a node of its pool, then its end."""
         job = self.store.jobs.get(job_key)
         if job is None:
             return
-        watchdog = self._spawn(self._job_wall_clock(job_key))
         try:
             tasks = self.store.tasks.get(job_key, {})
             pending = [t for t in tasks.values() if t.get("state") != "completed"]
-            if not tasks and job.get("onAllTasksComplete") == "terminatejob":
-                # "If a job contains no tasks, then all tasks are considered complete."
-                self._finish_job(job_key, "AllTasksComplete")
+            if not pending:
+                # Nothing to run. "If a job contains no tasks, then all tasks are considered complete":
+                # with ``terminatejob`` it ends now, otherwise it stays active (as in Batch).
+                if job.get("onAllTasksComplete") == "terminatejob":
+                    self._finish_job(job_key, "AllTasksComplete")
                 return
             pool_key = await self._wait_for_pool(job_key)
             for task in pending:
@@ -446,8 +456,6 @@ class Engine:
             if exc.details:
                 error["details"] = exc.details
             self._finish_job(job_key, None, scheduling_error=error)
-        finally:
-            watchdog.cancel()
 
     async def _wait_for_pool(self, job_key: str) -> str:
         """The pool key of a job; waits (as Batch does) while a named pool does not exist yet."""
@@ -462,18 +470,12 @@ class Engine:
                 raise PoolUnavailable("AutoPoolNotFound", f"the job's auto pool {pool_id} no longer exists")
             await asyncio.sleep(0.5)
 
-    async def _job_wall_clock(self, job_key: str) -> None:
+    async def _job_wall_clock(self, job_key: str, limit: timedelta) -> None:
         job = self.store.jobs.get(job_key)
         if job is None:
             return
-        limit = (job.get("constraints") or {}).get("maxWallClockTime")
-        if not limit:
-            return
-        span = durations.parse(limit)
-        if span >= timedelta(days=10_000_000):
-            return
-        deadline = timestamps.parse(job["creationTime"]) + span
-        await sleep_until(self.clock, deadline)
+        await sleep_until(self.clock, timestamps.parse(job["creationTime"]) + limit)
+        self._watchdogs.pop(job_key, None)
         self.terminate_job(job_key, "MaxWallClockTimeExpiry")
 
     async def _run_manager_task(self, job_key: str, pool_key: str, task: JSON) -> None:
@@ -618,8 +620,14 @@ class Engine:
         if scheduling_error is not None:
             info["schedulingError"] = scheduling_error
         self.store.touch(job, now)
+        self._cancel_watchdog(job_key)
         self._release_job_pool(job)
         self._job_ended(job)
+
+    def _cancel_watchdog(self, job_key: str) -> None:
+        watchdog = self._watchdogs.pop(job_key, None)
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
 
     def _release_job_pool(self, job: JSON) -> None:
         auto = (job.get("poolInfo") or {}).get("autoPoolSpecification") or {}
@@ -687,6 +695,7 @@ class Engine:
             _set_state(job, "deleting", now)
             self.store.touch(job, now)
         await self._stop_job_run(key, "JobDeleted")
+        self._cancel_watchdog(key)
         self._release_job_pool(job)
         self.store.jobs.pop(key, None)
         self.store.tasks.pop(key, None)

@@ -120,6 +120,38 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _die_with_service() -> None:
+    """``preexec_fn``: the task's own process gets SIGKILL if the service dies without cleaning up."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def reap_orphans(node_root_prefix: Path) -> int:
+    """Kill process groups left by a previous run of the service on the same work dir (it was killed).
+
+    A process belongs to us when its environment has ``AZ_BATCH_NODE_ROOT_DIR`` under
+    ``node_root_prefix`` (every task the runner starts has it). Returns how many groups were killed.
+    """
+    marker = f"AZ_BATCH_NODE_ROOT_DIR={node_root_prefix}/".encode()
+    groups: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if any(item.startswith(marker) for item in environ.split(b"\0")):
+            with contextlib.suppress(ProcessLookupError):
+                groups.add(os.getpgid(int(entry.name)))
+    for pgid in groups:
+        if pgid != os.getpgrp():
+            kill_group(pgid)
+    return len(groups)
+
+
 _engine_cache: dict[str, str | None] = {}
 
 
@@ -239,7 +271,7 @@ async def _execute(
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=run.working_dir, env=env, stdout=out, stderr=err, stdin=asyncio.subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_die_with_service,
             )
         except (FileNotFoundError, PermissionError, NotADirectoryError, OSError):
             return None, False

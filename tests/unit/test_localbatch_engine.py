@@ -402,3 +402,37 @@ async def test_job_without_tasks_and_terminatejob_completes_at_once(h: Harness) 
     h.create_schedule("empty", {}, job_spec)
     await wait_for(lambda: completed(h, "empty:job-1"))
     assert h.job("empty:job-1")["executionInfo"]["terminateReason"] == "AllTasksComplete"
+
+
+async def test_schedule_changes_recompute_from_the_anchor(h: Harness) -> None:
+    key = h.create_schedule("changing", {"recurrenceInterval": "PT1H"}, spec("/bin/true"))
+    sched = h.store.schedules[key]
+    created = timestamps.parse(sched["creationTime"])
+    await wait_for(lambda: completed(h, "changing:job-1"))
+    sched["schedule"] = {"recurrenceInterval": "PT2H"}  # PATCH of the interval: same anchor
+    h.engine.schedule_changed(key)
+    assert timestamps.parse(sched["executionInfo"]["nextRunTime"]) == created + timedelta(hours=2)
+    assert "changing:job-2" not in h.store.jobs
+    h.engine.schedule_changed(key)  # the same schedule again (a metadata PATCH): nothing changes
+    assert "changing:job-2" not in h.store.jobs
+    sched["schedule"] = {}  # PUT without a schedule: run once, now
+    h.engine.schedule_changed(key)
+    assert "changing:job-2" in h.store.jobs and "nextRunTime" not in sched["executionInfo"]
+    await wait_for(lambda: sched["state"] == "completed", what="run-once schedule completes")
+
+
+async def test_start_reaps_task_processes_left_by_a_killed_service(tmp_path: Path) -> None:
+    import subprocess
+
+    work = tmp_path / "work"
+    env = {"PATH": os.environ["PATH"], "AZ_BATCH_NODE_ROOT_DIR": str(work / "nodes" / "tvmps_x_d")}
+    orphan = subprocess.Popen(["/bin/sleep", "300"], env=env, start_new_session=True)  # noqa: ASYNC220
+    try:
+        h = Harness(tmp_path)
+        await h.engine.start()
+        await h.engine.stop()
+        await wait_for(lambda: orphan.poll() is not None, what="orphan killed")
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+        orphan.wait()
