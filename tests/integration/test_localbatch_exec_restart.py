@@ -71,7 +71,9 @@ def test_running_task_is_requeued_after_restart(
         }
     )
     wait_for(lambda: client.get_task(job_id, "jm").state == "running", what="task running")
-    task_dirs = wait_for(lambda: list(tmp_path.rglob("sleeper.pid")), what="sleeper started")
+    task_dirs = wait_for(
+        lambda: [p for p in tmp_path.rglob("sleeper.pid") if p.read_text().strip()], what="sleeper started"
+    )
     sleeper = int(task_dirs[0].read_text())
     assert alive(sleeper)
     # The (debounced) state file has caught the running task: what a crash leaves behind.
