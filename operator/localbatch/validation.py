@@ -3,7 +3,8 @@
 Bodies are checked against :mod:`localbatch.wireschema` (property names, kinds, required
 properties and enum values of API 2025-06-01, generated from the SDK's models): an unknown or
 renamed property (``targetDedicated``, ``maxTasksPerNode``, ``runElevated``, ``blobSource``...)
-answers 400 ``InvalidRequestBody``; a value of the wrong kind, an unknown enum value or a bad
+answers 400 ``InvalidRequestBody``; a value of the wrong kind, an unknown enum value (matched
+case-insensitively, stored in the wire casing, as Batch parses enums) or a bad
 duration answers 400 ``InvalidPropertyValue``; a missing required property answers 400
 ``MissingRequiredProperty``. Each error names the property (``PropertyName``, the leaf name as
 Batch reports it) and gives the full path and the fix in ``Reason``.
@@ -37,6 +38,11 @@ RENAMED: dict[str, str] = {
 }
 
 
+# Enum values Batch writes back in another casing than the SDK's wire value (recorded traffic:
+# an auto pool's taskSchedulingPolicy reads back as {"nodeFillType": "Spread"}).
+READ_BACK_ENUMS: dict[str, dict[str, str]] = {"BatchNodeFillType": {"spread": "Spread", "pack": "Pack"}}
+
+
 def validate_id(value: object, prop: str = "id") -> str:
     """A Batch id: 1..64 letters, digits, hyphens and underscores."""
     if value is None or value == "":
@@ -62,6 +68,8 @@ def check(value: Any, type_name: str, path: str) -> Any:
     out: JSON = {}
     for key, item in value.items():
         child = f"{path}.{key}" if path else key
+        if key.startswith("odata."):
+            continue  # OData annotations (odata.metadata...) are accepted and ignored, as Batch does
         if key not in fields:
             hint = f"; use {RENAMED[key]}" if key in RENAMED else ""
             raise BatchError(
@@ -94,12 +102,13 @@ def _check_kind(value: Any, kind: str, path: str) -> Any:
             raise invalid_value(leaf, value, f"{path} must be a JSON array")
         return [_check_kind(item, kind[5:], f"{path}[{i}]") for i, item in enumerate(value)]
     if kind.startswith("enum:"):
-        allowed = wireschema.ENUMS[kind[5:]]
-        if value not in allowed:
-            raise invalid_value(
-                leaf, value, f"{path} must be one of {', '.join(allowed)} (enum values are case-sensitive)"
-            )
-        return value
+        name = kind[5:]
+        allowed = wireschema.ENUMS[name]
+        canonical = {value.lower(): value for value in allowed} if isinstance(value, str) else {}
+        if not isinstance(value, str) or value.lower() not in canonical:
+            raise invalid_value(leaf, value, f"{path} must be one of {', '.join(allowed)}")
+        chosen = canonical[value.lower()]
+        return READ_BACK_ENUMS.get(name, {}).get(chosen, chosen)
     if kind == "duration":
         try:
             return durations.normalize(value)

@@ -303,13 +303,13 @@ VALIDATION_CASES = [
     ("window-under-a-minute", _with("schedule.startWindow", "PT10S"), "InvalidPropertyValue", "startWindow"),
     (
         "unknown-enum",
-        _with("jobSpecification.onAllTasksComplete", "terminateJob"),
+        _with("jobSpecification.onAllTasksComplete", "terminate"),
         "InvalidPropertyValue",
         "onAllTasksComplete",
     ),
     (
         "bad-lifetime-enum",
-        _with("jobSpecification.poolInfo.autoPoolSpecification.poolLifetimeOption", "Job"),
+        _with("jobSpecification.poolInfo.autoPoolSpecification.poolLifetimeOption", "perjob"),
         "InvalidPropertyValue",
         "poolLifetimeOption",
     ),

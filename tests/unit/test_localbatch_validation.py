@@ -27,10 +27,23 @@ def test_normalises_durations_and_timestamps() -> None:
 def test_enums_are_the_sdk_wire_values() -> None:
     assert wireschema.ENUMS["BatchAllTasksCompleteMode"] == ["noaction", "terminatejob"]
     assert "dockerCompatible" in wireschema.ENUMS["ContainerType"]
-    validation.schedule_create(body(onAllTasksComplete="terminatejob"))
+    out = validation.schedule_create(body(onAllTasksComplete="TerminateJob"))
+    assert out["jobSpecification"]["onAllTasksComplete"] == "terminatejob"  # stored in the wire casing
     with pytest.raises(BatchError) as info:
-        validation.schedule_create(body(onAllTasksComplete="TerminateJob"))
+        validation.schedule_create(body(onAllTasksComplete="terminate"))
     assert ("PropertyName", "onAllTasksComplete") in info.value.values
+
+
+def test_seed_shape_is_read_like_batch() -> None:
+    auto = {
+        "poolLifetimeOption": "Job",
+        "pool": {"vmSize": "x", "taskSchedulingPolicy": {"nodeFillType": "spread"}},
+    }
+    out = validation.schedule_create({**body(poolInfo={"autoPoolSpecification": auto}), "odata.metadata": "x"})
+    assert "odata.metadata" not in out
+    pool_info = out["jobSpecification"]["poolInfo"]["autoPoolSpecification"]
+    assert pool_info["poolLifetimeOption"] == "job"
+    assert pool_info["pool"]["taskSchedulingPolicy"] == {"nodeFillType": "Spread"}
 
 
 @pytest.mark.parametrize("renamed", ["targetDedicated", "maxTasksPerNode"])
