@@ -480,6 +480,7 @@ def test_schedule_jobs_list_of_unknown_schedule(batch_client: Any) -> None:
 # -- faults and the admin API -----------------------------------------------------------------------
 
 
+@pytest.mark.chaos
 @pytest.mark.parametrize("code", ["429", "503", "500", "reset"])
 def test_injected_faults_are_retried_by_the_sdk(batch_client: Any, local_batch: Any, code: str) -> None:
     schedule_id = uid()
@@ -495,6 +496,7 @@ def test_injected_faults_are_retried_by_the_sdk(batch_client: Any, local_batch: 
     assert counts.get("0" if code == "reset" else code) == 1
 
 
+@pytest.mark.chaos
 def test_injected_429_carries_retry_after(batch_client: Any, local_batch: Any) -> None:
     local_batch.faults(nextN=1, codes=["429"], operations=["list_job_schedules"], retryAfter=7)
     try:
@@ -509,6 +511,7 @@ def test_injected_429_carries_retry_after(batch_client: Any, local_batch: Any) -
     assert response.json()["code"] == "TooManyRequests"
 
 
+@pytest.mark.chaos
 def test_latency_is_added(batch_client: Any, local_batch: Any) -> None:
     local_batch.faults(latencyMs=300)
     try:
