@@ -131,11 +131,20 @@ def make_credential(ref: AccountRef) -> Any:
 
 
 class Accounts:
-    """One gateway per account endpoint, rebuilt when the credential changes (rotation)."""
+    """Gateways per credential, and per account endpoint the one the poller uses.
+
+    Each distinct credential (endpoint, account, key) gets its own gateway, so one object with a wrong key
+    in its Secret cannot break the others on the same account. The poller of an endpoint uses the
+    *current* gateway: the first one created, then the last one a reconcile succeeded with
+    (:meth:`promote`). A rotated key is a new credential: its gateway replaces the old one of the same
+    source.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._gateways: dict[str, tuple[str, Gateway]] = {}
+        self._gateways: dict[str, Gateway] = {}
+        self._by_source: dict[tuple[str, str], str] = {}
+        self._current: dict[str, str] = {}
         self._retired: list[Gateway] = []
 
     def limits(self) -> Limits:
@@ -146,26 +155,36 @@ class Accounts:
         )
 
     def gateway_for(self, ref: AccountRef) -> Gateway:
-        current = self._gateways.get(ref.endpoint_key)
-        if current is not None and current[0] == ref.credential_id:
-            return current[1]
+        found = self._gateways.get(ref.credential_id)
+        if found is not None:
+            return found
         gateway = Gateway(ref.endpoint, make_credential(ref), limits=self.limits())
-        if current is not None:
-            log.info("credentials for %s changed (%s): using the new ones", ref.endpoint, ref.source)
-            self._retired.append(current[1])
-            gateway.stats = current[1].stats  # keep counting per account across rotations
-        self._gateways[ref.endpoint_key] = (ref.credential_id, gateway)
+        source = (ref.endpoint_key, ref.source.split("@", 1)[0])
+        previous = self._by_source.get(source)
+        if previous is not None and previous in self._gateways:
+            log.info("credentials from %s for %s changed: using the new ones", source[1], ref.endpoint)
+            old = self._gateways.pop(previous)
+            gateway.stats = old.stats  # keep counting per account across rotations
+            self._retired.append(old)
+            if self._current.get(ref.endpoint_key) == previous:
+                self._current[ref.endpoint_key] = ref.credential_id
+        self._by_source[source] = ref.credential_id
+        self._gateways[ref.credential_id] = gateway
+        self._current.setdefault(ref.endpoint_key, ref.credential_id)
         return gateway
 
+    def promote(self, ref: AccountRef) -> None:
+        """Make ``ref``'s gateway the one the account's poller uses (it just worked)."""
+        self.gateway_for(ref)
+        self._current[ref.endpoint_key] = ref.credential_id
+
     def current(self, endpoint_key: str) -> Gateway | None:
-        found = self._gateways.get(endpoint_key)
-        return found[1] if found else None
+        credential_id = self._current.get(endpoint_key)
+        return self._gateways.get(credential_id) if credential_id else None
 
     def endpoints(self) -> list[str]:
-        return list(self._gateways)
+        return list(self._current)
 
     async def close(self) -> None:
-        for _, gateway in self._gateways.values():
-            await gateway.close()
-        for gateway in self._retired:
+        for gateway in list(self._gateways.values()) + self._retired:
             await gateway.close()

@@ -205,8 +205,9 @@ def _prune(value: Any) -> Any:
 class StatusWriter:
     """The single writer of ``status`` (see the module docstring). ``update`` returns True if it patched."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, on_written: Any = None) -> None:
         self.client = client
+        self.on_written = on_written  # called (namespace, name, status) after each patch
         self._status: dict[tuple[str, str], dict[str, Any]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.patches = 0
@@ -268,5 +269,4 @@ class StatusWriter:
                 return False
             self._status[key] = new
             self.patches += 1
-            metrics.observe_resource(namespace, name, spec=None, status=new)
             return True

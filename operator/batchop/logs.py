@@ -18,6 +18,7 @@ LogFormat = Literal["auto", "json", "text"]
 
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
+    | {"settings"}  # kopf attaches its whole OperatorSettings to every per-object record: kilobytes per line
 )
 
 

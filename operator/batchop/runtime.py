@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchop import conditions as cond
+from batchop import metrics
 from batchop import reconcile as rc
 from batchop.config import Settings
 from batchop.credentials import Accounts, CredentialError, SecretSource, resolve
@@ -71,7 +72,7 @@ class Runtime:
             self.kube = KubeClient(settings=kopf_settings)
         if self.model is None:
             self.model = rc.default_model()
-        self.writer = StatusWriter(self.kube)
+        self.writer = StatusWriter(self.kube, on_written=self._observe_metrics)
         self.secrets = SecretSource(self.kube, ttl=self.settings.secret_cache_seconds)
 
     async def stop(self) -> None:
@@ -96,6 +97,7 @@ class Runtime:
             self.tracked.pop(key, None)
             if self.writer:
                 self.writer.forget(*key)
+            metrics.forget_resource(*key)
             return
         assert self.writer is not None
         self.writer.seed(key[0], key[1], body.get("status"))
@@ -113,6 +115,10 @@ class Runtime:
         entry.deleting = bool(meta.get("deletionTimestamp"))
         entry.schedule_id = known.get("scheduleId") or entry.schedule_id
 
+    def _observe_metrics(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        entry = self.tracked.get((namespace, name))
+        metrics.observe_resource(namespace, name, spec={"suspend": bool(entry and entry.suspend)}, status=status)
+
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
@@ -122,7 +128,8 @@ class Runtime:
         view = rc.ObjectView.from_body(body)
         key = (view.namespace, view.name)
         async with self._lock(key):
-            return await self._reconcile(view, force)
+            with metrics.reconcile_timer("reconcile"):
+                return await self._reconcile(view, force)
 
     async def _reconcile(self, view: rc.ObjectView, force: tuple[str, ...]) -> rc.Outcome:
         assert self.writer is not None and self.model is not None
@@ -140,7 +147,7 @@ class Runtime:
             await self._write(view, outcome, entry)
             return outcome
         gateway = self.accounts.gateway_for(ref)
-        self._refs[ref.endpoint_key] = (view.namespace, dict(view.spec))
+        self._refs.setdefault(ref.endpoint_key, (view.namespace, dict(view.spec)))
         if entry is not None:
             entry.endpoint_key = ref.endpoint_key
         self._ensure_poller(ref.endpoint_key)
@@ -155,6 +162,9 @@ class Runtime:
                 outcome.status["sas"] = {"expiresAt": previous_sas}  # Batch still holds the SAS minted then
             else:
                 outcome.status.pop("sas")
+        if outcome.status.get("scheduleId"):
+            self.accounts.promote(ref)  # Batch answered with these credentials: the account's poller uses them
+            self._refs[ref.endpoint_key] = (view.namespace, dict(view.spec))
         await self._write(view, outcome, entry)
         if entry is not None:
             if outcome.desired is not None and outcome.status.get("scheduleId"):

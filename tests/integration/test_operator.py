@@ -462,3 +462,29 @@ def test_rotated_secret_takes_effect_without_restart(kube: Any, ns: str, local_b
     wait_condition(kube, ns, "rotate", "Synced", "True", timeout=60)
     assert wrong not in operator.logs()
     assert local_batch.key not in operator.logs()
+
+
+# -- API budget ------------------------------------------------------------------------------------------------
+
+
+def test_requests_per_poll_cycle_do_not_grow_with_the_number_of_schedules(kube: Any, ns: str, local_batch: Any) -> None:
+    n = 20
+    quiet = {"recurrenceInterval": "PT1H", "doNotRunUntil": "2099-01-01T00:00:00Z"}
+    docs = [resource(f"many-{i}", schedule=quiet) for i in range(n)]
+    kube.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+                 check=True)
+
+    def all_ready() -> bool:
+        items = json.loads(kube.kubectl("get", "bjs", "-n", ns, "-o", "json", check=True).stdout)["items"]
+        return len(items) == n and all(condition(o, "Ready").get("status") == "True" for o in items)
+
+    wait_for(all_ready, 120, 1.0, message=f"{n} resources Ready")
+    local_batch.reset_counts()
+    wait_for(lambda: local_batch.count("list_job_schedules") >= 5, 30, message="five poll cycles")
+    counts = {op: v["total"] for op, v in local_batch.counts().items()}
+    cycles = counts["list_job_schedules"]
+    # per cycle: one schedule list + one running-jobs list (no job yet, so no pool list); nothing per schedule
+    per_cycle = sum(counts.values()) / cycles
+    print(f"Batch requests per poll cycle with {n} schedules: {per_cycle:.2f} ({counts})")
+    assert per_cycle <= 2.5, counts
+    assert not {op for op in counts if op.startswith("get_") or op.endswith("_task_counts")}, counts

@@ -169,3 +169,23 @@ async def test_concurrency_limit_and_404_as_none() -> None:
     assert client.peak == 2
     assert gateway.stats.requests["get_schedule"] == 8
     assert gateway.stats.errors[gw.NOT_FOUND] == 8
+
+
+def test_accounts_keep_working_credentials_for_the_poller_and_follow_rotation() -> None:
+    from batchop.config import Settings
+    from batchop.credentials import AccountRef, Accounts
+
+    accounts = Accounts(Settings())
+    endpoint = "https://acct.westeurope.batch.azure.com"
+    good = AccountRef(endpoint, "acct", "a2V5LW9uZQ==", source="defaults")
+    bad = AccountRef(endpoint, "acct", "d3Jvbmcta2V5", source="secret team/creds@1")
+    first = accounts.gateway_for(good)
+    accounts.promote(good)
+    other = accounts.gateway_for(bad)
+    assert other is not first
+    assert accounts.current(good.endpoint_key) is first  # a wrong key elsewhere does not break the poller
+    rotated = AccountRef(endpoint, "acct", "a2V5LXR3bw==", source="secret team/creds@2")
+    replaced = accounts.gateway_for(rotated)
+    assert replaced is not other and accounts.gateway_for(rotated) is replaced
+    accounts.promote(rotated)
+    assert accounts.current(good.endpoint_key) is replaced
