@@ -196,3 +196,13 @@ def test_cli_invalid_input_exits_3(capsys: pytest.CaptureFixture[str], tmp_path:
     out, err = capsys.readouterr()
     assert yaml.safe_load(out)["kind"] == "BatchJobSchedule"  # printed anyway, to be fixed
     assert "jobManagerTask.commandLine" in err
+
+
+def test_whole_container_url_becomes_a_container_only_reference() -> None:
+    document = modern_json()
+    document["jobSpecification"]["jobManagerTask"]["resourceFiles"] = [
+        {"storageContainerUrl": "https://mystore.blob.core.windows.net/input?sv=1&sp=rl&sig=x", "filePath": "in"}]
+    result = conversion.convert(document, now=NOW)
+    files = result.resource["spec"]["jobSpecification"]["jobManagerTask"]["resourceFiles"]
+    assert files == [{"blob": {"container": "input"}, "filePath": "in"}]
+    assert errors_only(validate_resource(result.resource)) == []

@@ -163,7 +163,10 @@ def test_blob_references() -> None:
     assert "container name" in _at(findings, f"{rf}.blob.container").message
     findings = _mutated(lambda s: s["jobSpecification"]["jobManagerTask"]["resourceFiles"][0]["blob"].__setitem__(
         "prefix", "data/"))
-    assert "exactly one of path, prefix" in _at(findings, f"{rf}.blob").message
+    assert "not both" in _at(findings, f"{rf}.blob").message
+    whole_container = _spec_with(lambda s: s["jobSpecification"]["jobManagerTask"]["resourceFiles"][0].__setitem__(
+        "blob", {"container": "application"}))
+    assert validate(whole_container) == []
     assert validate(_spec_with(lambda s: s["jobSpecification"]["jobManagerTask"]["resourceFiles"][0].pop(
         "filePath"))) == []  # the resolver defaults filePath to the blob's name
     findings = _mutated(lambda s: s["jobSpecification"]["jobManagerTask"]["resourceFiles"][0].__setitem__(

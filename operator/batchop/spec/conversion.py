@@ -268,7 +268,9 @@ class _Converter:
                     blob = {"container": location.container, "path": location.path}
                 else:
                     prefix = rf.pop("blobPrefix", None) or location.path
-                    blob = {"container": location.container, "prefix": prefix}
+                    blob = {"container": location.container}
+                    if prefix:  # no prefix: the whole container
+                        blob["prefix"] = prefix
                 _replace_key(rf, key, {"blob": blob})
                 self.note("replaced", f"{path}.{key}", f"Blob storage URL -> blob: {_flow(blob)} (the operator "
                           "mints and renews the SAS)")
