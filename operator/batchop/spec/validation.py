@@ -536,3 +536,12 @@ def _check_blob_references(spec: Mapping[str, Any], out: list[FieldError]) -> No
         covered = any(p == problem.field or p.startswith(problem.field + ".") for p in known)
         if not covered:
             out.append(FieldError(problem.field, problem.message))
+    if blobrefs.has_blob_references(job):
+        from batchop import sas  # the SAS lifetime must outlive a recurrence plus a job (blob engineer)
+
+        try:
+            short = sas.check_lifetime(_dict(spec.get("storage")), _dict(spec.get("schedule")), job)
+        except ValueError as exc:  # an unparsable sasLifetime or duration is reported by its own check
+            short = sas.LifetimeProblem("spec.storage.sasLifetime", str(exc)) if "sasLifetime" in str(exc) else None
+        if short is not None and short.field not in known:
+            out.append(FieldError(short.field, short.message, "warning"))
