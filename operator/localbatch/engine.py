@@ -83,6 +83,8 @@ class Engine:
         self._wake: dict[str, datetime] = {}
         self._poke = asyncio.Event()
         self._loop_task: asyncio.Task[Any] | None = None
+        self._loop_target: datetime | None = None
+        """The soonest wake-up the schedule loop is sleeping towards (a later one needs no poke)."""
         self._session: aiohttp.ClientSession | None = None
         self._stopped = False
         self.pools = Pools(
@@ -233,7 +235,8 @@ class Engine:
             return
         if decision.wake_at is not None:
             self._wake[key] = decision.wake_at
-            self._poke.set()
+            if self._loop_target is None or decision.wake_at < self._loop_target:
+                self._poke.set()
 
     def _complete_schedule(self, key: str, now: datetime) -> None:
         sched = self.store.schedules.get(key)
@@ -276,6 +279,7 @@ class Engine:
                     log.exception("evaluating schedule %s failed", key)
                     self._wake.pop(key, None)
             soonest = min(self._wake.values(), default=None)
+            self._loop_target = soonest
             timeout = MAX_TICK_SECONDS
             if soonest is not None:
                 timeout = min(timeout, self.clock.real_seconds_until(soonest))
@@ -329,7 +333,8 @@ class Engine:
         number = self.store.job_counters.get(key, 0) + 1
         self.store.job_counters[key] = number
         job_id = f"{sched['id']}:job-{number}"
-        spec = defaults.apply_job_specification_defaults(sched.get("jobSpecification") or {})
+        # The API layer stored the jobSpecification with its read-time defaults already applied.
+        spec = copy.deepcopy(sched.get("jobSpecification") or {})
         stamp = timestamps.format(now)
         job: JSON = {"id": job_id}
         if spec.get("displayName"):
@@ -425,10 +430,13 @@ class Engine:
         self.store.touch(task, self.clock.now())
 
     def _start_job_run(self, job_key: str) -> None:
-        run = self._job_runs.get(job_key)
-        if run is None or run.done():
-            self._job_runs[job_key] = self._spawn(self._run_job(job_key))
         job = self.store.jobs.get(job_key)
+        nothing_to_do = job is not None and job.get("onAllTasksComplete") != "terminatejob" and not any(
+            t.get("state") != "completed" for t in self.store.tasks.get(job_key, {}).values()
+        )
+        run = self._job_runs.get(job_key)
+        if not nothing_to_do and (run is None or run.done()):
+            self._job_runs[job_key] = self._spawn(self._run_job(job_key))
         limit = ((job or {}).get("constraints") or {}).get("maxWallClockTime")
         if limit and durations.parse(limit) < timedelta(days=10_000_000) and job_key not in self._watchdogs:
             self._watchdogs[job_key] = self._spawn(self._job_wall_clock(job_key, durations.parse(limit)))
