@@ -436,3 +436,34 @@ async def test_start_reaps_task_processes_left_by_a_killed_service(tmp_path: Pat
         if orphan.poll() is None:
             orphan.kill()
         orphan.wait()
+
+
+async def test_jobschedule_pool_is_shared_by_jobs_and_deleted_with_the_schedule(tmp_path: Path) -> None:
+    h = Harness(tmp_path, scale=600.0)  # PT1M = 0.1 s
+    await h.engine.start()
+    try:
+        key = h.create_schedule("shared", {"recurrenceInterval": "PT1M"}, spec("/bin/true", lifetime="jobschedule"))
+        await wait_for(lambda: completed(h, "shared:job-2"), what="job-2 done")
+        pool_id = h.job("shared:job-1")["executionInfo"]["poolId"]
+        assert h.job("shared:job-2")["executionInfo"]["poolId"] == pool_id
+        assert pool_id.lower() in h.store.pools, "a jobschedule pool outlives its jobs"
+        h.set_state(h.store.schedules, key, "terminating")
+        h.engine.terminate_schedule(key)
+        await wait_for(lambda: h.store.schedules[key]["state"] == "completed")
+        await wait_for(lambda: pool_id.lower() not in h.store.pools, what="pool deleted with the schedule")
+    finally:
+        await h.engine.stop()
+
+
+async def test_deleting_the_pool_under_a_running_task(h: Harness) -> None:
+    h.create_schedule("lost", {}, spec("/bin/sleep 300"))
+    await wait_for(lambda: h.task("lost:job-1")["state"] == "running")
+    pool_key = h.job("lost:job-1")["executionInfo"]["poolId"].lower()
+    h.set_state(h.store.pools, pool_key, "deleting")
+    h.engine.delete_pool(pool_key)
+    await wait_for(lambda: completed(h, "lost:job-1"))
+    failure = h.task("lost:job-1")["executionInfo"]["failureInfo"]
+    assert failure["code"] == "NodeRemoved" and failure["category"] == "servererror"
+    assert h.job("lost:job-1")["executionInfo"]["schedulingError"]["code"] == "AutoPoolDeleted"
+    await wait_for(lambda: pool_key not in h.store.pools)
+    assert len(h.engine.processes) == 0
