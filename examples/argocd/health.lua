@@ -3,10 +3,11 @@
 -- examples/argocd/argocd-cm-patch.yaml and docs/install.md). Lua 5.1 (Argo CD's gopher-lua).
 --
 -- How status maps to health (docs/troubleshooting.md explains the conditions and reasons):
---   Degraded     a terminal error the user must fix: Synced or Ready False with reason InvalidSpec,
---                AlreadyExists, AuthenticationFailed, Forbidden, ScheduleIdImmutable or
---                CredentialsNotFound; or the schedule's most recent job failed (until a later job succeeds);
---                or reconcile-policy: skip and Batch has no such schedule.
+--   Degraded     an error the user must fix: Synced or Ready False with reason InvalidSpec, AlreadyExists,
+--                AuthenticationFailed, Forbidden, ScheduleIdImmutable, CredentialsNotFound,
+--                AccountNotConfigured, ContainerNotFound or StorageAuthenticationFailed; or the schedule's
+--                most recent job failed (until a later job succeeds); or reconcile-policy: skip and Batch
+--                has no such schedule.
 --   Suspended    spec.suspend is true and Batch reports the schedule disabled (Ready reason Suspended).
 --   Progressing  no status yet; the operator has not yet applied the current generation; a recoverable
 --                error it is retrying (Throttled, BatchUnavailable, Conflict, QuotaReached ...); the
@@ -22,6 +23,9 @@ local TERMINAL = {
   Forbidden = true,
   ScheduleIdImmutable = true,
   CredentialsNotFound = true,
+  AccountNotConfigured = true,
+  ContainerNotFound = true,
+  StorageAuthenticationFailed = true,
 }
 
 local function condition(status, kind)

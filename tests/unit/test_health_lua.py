@@ -14,12 +14,18 @@ import yaml
 
 from batchop import conditions as cond
 from batchop import gateway, status
+from batchop.credentials import REASON_ACCOUNT_NOT_CONFIGURED
 
 lupa = pytest.importorskip("lupa.lua51")
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = (ROOT / "examples/argocd/health.lua").read_text()
 HEALTH = {"Healthy", "Progressing", "Degraded", "Suspended"}
+# Reasons that need the user to act: the gateway's terminal ones, plus the runtime's and the storage checks'
+# (batchop.sas raises ContainerNotFound and StorageAuthenticationFailed as permanent).
+STORAGE_PERMANENT = {"ContainerNotFound", "StorageAuthenticationFailed"}
+TERMINAL = set(gateway.TERMINAL_REASONS) | {cond.REASON_ID_IMMUTABLE, cond.REASON_CREDENTIALS_NOT_FOUND,
+                                           REASON_ACCOUNT_NOT_CONFIGURED} | STORAGE_PERMANENT
 
 
 def to_lua(runtime: Any, value: Any) -> Any:
@@ -132,6 +138,12 @@ SCENARIOS: list[tuple[str, dict[str, Any], str]] = [
                             "synced": (cond.FALSE, cond.REASON_ID_IMMUTABLE)}, "Degraded"),
     ("secret missing", {"batch_state": None, "job_result": None,
                         "synced": (cond.FALSE, cond.REASON_CREDENTIALS_NOT_FOUND)}, "Degraded"),
+    ("no account configured", {"batch_state": None, "job_result": None,
+                               "synced": (cond.FALSE, REASON_ACCOUNT_NOT_CONFIGURED)}, "Degraded"),
+    ("blob container missing", {"batch_state": None, "job_result": None,
+                                "synced": (cond.FALSE, "ContainerNotFound")}, "Degraded"),
+    ("storage briefly down", {"batch_state": "active", "job_result": None,
+                              "synced": (cond.FALSE, "StorageUnavailable")}, "Progressing"),
     ("throttled before create", {"batch_state": None, "job_result": None,
                                  "synced": (cond.FALSE, gateway.THROTTLED)}, "Progressing"),
     ("Batch down, schedule exists", {"batch_state": "active", "job_result": None,
@@ -166,8 +178,7 @@ def test_terminal_reasons_match_the_operator() -> None:
     table = re.search(r"local TERMINAL = \{(.*?)\}", SCRIPT, re.S)
     assert table is not None
     in_lua = set(re.findall(r"(\w+) = true", table.group(1)))
-    expected = set(gateway.TERMINAL_REASONS) | {cond.REASON_ID_IMMUTABLE, cond.REASON_CREDENTIALS_NOT_FOUND}
-    assert in_lua == expected
+    assert in_lua == TERMINAL
 
 
 ALL_SYNCED = [None, SYNCED_OK, (cond.TRUE, cond.REASON_COMPLETED), (cond.TRUE, cond.REASON_DELETING),
@@ -175,10 +186,11 @@ ALL_SYNCED = [None, SYNCED_OK, (cond.TRUE, cond.REASON_COMPLETED), (cond.TRUE, c
               (cond.FALSE, cond.REASON_ID_IMMUTABLE), (cond.FALSE, cond.REASON_CREDENTIALS_NOT_FOUND)] + [
     (cond.FALSE, r) for r in (gateway.INVALID_SPEC, gateway.ALREADY_EXISTS, gateway.AUTHENTICATION_FAILED,
                               gateway.FORBIDDEN, gateway.THROTTLED, gateway.BATCH_UNAVAILABLE, gateway.QUOTA_REACHED,
-                              gateway.CONFLICT, gateway.NOT_FOUND, gateway.BATCH_ERROR)]
+                              gateway.CONFLICT, gateway.NOT_FOUND, gateway.BATCH_ERROR,
+                              REASON_ACCOUNT_NOT_CONFIGURED, "ContainerNotFound", "StorageAuthenticationFailed",
+                              "StorageUnavailable")]
 ALL_STATES = [None, "active", "disabled", "completed", "terminating", "deleting"]
 ALL_JOBS = [None, "running", "success", "failure", "scheduling-error"]
-TERMINAL = set(gateway.TERMINAL_REASONS) | {cond.REASON_ID_IMMUTABLE, cond.REASON_CREDENTIALS_NOT_FOUND}
 
 
 def test_every_combination_maps_to_a_sound_health() -> None:
