@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -28,6 +30,8 @@ import aiohttp
 
 from localbatch import transfer
 from localbatch.clock import VirtualClock
+
+log = logging.getLogger("localbatch.runner")
 
 UNLIMITED_RETRIES_CAP = 100
 """``maxTaskRetryCount: -1`` (retry forever) is bounded to this many retries locally."""
@@ -183,7 +187,34 @@ async def run_task(
     hooks: Hooks,
     container_name: str,
 ) -> Outcome:
-    """Run ``run`` to completion (retries included) and upload its outputs; cancel-safe (kills the process)."""
+    """Run ``run`` to completion (retries included) and upload its outputs; cancel-safe (kills the process).
+
+    An unexpected error of the service itself (a full disk, say) ends the task with a ``servererror``
+    failure instead of leaving it running forever.
+    """
+    try:
+        return await _run_task(
+            run, clock=clock, session=session, processes=processes, hooks=hooks, container_name=container_name
+        )
+    except Exception as exc:  # asyncio.CancelledError is not an Exception: terminate still propagates
+        log.exception("running the task in %s failed", run.task_dir)
+        detail = _SAS_QUERY.sub("", f"{exc.__class__.__name__}: {exc}")
+        return Outcome(None, failure("TaskRunFailed", f"the local Batch service could not run the task ({detail})",
+                                     category="servererror"), 0, None, clock.now())
+
+
+_SAS_QUERY = re.compile(r"\?[^\s'\"]*")
+
+
+async def _run_task(
+    run: TaskRun,
+    *,
+    clock: VirtualClock,
+    session: aiohttp.ClientSession,
+    processes: ProcessTable,
+    hooks: Hooks,
+    container_name: str,
+) -> Outcome:
     run.working_dir.mkdir(parents=True, exist_ok=True)
     hooks.on_preparing()
     start: datetime | None = None

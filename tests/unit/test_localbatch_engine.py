@@ -467,3 +467,12 @@ async def test_deleting_the_pool_under_a_running_task(h: Harness) -> None:
     assert h.job("lost:job-1")["executionInfo"]["schedulingError"]["code"] == "AutoPoolDeleted"
     await wait_for(lambda: pool_key not in h.store.pools)
     assert len(h.engine.processes) == 0
+
+
+async def test_an_internal_error_fails_the_task_instead_of_hanging(h: Harness) -> None:
+    bad = [{"httpUrl": "http://127.0.0.1:9/x?sig=secret", "filePath": "x", "fileMode": "99"}]  # 9 is not octal
+    h.create_schedule("internal", {}, spec("/bin/true", resourceFiles=bad))
+    await wait_for(lambda: completed(h, "internal:job-1"))
+    failure = h.task("internal:job-1")["executionInfo"]["failureInfo"]
+    assert failure["category"] == "servererror" and failure["code"] == "TaskRunFailed"
+    assert "secret" not in failure["message"]
