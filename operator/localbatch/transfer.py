@@ -135,7 +135,10 @@ async def _list_blobs(session: aiohttp.ClientSession, container_url: str, prefix
                 "ResourceContainerListMiscError", f"cannot reach {public_url(container_url)}: {exc.__class__.__name__}"
             ) from None
         root = ET.fromstring(body)
-        names.extend(el.text or "" for el in root.iter("Name") if el.text)
+        for blob in root.iter("Blob"):
+            name = blob.findtext("Name") or ""
+            if name and not name.endswith("/"):  # skip directory markers (hierarchical namespace)
+                names.append(name)
         marker = (root.findtext("NextMarker") or "").strip()
         if not marker:
             return names
