@@ -1,0 +1,247 @@
+"""Steady state with N idle schedules: API economy, reaction time, memory and CPU; vs the per-object timer.
+
+    .venv/bin/python bench/economy.py --n 100 1000 --runs 3
+
+Per run and N, on one fresh local stack (kube-apiserver + etcd, the local Batch service ``--no-execute``):
+
+1. ``batchop run -n <ns> --resync-interval R`` (default R = 30 s, batchop's default) and N resources
+   created through the Kubernetes API; wait until all are mirrored and every job-1 has completed and been
+   mirrored (idle: nothing changes any more in Batch or in Kubernetes).
+2. **batchop at steady state** for ``--cycles`` poll cycles: Batch requests per cycle (the service's own
+   admin counts; a cycle = one ``list_job_schedules`` page walk), Kubernetes writes per cycle (the API
+   server's ``apiserver_request_total`` for ``batchschedules``: POST/PUT/PATCH/DELETE, status included, no-op
+   patches included), operator CPU seconds per cycle and RSS.
+3. **Reaction time**: ``--edits`` resources edited one at a time (``jobManagerTask.commandLine``), each
+   timed from the Kubernetes PATCH until the Batch schedule carries the new command line (polled every
+   20 ms with ``GET /jobschedules/{id}``); p50 and p95.
+4. batchop stopped; **the timer baseline** (``bench/baseline/timer_operator.py``: ``@kopf.timer`` per
+   object, interval R, GET schedule + recent job + pool, status patch) started on the same namespace; after
+   one interval of warm-up, the same counts over the same number of intervals.
+
+Raw results: ``bench/results/economy.json``; ``--markdown`` updates the economy, reaction and memory
+sections of ``docs/performance.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import harness
+import perfdoc
+
+
+def settled(batch: harness.LocalBatchProc, stack: harness.KubeStack, namespace: str, n: int) -> bool:
+    """All N mirrored, no job left running in Batch, and every resource shows its completed job-1."""
+    state = batch.state()
+    if any(j.get("state") != "completed" for j in (state.get("jobs") or {}).values()):
+        return False
+    objs = stack.list(namespace)
+    done = [o for o in objs if harness.mirrored(o)
+            and ((o.get("status") or {}).get("recentJob") or {}).get("state") == "completed"]
+    return len(done) >= n
+
+
+def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: harness.OperatorProc,
+            seconds: float, interval: float, *, cycles_from_lists: bool) -> dict[str, Any]:
+    """Counts over ``seconds`` of steady state, normalised per cycle."""
+    batch_before = batch.counts()
+    kube_before = stack.request_counts()
+    cpu_before = operator.cpu_seconds()
+    start = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - start
+    cpu = operator.cpu_seconds() - cpu_before
+    kube = harness.diff_counts(stack.request_counts(), kube_before)
+    requests = harness.batch_diff(batch.counts(), batch_before)
+    cycles = requests.get("list_job_schedules", 0) if cycles_from_lists else 0
+    if not cycles:
+        cycles = max(1, round(elapsed / interval))
+    total = sum(requests.values())
+    return {
+        "seconds": round(elapsed, 1), "cycles": cycles, "batch_requests": requests,
+        "batch_per_cycle": round(total / cycles, 2), "kube_requests": kube,
+        "kube_writes_per_cycle": round(harness.writes(kube) / cycles, 2),
+        "cpu_per_cycle": round(cpu / cycles, 3), "rss_mib": round(operator.rss_mib(), 1),
+    }
+
+
+def reaction(batch: harness.LocalBatchProc, stack: harness.KubeStack, namespace: str, names: list[str],
+             edits: int, run: int) -> list[float]:
+    """Seconds from the Kubernetes PATCH of a command line to the Batch schedule carrying it."""
+    from azure.batch import BatchClient
+    from azure.core.credentials import AzureNamedKeyCredential
+
+    client = BatchClient(batch.endpoint, AzureNamedKeyCredential(batch.account, batch.key))
+    api = stack.api()
+    step = max(1, len(names) // edits)
+    times = []
+    try:
+        for i in range(edits):
+            name = names[(i * step) % len(names)]
+            obj = api.get_namespaced_custom_object(harness.GROUP, harness.VERSION, namespace, harness.PLURAL, name)
+            schedule_id = obj["status"]["scheduleId"]
+            command = f"/bin/bash -c 'echo edit {run}-{i}'"
+            patch = {"spec": {"jobSpecification": {"jobManagerTask": {"commandLine": command}}}}
+            start = time.perf_counter()
+            api.patch_namespaced_custom_object(harness.GROUP, harness.VERSION, namespace, harness.PLURAL, name, patch)
+
+            def applied(schedule_id: str = schedule_id, command: str = command) -> bool:
+                got = client.get_job_schedule(schedule_id).job_specification.job_manager_task.command_line
+                return got == command
+
+            harness.wait_until(applied, 120, 0.02, f"edit of {name} in Batch")
+            times.append(time.perf_counter() - start)
+    finally:
+        client.close()
+    return times
+
+
+def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path, n: int, run: int,
+            args: argparse.Namespace) -> dict[str, Any]:
+    namespace = f"econ-{n}-{run}-{int(time.time()) % 100000}"
+    names = [f"s{i:05d}" for i in range(n)]
+    batch.reset()
+    stack.create_namespace(namespace)
+    extra = ["--max-concurrency", str(args.batch_concurrency), "--requests-per-second", str(args.requests_per_second)]
+    operator = harness.OperatorProc.batchop(stack, batch, work, [namespace], resync=args.interval, extra=extra)
+    operator.start()
+    result: dict[str, Any] = {"n": n, "run": run, "interval": args.interval}
+    try:
+        start = time.monotonic()
+        harness.create_resources(stack, namespace, names, concurrency=16, spec=harness.schedule_spec(prefix="eco"))
+        harness.wait_until(lambda: settled(batch, stack, namespace, n), args.timeout, 1.0, f"{n} idle resources")
+        result["settle_seconds"] = round(time.monotonic() - start, 1)
+        # one more full cycle so the last job completions are mirrored everywhere before counting
+        time.sleep(args.interval + 1)
+        result["batchop"] = measure(batch, stack, operator, args.cycles * args.interval + 1, args.interval,
+                                    cycles_from_lists=True)
+        times = reaction(batch, stack, namespace, names, args.edits, run)
+        result["reaction_seconds"] = [round(t, 3) for t in times]
+        result["reaction_p50"] = round(harness.percentile(times, 0.5), 3)
+        result["reaction_p95"] = round(harness.percentile(times, 0.95), 3)
+        result["batchop_rss_after_edits_mib"] = round(operator.rss_mib(), 1)
+    finally:
+        operator.stop()
+    if not args.skip_baseline:
+        baseline = harness.OperatorProc.baseline(stack, batch, work, namespace, interval=args.interval)
+        baseline.start()
+        try:
+            time.sleep(args.interval + 1)  # warm-up: every object's timer has started
+            result["baseline"] = measure(batch, stack, baseline, args.cycles * args.interval, args.interval,
+                                         cycles_from_lists=False)
+        finally:
+            baseline.stop()
+    b = result["batchop"]
+    line = (f"N={n} run {run}: batchop {b['batch_per_cycle']} Batch req/cycle, {b['kube_writes_per_cycle']} kube "
+            f"writes/cycle, {b['cpu_per_cycle']} CPU s/cycle, RSS {b['rss_mib']} MiB; reaction p50 "
+            f"{result['reaction_p50']}s p95 {result['reaction_p95']}s")
+    if "baseline" in result:
+        x = result["baseline"]
+        line += (f"; baseline {x['batch_per_cycle']} Batch req/cycle, {x['kube_writes_per_cycle']} kube writes/cycle, "
+                 f"{x['cpu_per_cycle']} CPU s/cycle, RSS {x['rss_mib']} MiB")
+    print(line, flush=True)
+    return result
+
+
+def _cell(rows: list[dict[str, Any]], get: Any, fmt: str = "{:.1f}") -> str:
+    values = [float(get(r)) for r in rows if get(r) is not None]
+    if not values:
+        return "n/a"
+    s = harness.summary(values)
+    if len(values) == 1:
+        return fmt.format(s["median"])
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}-{fmt.format(s['max'])})"
+
+
+def tables(results: list[dict[str, Any]]) -> tuple[str, str, str]:
+    economy = ["| N | operator | Batch requests per cycle | Kubernetes writes per cycle | CPU s per cycle "
+               "| RSS (MiB) |", "|---" * 6 + "|"]
+    react = ["| N idle | edits per run | p50 (s) | p95 (s) | max (s) |", "|---" * 5 + "|"]
+    memory = ["| N | batchop RSS (MiB) | timer baseline RSS (MiB) |", "|---" * 3 + "|"]
+    for n in sorted({r["n"] for r in results}):
+        rows = [r for r in results if r["n"] == n]
+        for who, label in (("batchop", "batchop"), ("baseline", "per-object timer (kopf)")):
+            have = [r for r in rows if who in r]
+            if not have:
+                continue
+            economy.append(
+                f"| {n:,} | {label} | {_cell(have, lambda r, w=who: r[w]['batch_per_cycle'])} "
+                f"| {_cell(have, lambda r, w=who: r[w]['kube_writes_per_cycle'])} "
+                f"| {_cell(have, lambda r, w=who: r[w]['cpu_per_cycle'], '{:.2f}')} "
+                f"| {_cell(have, lambda r, w=who: r[w]['rss_mib'], '{:.0f}')} |")
+        all_times = [t for r in rows for t in r["reaction_seconds"]]
+        react.append(f"| {n:,} | {len(rows[0]['reaction_seconds'])} "
+                     f"| {_cell(rows, lambda r: r['reaction_p50'], '{:.2f}')} "
+                     f"| {_cell(rows, lambda r: r['reaction_p95'], '{:.2f}')} | {max(all_times):.2f} |")
+        based = [r for r in rows if "baseline" in r]
+        memory.append(f"| {n:,} | {_cell(rows, lambda r: r['batchop']['rss_mib'], '{:.0f}')} "
+                      f"| {_cell(based, lambda r: r['baseline']['rss_mib'], '{:.0f}')} |")
+    return "\n".join(economy), "\n".join(react), "\n".join(memory)
+
+
+ECONOMY_NOTES = """\
+A cycle for batchop is one status poll of the account (counted as one `list_job_schedules` page walk); for
+the baseline, one timer interval (every object's timer fires once). Batch requests are the service's own
+admin counts per operation; Kubernetes writes are the API server's `apiserver_request_total` for
+`batchschedules` with verb POST, PUT, PATCH or DELETE (status subresource and no-op patches included).
+Targets: Batch requests per cycle no more than list paging needs (a handful), Kubernetes writes 0 when
+nothing changed."""
+
+REACTION_NOTES = """\
+From the Kubernetes PATCH of `spec.jobSpecification.jobManagerTask.commandLine` on one resource (with
+the other N-1 idle) until `GET /jobschedules/{id}` shows the new command line (polled every 20 ms)."""
+
+MEMORY_NOTES = """\
+RSS of the operator process (`VmRSS`) at steady state with N idle resources. Target: <= 150 MiB at
+N = 1,000. CPU per cycle is in the economy table."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--interval", type=float, default=30.0, help="resync / timer interval in seconds")
+    parser.add_argument("--cycles", type=int, default=3, help="cycles measured at steady state")
+    parser.add_argument("--edits", type=int, default=20, help="edits timed for the reaction time")
+    parser.add_argument("--batch-concurrency", type=int, default=8)
+    parser.add_argument("--requests-per-second", type=float, default=1000.0)
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--markdown", action="store_true", help="write the tables into docs/performance.md")
+    args = parser.parse_args(argv)
+
+    info = harness.machine()
+    work = Path(tempfile.mkdtemp(prefix="batchop-bench-econ-"))
+    stack = harness.KubeStack(work / "kube")
+    batch = harness.LocalBatchProc(work / "batch")
+    results: list[dict[str, Any]] = []
+    try:
+        for n in args.n:
+            for run in range(1, args.runs + 1):
+                results.append(one_run(stack, batch, work, n, run, args))
+                harness.save_json("economy", {"machine": info, "args": vars(args), "results": results})
+    finally:
+        batch.stop()
+        stack.stop()
+    economy, react, memory = tables(results)
+    print(economy, react, memory, sep="\n\n")
+    if args.markdown:
+        command = "python bench/economy.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        perfdoc.replace_section("economy", perfdoc.section("API economy at steady state (issue 7.2)", command, info,
+                                                           economy, ECONOMY_NOTES))
+        perfdoc.replace_section("reaction", perfdoc.section("Reaction time (issue 7.3)", command, info, react,
+                                                            REACTION_NOTES))
+        perfdoc.replace_section("memory", perfdoc.section("Memory and CPU (issue 7.4)", command, info, memory,
+                                                          MEMORY_NOTES))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
