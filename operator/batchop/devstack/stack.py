@@ -251,8 +251,12 @@ def _start_operator(state_dir: Path, info: StackInfo, extra_args: list[str]) -> 
     env = _python_env() | info.env()
     port = ports.free_port()
     info.operator_health = f"http://{ports.LOOPBACK}:{port}/healthz"
+    # The admission webhook, as on a cluster: served on loopback and registered by the operator itself
+    # (ValidatingWebhookConfiguration batchop.azurebatch.dev with a url), so `kubectl apply` refuses bad specs.
+    webhook_args = ["--webhook-port", str(ports.free_port()), "--webhook-listen", ports.LOOPBACK,
+                    "--webhook-host", ports.LOOPBACK, "--webhook-cert-dir", str(state_dir / "webhook")]
     argv = [sys.executable, "-m", "batchop", "--log-format", "json", "run", "-A", "--standalone",
-            "--liveness", info.operator_health, *extra_args]
+            "--liveness", info.operator_health, *webhook_args, *extra_args]
     process, record = procs.start(state_dir, OPERATOR, argv, env=env)
     deadline = time.monotonic() + OPERATOR_START_TIMEOUT
     while time.monotonic() < deadline:
