@@ -188,7 +188,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.per_file = total_files <= per_file_limit
         self.interval = interval
-        self._last = 0.0
+        self._last = float("-inf")  # the first file is reported at once
         self._lock = threading.Lock()
         self._started = time.monotonic()
 
