@@ -109,9 +109,6 @@ def run(args: argparse.Namespace) -> int:
         webhook.install(registry, webhook.options_from_args(args))
     except ValueError as exc:
         raise CLIError(str(exc), USAGE) from exc
-    from batchop import webhook
-
-    webhook.install(registry, webhook.options_from_args(args))
     namespaces = tuple(args.namespaces or ())
     clusterwide = bool(args.all_namespaces) or not namespaces
     log.info(
