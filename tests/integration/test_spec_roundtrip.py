@@ -6,14 +6,21 @@ anything Batch does to a schedule (defaults, duration format, metadata order), i
 
 from __future__ import annotations
 
+import asyncio
+import json
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from azure.batch import models as batch_models
 
-from batchop.spec import diff, mapping
+from batchop import blobrefs
+from batchop.commands.render import PlaceholderMinter
+from batchop.spec import conversion, diff, mapping
+from batchop.storage_config import AZURITE_BLOB_URL
 from tests.unit.test_spec_diff import resolved_spec
 
 
@@ -32,8 +39,28 @@ def _create(batch: Any, spec: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _create_resolved(batch: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """Create with blob references resolved the operator's way (placeholder SAS: nothing is downloaded here)."""
+    schedule_id = f"roundtrip-{uuid.uuid4().hex[:8]}"
+    body = mapping.desired_schedule(spec, schedule_id=schedule_id, owner="default/roundtrip", uid="uid-1")
+    resolved = asyncio.run(blobrefs.resolve(body["jobSpecification"], minter=PlaceholderMinter(AZURITE_BLOB_URL),
+                                            schedule_id=schedule_id, expiry=datetime.now(UTC) + timedelta(days=1),
+                                            check=False))
+    body["jobSpecification"] = resolved.job_specification
+    batch.create_job_schedule(batch_models.BatchJobScheduleCreateOptions(body))
+    return body
+
+
 def _observed(batch: Any, schedule_id: str) -> dict[str, Any]:
     return dict(batch.get_job_schedule(schedule_id).as_dict())
+
+
+def _listed(batch: Any, schedule_id: str) -> dict[str, Any]:
+    """What the operator's poller sees: a listed model's raw JSON (``_data``), with ``$select``."""
+    from batchop.poller import SCHEDULE_SELECT
+
+    found = [item._data for item in batch.list_job_schedules(select=SCHEDULE_SELECT) if item.id == schedule_id]
+    return dict(found[0])
 
 
 def test_created_schedule_reads_back_equal(batch: Any) -> None:
@@ -41,7 +68,18 @@ def test_created_schedule_reads_back_equal(batch: Any) -> None:
     observed = _observed(batch, body["id"])
     assert observed["jobSpecification"] != body["jobSpecification"]  # Batch added its defaults
     assert diff.changed_properties(body, observed) == [], diff.differences(body, observed)
+    listed = _listed(batch, body["id"])
+    assert diff.changed_properties(body, listed) == [], diff.differences(body, listed)
     assert mapping.is_owned_by(observed, owner="default/roundtrip", uid="uid-1")
+
+
+def test_converted_2016_seed_reads_back_equal(batch: Any) -> None:
+    """The seed's start task has no maxTaskRetryCount: its read-time default must not look like drift."""
+    spec = conversion.convert(json.loads(Path("/work/shared/seed/create_jobsched.json").read_text())).resource["spec"]
+    spec.pop("scheduleId")
+    body = _create_resolved(batch, spec)
+    for observed in (_observed(batch, body["id"]), _listed(batch, body["id"])):
+        assert diff.changed_properties(body, observed) == [], diff.differences(body, observed)
 
 
 def test_sdk_style_durations_read_back_equal(batch: Any) -> None:

@@ -166,3 +166,17 @@ def test_comparable_keeps_only_patchable_properties_and_does_not_mutate() -> Non
     assert normalize.strip_sas("https://a/b?comp=list") == "https://a/b?comp=list"
     assert normalize.comparable_property("schedule", {"doNotRunUntil": "2026-04-29T05:30:00Z"}) == {
         "doNotRunUntil": "2026-04-29T05:30:00.0000000Z"}
+
+
+def test_sdk_models_nested_in_observed_compare_like_dicts() -> None:
+    """A listed schedule's raw JSON (``model._data``) can hold nested SDK models (Mappings, not dicts): their
+    defaults must be applied too, or the start task's ``maxTaskRetryCount`` looks like drift forever."""
+    body = desired()
+    observed = read_back(body)
+    auto = observed["jobSpecification"]["poolInfo"]["autoPoolSpecification"]
+    start = auto["pool"]["startTask"]
+    assert "maxTaskRetryCount" not in start
+    auto["pool"]["startTask"] = batch_models.BatchStartTask(start)
+    assert not isinstance(auto["pool"]["startTask"], dict)
+    observed["jobSpecification"] = batch_models.BatchJobSpecification(observed["jobSpecification"])
+    assert diff.changed_properties(body, observed) == []

@@ -51,6 +51,19 @@ RELEASE_TASK_DEFAULTS: dict[str, Any] = {"id": "jobrelease", "maxWallClockTime":
 AUTO_USER_DEFAULTS: dict[str, Any] = {"elevationLevel": "nonadmin"}
 
 
+def plain(value: Any) -> Any:
+    """A deep copy made of plain ``dict`` and ``list`` only.
+
+    SDK models are ``MutableMapping`` s, not ``dict`` s, and the raw JSON behind a listed model (``_data``)
+    can hold nested models: normalising them as they are would skip the defaults of nested objects.
+    """
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value
+
+
 def strip_sas(url: str) -> str:
     """``url`` without its query string when that carries a SAS signature (``sig=``)."""
     match = _SAS_QUERY.match(url)
@@ -73,7 +86,7 @@ def _apply_task_defaults(task: Any) -> None:
 
 def with_defaults(job_specification: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of a ``jobSpecification`` with every read-time default Batch fills in."""
-    job = defaults.apply_job_specification_defaults(dict(job_specification))
+    job = defaults.apply_job_specification_defaults(plain(job_specification))
     auto = (job.get("poolInfo") or {}).get("autoPoolSpecification")
     if isinstance(auto, dict):
         _setdefaults(auto, AUTO_POOL_DEFAULTS)
@@ -150,6 +163,7 @@ def comparable_property(name: str, value: Any) -> Any:
     if name not in COMPARED_PROPERTIES:
         raise ValueError(f"{name!r} is not compared; only {COMPARED_PROPERTIES}")
     schema = shared_spec_schema()["properties"][name]
+    value = plain(value)
     if name == "jobSpecification" and isinstance(value, Mapping):
         value = with_defaults(value)
     normalized = _normalize(value, schema)
