@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from batchwire import durations
 from localbatch import transfer
 from localbatch.clock import VirtualClock
 
@@ -230,18 +231,18 @@ async def _run_task(
     while True:
         start = clock.now()
         hooks.on_running(start, retry)
-        exit_code, timed_out = await _execute(argv, run, clock=clock, processes=processes, container=container_name)
-        if exit_code is None:  # could not start the program at all
-            return Outcome(
-                None,
-                failure("CommandProgramNotFound", f"the program {argv[0]!r} of the command line was not found or "
-                        "is not executable (the command line runs without a shell; use /bin/bash -c '...')"),
-                retry, start, clock.now(),
-            )
+        exit_code, timed_out, launch_error = await _execute(
+            argv, run, clock=clock, processes=processes, container=container_name
+        )
+        if launch_error is not None:  # could not start the program at all (not retried, as in Batch)
+            return Outcome(None, launch_error, retry, start, clock.now())
         if timed_out:
             info = failure(
-                "MaxWallClockTimeExpiry",
-                f"the task ran longer than its constraints.maxWallClockTime ({run.max_wall_clock}) and was killed",
+                "TaskEnded",
+                f"the task ran longer than its constraints.maxWallClockTime ({durations.format(run.max_wall_clock)}) "
+                "and was killed"
+                if run.max_wall_clock is not None
+                else "the task was killed",
             )
             break
         if exit_code == 0:
@@ -267,9 +268,9 @@ def _argv(run: TaskRun, container_name: str) -> list[str] | dict[str, Any]:
     try:
         argv = shlex.split(run.command_line)
     except ValueError as exc:
-        return failure("InvalidCommandLine", f"the command line cannot be split into arguments: {exc}")
+        return failure("CommandLaunchFailed", f"the command line cannot be split into arguments: {exc}")
     if not argv:
-        return failure("InvalidCommandLine", "the command line is empty")
+        return failure("CommandLaunchFailed", "the command line is empty")
     settings = run.container_settings
     if settings is None:
         return argv
@@ -295,8 +296,8 @@ def _argv(run: TaskRun, container_name: str) -> list[str] | dict[str, Any]:
 
 async def _execute(
     argv: list[str], run: TaskRun, *, clock: VirtualClock, processes: ProcessTable, container: str
-) -> tuple[int | None, bool]:
-    """Run once; ``(exit code, timed out)``; exit code ``None`` when the program cannot start."""
+) -> tuple[int | None, bool, dict[str, Any] | None]:
+    """Run once: ``(exit code, timed out, None)``, or ``(None, False, failureInfo)`` when it cannot start."""
     env = dict(run.env)
     with (run.task_dir / "stdout.txt").open("ab") as out, (run.task_dir / "stderr.txt").open("ab") as err:
         try:
@@ -304,8 +305,18 @@ async def _execute(
                 *argv, cwd=run.working_dir, env=env, stdout=out, stderr=err, stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=_die_with_service,
             )
-        except (FileNotFoundError, PermissionError, NotADirectoryError, OSError):
-            return None, False
+        except (FileNotFoundError, NotADirectoryError):
+            return None, False, failure(
+                "CommandProgramNotFound",
+                f"the program {argv[0]!r} of the command line was not found (the command line runs without a "
+                "shell: use an absolute path, ./name for a resource file, or /bin/bash -c '...')",
+            )
+        except OSError as exc:
+            return None, False, failure(
+                "CommandLaunchFailed",
+                f"the program {argv[0]!r} could not be started ({exc.strerror or exc.__class__.__name__}); "
+                "a script needs fileMode with the execute bit (e.g. 0755) and a #! line",
+            )
     pgid = proc.pid
     processes.add(pgid)
     try:
@@ -315,12 +326,12 @@ async def _execute(
             try:
                 async with asyncio.timeout(max(wait, 0.001)):
                     code = await proc.wait()
-                return code, False
+                return code, False, None
             except TimeoutError:
                 if deadline is not None and clock.now() >= deadline:
                     kill_group(pgid)
                     await proc.wait()
-                    return proc.returncode, True
+                    return proc.returncode, True, None
     finally:
         if proc.returncode is None:
             kill_group(pgid)

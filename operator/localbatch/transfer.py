@@ -68,7 +68,9 @@ def _blob_url(container_url: str, blob_name: str) -> str:
 def _inside(root: Path, relative: str) -> Path:
     target = (root / relative).resolve()
     if target != root.resolve() and root.resolve() not in target.parents:
-        raise TransferError("InvalidResourceFilePath", f"the file path {relative!r} leaves the task working directory")
+        raise TransferError(
+            "ResourceFileCreateFailed", f"the file path {relative!r} leaves the task working directory"
+        )
     return target
 
 
@@ -95,12 +97,12 @@ async def download_resource_files(
                 written.append(target)
         elif rf.get("autoStorageContainerName"):
             raise TransferError(
-                "AutoStorageNotConfigured",
+                "ResourceContainerNotFound",
                 "resourceFiles.autoStorageContainerName needs a linked auto-storage account, which the local Batch "
                 "service does not have; use storageContainerUrl with a SAS URL instead",
             )
         else:
-            raise TransferError("InvalidResourceFile", "a resource file needs httpUrl or storageContainerUrl")
+            raise TransferError("BlobNotFound", "a resource file needs httpUrl or storageContainerUrl")
     return written
 
 
@@ -130,6 +132,10 @@ async def _list_blobs(session: aiohttp.ClientSession, container_url: str, prefix
                         "ResourceContainerListMiscError",
                         f"listing blobs of {public_url(container_url)} failed with HTTP {resp.status}",
                     )
+        except TimeoutError:
+            raise TransferError(
+                "ResourceContainerListTimedOut", f"listing blobs of {public_url(container_url)} timed out"
+            ) from None
         except aiohttp.ClientError as exc:
             raise TransferError(
                 "ResourceContainerListMiscError", f"cannot reach {public_url(container_url)}: {exc.__class__.__name__}"
@@ -163,6 +169,8 @@ async def _get_to_file(session: aiohttp.ClientSession, url: str, target: Path, *
             with target.open("wb") as out:
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     out.write(chunk)
+    except TimeoutError:
+        raise TransferError("BlobDownloadTimedOut", f"downloading {public_url(url)} timed out") from None
     except aiohttp.ClientError as exc:
         raise TransferError(
             "BlobDownloadMiscError", f"cannot download {public_url(url)}: {exc.__class__.__name__}"
@@ -232,6 +240,8 @@ async def upload(session: aiohttp.ClientSession, item: Upload) -> None:
                 )
             if resp.status not in (200, 201):
                 raise TransferError("FileUploadMiscError", f"uploading to {public_url(url)} failed: HTTP {resp.status}")
+    except TimeoutError:
+        raise TransferError("FileUploadTimedOut", f"uploading to {public_url(url)} timed out") from None
     except aiohttp.ClientError as exc:
         message = f"cannot upload to {public_url(url)}: {exc.__class__.__name__}"
         raise TransferError("FileUploadMiscError", message) from None

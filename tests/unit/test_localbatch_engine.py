@@ -195,6 +195,12 @@ async def test_missing_program_fails_clearly(h: Harness) -> None:
     await wait_for(lambda: completed(h, "missing:job-1"))
     info = h.task("missing:job-1")["executionInfo"]
     assert info["failureInfo"]["code"] == "CommandProgramNotFound" and "exitCode" not in info
+    h.create_schedule("notexec", {}, spec("/etc/hostname"))  # exists, not executable
+    await wait_for(lambda: completed(h, "notexec:job-1"))
+    assert h.task("notexec:job-1")["executionInfo"]["failureInfo"]["code"] == "CommandLaunchFailed"
+    h.create_schedule("quotes", {}, spec("/bin/echo 'unbalanced"))
+    await wait_for(lambda: completed(h, "quotes:job-1"))
+    assert h.task("quotes:job-1")["executionInfo"]["failureInfo"]["code"] == "CommandLaunchFailed"
 
 
 def _alive(pid: int) -> bool:
@@ -211,7 +217,8 @@ async def test_task_wall_clock_kills_the_process_group(h: Harness) -> None:
                                        constraints={"maxWallClockTime": "PT1S"}))
     await wait_for(lambda: completed(h, "slow:job-1"), limit=15)
     task = h.task("slow:job-1")
-    assert task["executionInfo"]["failureInfo"]["code"] == "MaxWallClockTimeExpiry"
+    failure = task["executionInfo"]["failureInfo"]
+    assert failure["code"] == "TaskEnded" and "maxWallClockTime (PT1S)" in failure["message"]
     root = h.engine.pools.node_root(task["nodeInfo"]["nodeId"])
     pid = int((root / "workitems" / "slow:job-1" / "job-1" / "jm" / "wd" / "child.pid").read_text())
     await wait_for(lambda: not _alive(pid), limit=5, what="grandchild killed")

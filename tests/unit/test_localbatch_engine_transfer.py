@@ -81,5 +81,5 @@ def test_blob_url_keeps_the_sas_and_quotes_the_name() -> None:
 def test_resource_file_paths_cannot_leave_the_working_directory(tmp_path: Path) -> None:
     with pytest.raises(transfer.TransferError) as err:
         transfer._inside(tmp_path, "../../etc/passwd")
-    assert err.value.code == "InvalidResourceFilePath"
+    assert err.value.code == "ResourceFileCreateFailed"
     assert transfer._inside(tmp_path, "a/b.txt") == (tmp_path / "a" / "b.txt").resolve()
