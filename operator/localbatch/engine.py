@@ -431,8 +431,8 @@ class Engine:
 
     def _start_job_run(self, job_key: str) -> None:
         job = self.store.jobs.get(job_key)
-        nothing_to_do = job is not None and job.get("onAllTasksComplete") != "terminatejob" and not any(
-            t.get("state") != "completed" for t in self.store.tasks.get(job_key, {}).values()
+        nothing_to_do = (
+            job is not None and job.get("onAllTasksComplete") != "terminatejob" and not self.store.tasks.get(job_key)
         )
         run = self._job_runs.get(job_key)
         if not nothing_to_do and (run is None or run.done()):
@@ -451,8 +451,11 @@ class Engine:
             pending = [t for t in tasks.values() if t.get("state") != "completed"]
             if not pending:
                 # Nothing to run. "If a job contains no tasks, then all tasks are considered complete":
-                # with ``terminatejob`` it ends now, otherwise it stays active (as in Batch).
-                if job.get("onAllTasksComplete") == "terminatejob":
+                # with ``terminatejob`` it ends now, otherwise it stays active (as in Batch). Tasks all
+                # completed (a restart between a task's end and its job's): apply the end rules now.
+                if tasks:
+                    self._after_tasks(job_key)
+                elif job.get("onAllTasksComplete") == "terminatejob":
                     self._finish_job(job_key, "AllTasksComplete")
                 return
             pool_key = await self._wait_for_pool(job_key)

@@ -483,3 +483,26 @@ async def test_an_internal_error_fails_the_task_instead_of_hanging(h: Harness) -
     failure = h.task("internal:job-1")["executionInfo"]["failureInfo"]
     assert failure["category"] == "servererror" and failure["code"] == "TaskRunFailed"
     assert "secret" not in failure["message"]
+
+
+async def test_restart_between_task_end_and_job_end_still_ends_the_job(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    await h.engine.start()
+    h.create_schedule("between", {}, spec("/bin/true"))
+    await wait_for(lambda: completed(h, "between:job-1"))
+    await h.engine.stop()
+    snapshot = copy.deepcopy(h.store.snapshot())
+    job = snapshot["jobs"]["between:job-1"]  # as if the service died right after the task completed
+    job["state"] = "active"
+    for name in ("endTime", "terminateReason"):
+        job["executionInfo"].pop(name)
+    snapshot["schedules"]["between"]["state"] = "active"
+    h2 = Harness(tmp_path)
+    h2.store.restore(snapshot)
+    await h2.engine.start()
+    try:
+        await wait_for(lambda: completed(h2, "between:job-1"))
+        assert h2.job("between:job-1")["executionInfo"]["terminateReason"] == "JMComplete"
+        await wait_for(lambda: h2.store.schedules["between"]["state"] == "completed")
+    finally:
+        await h2.engine.stop()
