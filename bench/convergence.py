@@ -170,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in args.n:
             for run in range(1, args.runs + 1):
-                results.append(one_run(stack, batch, work, n, run, args))
+                results.append(harness.stamp(one_run(stack, batch, work, n, run, args)))
     finally:
         batch.stop()
         stack.stop()
+    results = harness.merge_results("convergence", results, args.n)
     data = {"machine": info, "args": vars(args), "results": results}
     path = harness.save_json("convergence", data)
     print(table(results))
@@ -181,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         command = "python bench/convergence.py " + " ".join(sys.argv[1:] if argv is None else argv)
         perfdoc.replace_section("convergence", perfdoc.section(
-            "Convergence (issue 7.1)", command, info, table(results), NOTES))
+            "Convergence (issue 7.1)", command, info, table(results),
+            NOTES + f"\n\nRows taken (N may come from separate invocations): {harness.taken_line(results)}."))
     return 0
 
 

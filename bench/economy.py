@@ -225,21 +225,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in args.n:
             for run in range(1, args.runs + 1):
-                results.append(one_run(stack, batch, work, n, run, args))
-                harness.save_json("economy", {"machine": info, "args": vars(args), "results": results})
+                results.append(harness.stamp(one_run(stack, batch, work, n, run, args)))
+                merged = harness.merge_results("economy", results, args.n)
+                harness.save_json("economy", {"machine": info, "args": vars(args), "results": merged})
     finally:
         batch.stop()
         stack.stop()
+    results = harness.merge_results("economy", results, args.n)
     economy, react, memory = tables(results)
     print(economy, react, memory, sep="\n\n")
     if args.markdown:
         command = "python bench/economy.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        taken = f"\n\nRows taken (N may come from separate invocations): {harness.taken_line(results)}."
         perfdoc.replace_section("economy", perfdoc.section("API economy at steady state (issue 7.2)", command, info,
-                                                           economy, ECONOMY_NOTES))
+                                                           economy, ECONOMY_NOTES + taken))
         perfdoc.replace_section("reaction", perfdoc.section("Reaction time (issue 7.3)", command, info, react,
-                                                            REACTION_NOTES))
+                                                            REACTION_NOTES + taken))
         perfdoc.replace_section("memory", perfdoc.section("Memory and CPU (issue 7.4)", command, info, memory,
-                                                          MEMORY_NOTES))
+                                                          MEMORY_NOTES + taken))
     return 0
 
 

@@ -483,3 +483,34 @@ def mirrored(obj: dict[str, Any]) -> bool:
 
 def count_mirrored(stack: KubeStack, namespace: str) -> int:
     return sum(1 for o in stack.list(namespace) if mirrored(o))
+
+
+def merge_results(name: str, fresh: list[dict[str, Any]], ns: Sequence[int]) -> list[dict[str, Any]]:
+    """Earlier results of ``bench/results/<name>.json`` for other N, plus ``fresh`` (the Ns just measured)."""
+    path = RESULTS / f"{name}.json"
+    kept: list[dict[str, Any]] = []
+    if path.exists():
+        try:
+            kept = [r for r in json.loads(path.read_text()).get("results", []) if r.get("n") not in set(ns)]
+        except (ValueError, AttributeError):
+            kept = []
+    return sorted(kept + fresh, key=lambda r: (r["n"], r.get("run", 0)))
+
+
+def stamp(result: dict[str, Any]) -> dict[str, Any]:
+    """Add when the result was taken and the load average then (the machine is shared)."""
+    result["taken"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def taken_line(results: list[dict[str, Any]]) -> str:
+    """One line per N: when its runs were taken and the load average around them."""
+    parts = []
+    for n in sorted({r["n"] for r in results}):
+        rows = [r for r in results if r["n"] == n and "taken" in r]
+        if rows:
+            loads = [r["loadavg"][0] for r in rows]
+            parts.append(f"N={n:,}: {rows[0]['taken']} to {rows[-1]['taken']}, 1-min load {min(loads):.1f}-"
+                         f"{max(loads):.1f}")
+    return "; ".join(parts)

@@ -5,10 +5,8 @@ line changed, one disabled. Each must be back as declared (active, the declared 
 marks) within one resync interval, plus the time of one poll cycle and the repair itself (slack below),
 measured per change; a fourth, untouched, must not be written at all.
 
-A schedule stripped of its owner marks is not restored (known defect, strict xfail below): the poller
-reports "lost its owner marks; restoring them", but the reconcile then treats the unmarked schedule as
-someone else's and sets ``Synced=False AlreadyExists`` on a resource whose own ``status.scheduleId`` says
-it created that schedule.
+A schedule stripped of its owner marks is re-marked (was a strict xfail): the reconcile treats an unmarked
+schedule whose id is the resource's own ``status.scheduleId`` as its own.
 """
 
 from __future__ import annotations
@@ -75,8 +73,6 @@ def test_out_of_band_changes_are_undone_within_one_resync(chaos_kube: Kube, chao
     assert not slow, f"restored later than one resync ({RESYNC}s) + {SLACK}s: {slow}"
 
 
-@pytest.mark.xfail(strict=True, reason="a schedule whose owner marks were removed out of band is reported as "
-                   "AlreadyExists instead of re-marked; see docs/reliability.md")
 def test_stripped_owner_marks_are_restored(chaos_kube: Kube, chaos_batch: Any, operator_factory: Any) -> None:
     ns = chaos_kube.namespace("chaos-marks")
     operator_factory([ns], resync=RESYNC, env=batch_env(chaos_batch))

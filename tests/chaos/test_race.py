@@ -1,14 +1,14 @@
 """A resource deleted right after it was created must not leave its Batch schedule behind (issue 7.6/7.8).
 
-The operator adds its finalizer only once ``status.scheduleId`` is written (``handlers.has_schedule``), so a
-resource deleted while its create is in flight disappears from Kubernetes at once, and the schedule the
-operator creates a moment later has no resource any more: an orphan in Batch, silently. Found by the
+When the operator added its finalizer only once ``status.scheduleId`` was written, a resource deleted
+while its create was in flight disappeared from Kubernetes at once, and the schedule the operator created
+a moment later had no resource any more: an orphan in Batch, silently. Found by the
 fault test (deletes arriving while 20% of Batch requests fail), reproduced here without any fault by
 deleting resources 0 to 300 ms after creating them.
 
-Known defect, marked ``xfail(strict=True)``: when it is fixed (e.g. the finalizer added before the first
-Batch write, or the owner-marked schedule of a vanished resource deleted on its DELETED event / by the
-poller), this test passes, the strict xfail turns red, and the marker must be removed.
+Fixed (was a strict xfail): the runtime adds the finalizer itself right after the create, before the status
+write, and cleans up the schedule when the resource is already gone; the delete handler also runs for an
+object that carries the finalizer but no ``status.scheduleId``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 DELAYS = (0.0, 0.05, 0.1, 0.2, 0.3)
 
 
-@pytest.mark.xfail(strict=True, reason="create/delete race orphans the Batch schedule (finalizer added after "
-                   "the create); see docs/reliability.md")
 def test_delete_right_after_create_leaves_no_schedule(chaos_kube: Kube, chaos_batch: Any,
                                                        operator_factory: Any) -> None:
     ns = chaos_kube.namespace("chaos-race")
