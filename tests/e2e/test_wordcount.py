@@ -131,6 +131,16 @@ def operator_env(batch: Any, azurite: Any) -> dict[str, str]:
             "BATCHOP_BATCH_KEY": batch.key, "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
 
 
+@pytest.mark.parametrize("example", ["schedule.yaml", "schedule-container.yaml"])
+def test_examples_are_accepted_by_the_api_server_and_validation(kube: Any, namespace: str, example: str) -> None:
+    from batchop.spec import validation
+
+    path = REPO / "examples" / example
+    result = kube.kubectl("apply", "-n", namespace, "--dry-run=server", "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    assert validation.validate(yaml.safe_load(path.read_text())["spec"]) == []
+
+
 def test_wordcount_two_recurrences_each_job_output_under_its_job_id(
     kube: Any, azurite: Any, fast_batch: Any, operator_factory: Any, namespace: str, env: dict[str, str],
     blobs: BlobServiceClient,
