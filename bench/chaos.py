@@ -7,7 +7,7 @@
 Runs ``pytest -m chaos tests/chaos`` with ``CHAOS_N`` and ``CHAOS_REPORT`` (each test appends its counts:
 operations, kills, faults injected, duplicates, orphans, stuck...) to ``bench/results/chaos-<n>.jsonl``,
 then, with ``--markdown``, replaces the results section of ``docs/reliability.md`` (between
-``<!-- chaos:N start -->`` and ``<!-- chaos:N end -->``) with a table of those counts.
+``<!-- chaos:results start -->`` and ``<!-- chaos:results end -->``) with a table of those counts.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         body = (f"Command: `python bench/chaos.py --n {n}` (pytest -m chaos with CHAOS_N={n}); "
                 f"{lines[0]['time']} to {lines[-1]['time']}; machine: {harness.machine_line(info)}.\n\n"
                 + table(lines))
-        replace_section(str(n), body)
+        replace_section("results", body)
     return code
 
 
