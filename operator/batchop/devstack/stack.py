@@ -287,7 +287,10 @@ def status(state_dir: Path) -> tuple[StackInfo | None, list[ComponentStatus]]:
     state_dir = state_dir.resolve()
     info = load(state_dir)
     rows = []
-    for record in procs.records(state_dir):
+    start_order = list(reversed(procs.STOP_ORDER))
+    by_start = sorted(procs.records(state_dir),
+                      key=lambda r: start_order.index(r.name) if r.name in start_order else len(start_order))
+    for record in by_start:
         running = record.alive
         healthy, detail = _health(record.name, info) if running else (False, "not running")
         rows.append(ComponentStatus(record.name, record.pid, running, healthy, detail))
