@@ -114,6 +114,8 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
     operator.start()
     result: dict[str, Any] = {"n": n, "run": run, "interval": args.interval}
     try:
+        time.sleep(2)
+        result["batchop_rss_empty_mib"] = round(operator.rss_mib(), 1)  # started, watching, no resource yet
         start = time.monotonic()
         harness.create_resources(stack, namespace, names, concurrency=16, spec=harness.schedule_spec(prefix="eco"))
         harness.wait_until(lambda: settled(batch, stack, namespace, n), args.timeout, 1.0, f"{n} idle resources")
@@ -160,11 +162,19 @@ def _cell(rows: list[dict[str, Any]], get: Any, fmt: str = "{:.1f}") -> str:
     return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}-{fmt.format(s['max'])})"
 
 
+def _per_resource(result: dict[str, Any], n: int) -> float | None:
+    empty = result.get("batchop_rss_empty_mib")
+    if empty is None:
+        return None
+    return (float(result["batchop"]["rss_mib"]) - float(empty)) * 1024 / n
+
+
 def tables(results: list[dict[str, Any]]) -> tuple[str, str, str]:
     economy = ["| N | operator | Batch requests per cycle | Kubernetes writes per cycle | CPU s per cycle "
                "| RSS (MiB) |", "|---" * 6 + "|"]
     react = ["| N idle | edits per run | p50 (s) | p95 (s) | max (s) |", "|---" * 5 + "|"]
-    memory = ["| N | batchop RSS (MiB) | timer baseline RSS (MiB) |", "|---" * 3 + "|"]
+    memory = ["| N | batchop RSS, no resource yet (MiB) | batchop RSS at steady state (MiB) | per resource (KiB) "
+              "| batchop CPU per cycle (ms) | timer baseline RSS (MiB) |", "|---" * 6 + "|"]
     for n in sorted({r["n"] for r in results}):
         rows = [r for r in results if r["n"] == n]
         for who, label in (("batchop", "batchop"), ("baseline", "per-object timer (kopf)")):
@@ -181,7 +191,10 @@ def tables(results: list[dict[str, Any]]) -> tuple[str, str, str]:
                      f"| {_cell(rows, lambda r: r['reaction_p50'], '{:.2f}')} "
                      f"| {_cell(rows, lambda r: r['reaction_p95'], '{:.2f}')} | {max(all_times):.2f} |")
         based = [r for r in rows if "baseline" in r]
-        memory.append(f"| {n:,} | {_cell(rows, lambda r: r['batchop']['rss_mib'], '{:.0f}')} "
+        memory.append(f"| {n:,} | {_cell(rows, lambda r: r.get('batchop_rss_empty_mib'), '{:.0f}')} "
+                      f"| {_cell(rows, lambda r: r['batchop']['rss_mib'], '{:.0f}')} "
+                      f"| {_cell(rows, lambda r, n=n: _per_resource(r, n), '{:.0f}')} "
+                      f"| {_cell(rows, lambda r: r['batchop']['cpu_per_cycle'] * 1000, '{:.0f}')} "
                       f"| {_cell(based, lambda r: r['baseline']['rss_mib'], '{:.0f}')} |")
     return "\n".join(economy), "\n".join(react), "\n".join(memory)
 
