@@ -156,3 +156,51 @@ def test_check_lifetime() -> None:
     problem = sas.check_lifetime({"sasLifetime": "PT4H"}, {"recurrenceInterval": "PT4H"}, job)
     assert problem is not None and problem.field == "spec.storage.sasLifetime"
     assert "PT5H6M1S" in problem.message
+
+
+def test_user_delegation_sas_fields_and_key_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """User-delegation SAS (Entra ID): signed with the delegation key, https only, the key fetched once while
+    it covers the requested expiry and again for a later one (Storage itself is faked here)."""
+    import azure.storage.blob.aio as blob_aio
+    from azure.storage.blob import UserDelegationKey
+
+    requests: list[tuple[datetime, datetime]] = []
+
+    class FakeService:
+        def __init__(self, url: str, credential: object, **_: object) -> None:
+            assert url == "https://acct.blob.core.windows.net" and credential is token
+
+        async def __aenter__(self) -> FakeService:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+        async def get_user_delegation_key(self, start: datetime, expiry: datetime) -> UserDelegationKey:
+            requests.append((start, expiry))
+            key = UserDelegationKey()
+            key.signed_oid, key.signed_tid = "00000000-0000-0000-0000-00000000000a", "tenant"
+            key.signed_start, key.signed_expiry = "2026-11-23T11:55:00Z", "2026-11-30T11:55:00Z"
+            key.signed_service, key.signed_version = "b", "2021-08-06"
+            key.value = KEY
+            return key
+
+    monkeypatch.setattr(blob_aio, "BlobServiceClient", FakeService)
+    token = object()
+    minter = UserDelegationMinter("https://acct.blob.core.windows.net", "acct", credential=token)
+    expiry = datetime.now(UTC) + timedelta(days=1)
+    blob = asyncio.run(minter.blob_url("application", "task.sh", permission=sas.READ, expiry=expiry))
+    container = asyncio.run(minter.container_url("output", permission=sas.WRITE_CREATE, expiry=expiry))
+    for url, permission, resource in ((blob, "r", "b"), (container, "cw", "c")):
+        query = parse_qs(urlsplit(url).query)
+        assert query["sp"] == [permission] and query["sr"] == [resource]
+        assert query["skoid"] == ["00000000-0000-0000-0000-00000000000a"], "signed with the delegation key"
+        assert query["spr"] == ["https"]
+        assert "st" in query, "a start time before now absorbs clock skew"
+    assert len(requests) == 1, "one delegation key serves every SAS it covers"
+    start, key_expiry = requests[0]
+    assert start < datetime.now(UTC) and key_expiry >= expiry
+    asyncio.run(minter.blob_url("a", "b", permission=sas.READ, expiry=expiry + timedelta(days=2)))
+    assert len(requests) == 2, "a later expiry needs a new key"
+    assert requests[1][1] <= datetime.now(UTC) + timedelta(days=7), "Storage refuses keys beyond 7 days"
+    assert KEY not in repr(minter)
