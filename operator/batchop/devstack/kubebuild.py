@@ -225,7 +225,10 @@ def _build() -> KubeApiserverBuild:
         src = work / "src"
         src.mkdir()
         with tarfile.open(tarballs[0]) as archive:
-            archive.extractall(src, filter="tar")
+            if hasattr(tarfile, "tar_filter"):  # Python >= 3.11.4 (and backports): refuse unsafe members
+                archive.extractall(src, filter="tar")
+            else:
+                archive.extractall(src)
         children = [p for p in src.iterdir() if p.is_dir()]
         tree = children[0] if len(children) == 1 else src
         env = {**os.environ, "GOFLAGS": "-mod=vendor", "GO111MODULE": "on",
