@@ -411,6 +411,9 @@ def crd(*, cel: bool = False) -> dict[str, Any]:
     """The whole CustomResourceDefinition (apiextensions.k8s.io/v1); ``cel`` adds :data:`CEL_RULES` (>= 1.25)."""
     spec = spec_schema()
     if cel:
+        from batchop.spec import cel_rules  # field-level rules (durations, blob references, autoscale)
+
+        spec = cel_rules.apply(spec)
         spec["x-kubernetes-validations"] = copy.deepcopy(CEL_RULES)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
