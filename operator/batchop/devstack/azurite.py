@@ -52,7 +52,7 @@ def binary() -> Path:
 
 
 def ensure_installed() -> Path:
-    """The ``azurite-blob`` script, npm-installing the pinned Azurite first when absent (about 20 s, once)."""
+    """The ``azurite-blob`` script, npm-installing the pinned Azurite first when absent (about 40 s, once)."""
     if binary().exists():
         return binary()
     npm = system.npm_binary()
@@ -61,7 +61,7 @@ def ensure_installed() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if binary().exists():
             return binary()
-        system.say(f"installing Azurite {VERSION} with npm into {install_dir()} (one time, ~20 s)")
+        system.say(f"installing Azurite {VERSION} with npm into {install_dir()} (one time, about 40 s)")
         started = time.monotonic()
         (install_dir() / "package.json").write_text('{"name": "batchop-azurite", "private": true}\n')
         result = subprocess.run(
