@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
+from typing import Any
 
 MAX_LENGTH = 64
 _VALID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -61,7 +63,7 @@ def validate_schedule_id(schedule_id: str) -> str:
     return schedule_id
 
 
-def effective_schedule_id(spec: dict[str, object], namespace: str, name: str) -> str:
+def effective_schedule_id(spec: Mapping[str, Any], namespace: str, name: str) -> str:
     """``spec.scheduleId`` when set, else :func:`schedule_id_for` ``(namespace, name)``."""
     explicit = spec.get("scheduleId")
     if isinstance(explicit, str) and explicit:
