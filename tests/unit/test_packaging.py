@@ -33,7 +33,10 @@ def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     return found
 
 
-@pytest.mark.parametrize("variant", ["manifests", "manifests/namespaced", "manifests/overlays/aks-workload-identity"])
+VARIANTS = ["manifests", "manifests/namespaced", "manifests/overlays/aks-workload-identity", "manifests/overlays/cel"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_deployment_args_parse_with_the_real_cli(variant: str) -> None:
     deployment = find(render(variant), "Deployment", "batchop")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -46,6 +49,12 @@ def test_deployment_args_parse_with_the_real_cli(variant: str) -> None:
     webhook_service = find(render(variant), "Service", "batchop-webhook")
     assert args.webhook_service == webhook_service["metadata"]["name"]
     assert webhook_service["spec"]["ports"][0]["targetPort"] == "webhook"
+
+
+def test_only_the_cel_overlay_carries_cel_rules() -> None:
+    for variant in VARIANTS:
+        (crd,) = [d for d in render(variant) if d["kind"] == "CustomResourceDefinition"]
+        assert ("x-kubernetes-validations" in str(crd)) is (variant == "manifests/overlays/cel"), variant
 
 
 def test_configmap_keys_are_read_by_the_operator() -> None:
