@@ -25,6 +25,8 @@ COMMANDS: tuple[str, ...] = (
     "blob",
     "convert",
     "render",
+    "import_",  # module import_.py: the subcommand is `import`
+    "status",
 )
 
 log = logging.getLogger("batchop")
