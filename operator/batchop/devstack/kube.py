@@ -192,9 +192,19 @@ def apply_crds(kubeconfig: Path, files: Sequence[Path], timeout: float = 60.0) -
             raise system.PrerequisiteError(f"kubectl apply -f {path} failed: {result.stderr.strip()}")
         names += [line.strip() for line in result.stdout.splitlines() if line.strip()]
     crds = [n for n in names if n.startswith("customresourcedefinition")]
-    if crds:
-        result = kubectl(kubeconfig, "wait", "--for", "condition=established", f"--timeout={timeout:.0f}s", *crds,
-                         timeout=timeout + 10)
-        if result.returncode != 0:
-            raise system.PrerequisiteError(f"CRDs not Established within {timeout:.0f} s: {result.stderr.strip()}")
+    # Poll rather than `kubectl wait`: right after an apply, a CRD may have no .status.conditions yet, and
+    # `kubectl wait` then fails at once ("conditions accessor error") instead of waiting.
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + timeout
+    pending = list(crds)
+    while pending:
+        pending = [
+            crd for crd in pending
+            if kubectl(kubeconfig, "get", crd, "-o", f"jsonpath={jsonpath}").stdout.strip() != "True"
+        ]
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            raise system.PrerequisiteError(f"CRDs not Established within {timeout:.0f} s: {', '.join(pending)}")
+        time.sleep(0.2)  # poll interval, bounded by the deadline above
     return crds
