@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 
-from batchop import GROUP, KIND, PLURAL, VERSION, metrics
+from batchop import GROUP, KIND, PLURAL, VERSION
 from batchop import conditions as cond
 from batchop.redact import redact
 
@@ -218,12 +218,10 @@ class StatusWriter:
     def seed(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
         """Remember the status seen on the object, unless this process has written it already."""
         self._status.setdefault((namespace, name), _prune(copy.deepcopy(dict(status or {}))))
-        metrics.observe_resource(namespace, name, spec=None, status=self._status[(namespace, name)])
 
     def forget(self, namespace: str, name: str) -> None:
         self._status.pop((namespace, name), None)
         self._locks.pop((namespace, name), None)
-        metrics.forget_resource(namespace, name)
 
     async def update(
         self,
@@ -269,4 +267,6 @@ class StatusWriter:
                 return False
             self._status[key] = new
             self.patches += 1
+            if self.on_written is not None:
+                self.on_written(namespace, name, new)
             return True

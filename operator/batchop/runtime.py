@@ -114,6 +114,7 @@ class Runtime:
         entry.suspend = bool(view.spec.get("suspend"))
         entry.deleting = bool(meta.get("deletionTimestamp"))
         entry.schedule_id = known.get("scheduleId") or entry.schedule_id
+        self._observe_metrics(key[0], key[1], known)  # per-resource gauges, also for objects never patched here
 
     def _observe_metrics(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         entry = self.tracked.get((namespace, name))
