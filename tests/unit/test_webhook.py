@@ -247,3 +247,29 @@ def test_mounted_certificates_are_used_as_given(tmp_path: Path) -> None:
 def test_service_mode_needs_a_namespace() -> None:
     with pytest.raises(ValueError, match="POD_NAMESPACE"):
         webhook.build_server(WebhookOptions(port=9443, service="batchop-webhook"))
+
+
+def test_install_registers_the_handler_and_the_server(tmp_path: Path) -> None:
+    import kopf
+
+    registry = kopf.OperatorRegistry()
+    assert webhook.install(registry, WebhookOptions(port=0)) is None  # disabled: nothing registered
+    assert not registry._webhooks.get_all_handlers()
+
+    server = webhook.install(registry, WebhookOptions(port=9443, cert_dir=tmp_path))
+    assert server is not None and server.port == 9443
+    (handler,) = registry._webhooks.get_all_handlers()
+    assert handler.id == webhook.HANDLER_ID and handler.ignore_failures
+    assert set(handler.operations or ()) == {"CREATE", "UPDATE"}
+
+    bad = with_change("schedule.recurrenceInterval", "PT10S")
+    warnings: list[str] = []
+    with pytest.raises(kopf.AdmissionError, match=r"spec\.schedule\.recurrenceInterval") as refused:
+        handler.fn(operation="CREATE", body=kopf.Body(bad), old=None, warnings=warnings)
+    assert refused.value.code == 422
+    handler.fn(operation="CREATE", body=kopf.Body(resource()), old=None, warnings=warnings)
+
+    settings = kopf.OperatorSettings()
+    (startup,) = registry._activities.get_all_handlers()
+    startup.fn(settings=settings)
+    assert settings.admission.server is server and settings.admission.managed is None
