@@ -153,23 +153,23 @@ def classify(exc: BaseException) -> BatchError:
         if isinstance(item, dict) and "key" in item:
             values[str(item["key"])] = str(item.get("value", ""))
     if not values and exc.error is not None:
-        for detail in exc.error.details or []:
-            if detail.code:
-                values[detail.code] = str(detail.message or "")
+        for item in exc.error.details or []:
+            if item.code:
+                values[item.code] = str(item.message or "")
     field_name = next((values[k] for k in _FIELD_KEYS if values.get(k)), None)
     retry_after = _retry_after(exc)
     kw: dict[str, Any] = {"status": status, "code": code, "field": field_name, "values": values}
 
     if status == 400:
-        detail = values.get("Reason") or values.get("reason")
+        reason_text = values.get("Reason") or values.get("reason")
         text = f"Batch rejected the request ({code})"
         if field_name:
             text += f": property '{field_name}'"
             if "PropertyValue" in values:
                 text += f" value {values['PropertyValue']!r}"
         text += f": {message}" if message else ""
-        if detail and detail not in text:
-            text += f" ({detail})"
+        if reason_text and reason_text not in text:
+            text += f" ({reason_text})"
         return BatchError(text, reason=INVALID_SPEC, terminal=True, **kw)
     if status == 401 or isinstance(exc, ClientAuthenticationError) or code == "AuthenticationFailed":
         return BatchError(
@@ -435,6 +435,20 @@ class Gateway:
             if err.status == 404:
                 return None
             raise
+
+    async def create_job(self, body: Mapping[str, Any]) -> None:
+        """``POST /jobs`` (a run-now job, :mod:`batchop.runnow`); ``409 JobExists`` raises ``code`` JobExists."""
+        from azure.batch.models import BatchJobCreateOptions
+
+        await self._call("create_job", lambda: self._client.create_job(BatchJobCreateOptions(dict(body))))
+
+    async def delete_job(self, job_id: str) -> None:
+        """Ask Batch to delete a job (history limits); does not wait."""
+
+        async def run() -> None:
+            await self._client.begin_delete_job(job_id)
+
+        await self._call("delete_job", run)
 
     async def task_counts(self, job_id: str) -> dict[str, Any] | None:
         """The job's ``taskCounts`` (active, running, completed, succeeded, failed), None when the job is gone."""

@@ -27,9 +27,13 @@ log = logging.getLogger(__name__)
 FINALIZER = f"{PREFIX}/finalizer"
 
 
-def has_schedule(status: Any, **_: Any) -> bool:
-    """Whether a Batch schedule was created (or adopted / observed) for the object."""
-    return bool((status or {}).get("scheduleId"))
+def has_schedule(status: Any, meta: Any = None, **_: Any) -> bool:
+    """Whether a Batch schedule was created (or adopted / observed) for the object: ``status.scheduleId``,
+    or our finalizer, which the runtime adds itself right after a create, before the status write (so a
+    deletion racing with the create still runs the delete handler instead of kopf dropping the finalizer)."""
+    if (status or {}).get("scheduleId"):
+        return True
+    return FINALIZER in ((meta or {}).get("finalizers") or [])
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -64,8 +68,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         await runtime.stop()
 
     @kopf.on.event(*resource, registry=registry)
-    async def watch(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
-        runtime.observe(body, event.get("type"))
+    async def watch(*, type: str, body: kopf.Body, **_: Any) -> None:
+        runtime.observe(body, type)
 
     @kopf.on.resume(*resource, registry=registry)
     @kopf.on.create(*resource, registry=registry)
@@ -76,6 +80,20 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             metrics.count_error("reconcile", str(outcome.synced.get("reason")))
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(str(outcome.synced.get("message")), delay=outcome.retry_after)
+
+    async def annotation_changed(**_: Any) -> None:
+        """Nothing to do: registered so that kopf's diff includes these annotations, and a change of one of
+        them runs the update handler above. kopf leaves annotations under its own prefix (ours,
+        azurebatch.dev) out of the diff, so ``kubectl annotate bjs x azurebatch.dev/run-now=...`` would
+        otherwise go unnoticed."""
+
+    for annotation in (f"{PREFIX}/run-now", f"{PREFIX}/adopt", f"{PREFIX}/reconcile-policy"):
+        kopf.on.field(
+            *resource,
+            field=("metadata", "annotations", annotation),
+            id=f"annotation-{annotation.rsplit('/', 1)[1]}",
+            registry=registry,
+        )(annotation_changed)
 
     @kopf.on.delete(*resource, registry=registry, when=has_schedule)
     async def delete(body: kopf.Body, **_: Any) -> None:

@@ -137,6 +137,31 @@ class KubeClient:
             content_type="application/merge-patch+json",
         )
 
+    async def add_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> bool:
+        """Add ``finalizer`` to the object with this ``uid`` unless present. False when the object is gone,
+        replaced (another uid) or already being deleted (Kubernetes refuses new finalizers then)."""
+        body = await self.get_object(namespace, name)
+        meta = (body or {}).get("metadata") or {}
+        if body is None or meta.get("uid") != uid or meta.get("deletionTimestamp"):
+            return False
+        finalizers = list(meta.get("finalizers") or [])
+        if finalizer in finalizers:
+            return True
+        ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+        if finalizers:
+            ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": finalizer})
+        else:
+            ops.append({"op": "add", "path": "/metadata/finalizers", "value": [finalizer]})
+        try:
+            result = await self._request(
+                "PATCH", self._object_path(namespace, name), json=ops, content_type="application/json-patch+json"
+            )
+        except KubeError as exc:
+            if exc.status in (409, 422):  # another uid (test failed), or the object is being deleted
+                return False
+            raise
+        return result is not None
+
     async def get_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
         """The Secret's decoded ``data`` and its ``resourceVersion``, None when it does not exist."""
         body = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")

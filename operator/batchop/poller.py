@@ -32,9 +32,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from batchop import conditions as cond
+from batchop import history as hist
 from batchop import status as st
 from batchop.gateway import BatchError, Gateway
-from batchop.reconcile import ObjectView, ownership
+from batchop.reconcile import ANNOTATION_ADOPT, ObjectView, owns
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,16 @@ class Tracked:
     deleting: bool = False
     synced_reason: str | None = None
     last_sync: datetime | None = None
+    adopt: bool = False
+    history: hist.Limits | None = None  # spec.successfulJobsHistoryLimit / failedJobsHistoryLimit
 
     @property
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
     def view(self) -> ObjectView:
-        return ObjectView(self.namespace, self.name, self.uid, self.generation, {})
+        annotations = {ANNOTATION_ADOPT: "true"} if self.adopt else {}
+        return ObjectView(self.namespace, self.name, self.uid, self.generation, {}, annotations)
 
 
 @dataclass
@@ -136,6 +140,7 @@ class Poller:
         self._counts: dict[str, dict[str, Any]] = {}  # job id (lower) -> task counts
         self._pools: dict[str, dict[str, Any]] = {}
         self._rr = 0
+        self.history = hist.History()  # the job listing, history limits and status.recentJobs (issue 8)
         self.cycles = 0
         self.last_report: CycleReport | None = None
         self._wake = asyncio.Event()
@@ -193,18 +198,19 @@ class Poller:
         }
 
         # jobs: running ones in one list; recent ones that stopped running read once
-        running = {
-            j["id"].lower(): j for j in await gateway.list_jobs(filter="state ne 'completed'", select=JOB_SELECT)
-        }
+        # one listing: the running jobs, plus those completed since the last one (history limits, batchop.history)
+        listed = await self.history.list_jobs(gateway, ids, select=JOB_SELECT)  # type: ignore[arg-type]
+        running = {j["id"].lower(): j for j in listed if j.get("state") != "completed"}
+        finished = {j["id"].lower(): j for j in listed if j.get("state") == "completed"}
         recent_ids: dict[str, str] = {}
         for member in members:
             schedule = schedules.get((member.schedule_id or "").lower())
-            rid = ((schedule or {}).get("executionInfo") or {}).get("recentJob", {}).get("id")
+            rid = self.history.recent_job_id(member.schedule_id, schedule)  # a newer run-now job counts too
             if rid:
                 recent_ids[rid.lower()] = rid
         changed_jobs: list[str] = []
         for key, rid in recent_ids.items():
-            job = running.get(key)
+            job = running.get(key) or finished.get(key)
             previous = self._jobs.get(key)
             if job is None:
                 if previous is not None and previous.get("state") == "completed":
@@ -232,12 +238,20 @@ class Poller:
                 self._counts[key] = counts
 
         pool_ids = sorted(
-            {(j.get("executionInfo") or {}).get("poolId") for j in self._jobs.values()} - {None}  # type: ignore[arg-type]
+            {str(pid) for j in self._jobs.values() if (pid := (j.get("executionInfo") or {}).get("poolId"))}
         )
         if pool_ids:
             pools = await gateway.list_pools(filter=_id_filter(pool_ids), select=POOL_SELECT)
             self._pools = {p["id"].lower(): p for p in pools if p.get("id")}
 
+        await self.history.step(
+            gateway,
+            members,
+            schedules,
+            counts=self._counts,
+            previous=lambda m: self.writer.known(m.namespace, m.name) or {},
+            owned=lambda schedule, m: owns(schedule, m.view()),
+        )
         now = datetime.now(UTC)
         for member in members:
             await self._mirror(member, schedules, now, report)
@@ -266,7 +280,7 @@ class Poller:
             and self._renewal_due(member, schedule)
         ):
             await self._on_drift(member, "SAS renewal", force=("jobSpecification",))
-        rid = ((schedule or {}).get("executionInfo") or {}).get("recentJob", {}).get("id")
+        rid = self.history.recent_job_id(member.schedule_id, schedule)
         job = self._jobs.get(rid.lower()) if rid else None
         pool_id = ((job or {}).get("executionInfo") or {}).get("poolId")
         previous = self.writer.known(member.namespace, member.name) or {}
@@ -280,6 +294,7 @@ class Poller:
             generation=member.generation,
         )
         conditions = fields.pop("conditions")
+        fields["recentJobs"] = self.history.recent.get(member.key) if schedule is not None else None
         candidate = {k: fields.get(k) for k in fields}
         changed = (
             any(previous.get(k) != v for k, v in candidate.items())
@@ -303,7 +318,7 @@ class Poller:
             return f"Batch schedule {member.schedule_id} is gone; recreating it"
         if schedule.get("state") not in ("active", "disabled"):
             return None
-        if ownership(schedule, member.view()) != "ours":
+        if not owns(schedule, member.view()):
             return f"Batch schedule {member.schedule_id} lost its owner marks; restoring them"
         if member.desired is not None:
             changed = self._changed(member.desired, schedule)

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from batchop import PREFIX
+from batchop import PREFIX, runnow
 from batchop import conditions as cond
 from batchop import gateway as gw
 from batchop.gateway import BatchError
@@ -53,6 +53,8 @@ class GatewayLike(Protocol):
     async def enable_schedule(self, schedule_id: str) -> None: ...
     async def terminate_schedule(self, schedule_id: str) -> None: ...
     async def delete_schedule(self, schedule_id: str) -> None: ...
+    async def create_job(self, body: Mapping[str, Any]) -> None: ...
+    async def get_job(self, job_id: str) -> dict[str, Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,17 @@ def ownership(schedule: Mapping[str, Any], obj: ObjectView) -> str:
     if owner == obj.owner:
         return "stale"
     return "foreign"
+
+
+def owns(schedule: Mapping[str, Any], obj: ObjectView) -> bool:
+    """Whether the operator may write to ``schedule`` for ``obj``: our marks, or an unmarked schedule the
+    resource adopts (adoption writes nothing until something must change; the marks go with that write)."""
+    owned = ownership(schedule, obj)
+    return owned == "ours" or (owned == "unowned" and obj.adopt)
+
+
+def _without_marks(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {**body, "metadata": [m for m in body.get("metadata") or [] if m.get("name") not in (OWNER_KEY, UID_KEY)]}
 
 
 def _synced_false(obj: ObjectView, reason: str, message: str) -> dict[str, Any]:
@@ -283,6 +296,12 @@ async def _apply(
 
     observed, etag = found
     owned = ownership(observed, obj)
+    adopted_as_is = owned == "unowned" and obj.adopt  # imported (issue 8): no write unless something differs
+    recorded = str(obj.status.get("scheduleId") or "").lower() == schedule_id.lower()
+    if owned in ("unowned", "stale") and recorded:
+        # our status says we created or adopted it: the marks were removed behind our back; put them back
+        log.info("schedule %s lost its owner marks; restoring them for %s", schedule_id, obj.owner)
+        owned = "ours"
     if owned != "ours":
         if owned == "foreign" or not obj.adopt:
             marks = _marks(observed)
@@ -321,8 +340,15 @@ async def _apply(
         outcome.status["observedGeneration"] = obj.generation
         return outcome
 
-    changed = model.changed_properties(desired, observed) if owned == "ours" else ["schedule", "jobSpecification"]
-    if owned != "ours" and "metadata" not in changed:
+    if adopted_as_is:
+        changed = model.changed_properties(_without_marks(desired), observed)
+        if changed and "metadata" not in changed:
+            changed.append("metadata")  # the owner marks go with the first write
+        if not changed:
+            outcome.desired = _without_marks(desired)  # what the poller's drift check compares
+    else:
+        changed = model.changed_properties(desired, observed) if owned == "ours" else ["schedule", "jobSpecification"]
+    if owned != "ours" and not adopted_as_is and "metadata" not in changed:
         changed.append("metadata")
     changed += [p for p in force if p not in changed and p in desired]
     if changed:
@@ -335,6 +361,32 @@ async def _apply(
     elif not desired_suspended(obj) and state == "disabled":
         await gateway.enable_schedule(schedule_id)
         outcome.writes.append("enable")
+
+    run_now = runnow.requested(obj.annotations, obj.status)
+    if run_now is not None:  # azurebatch.dev/run-now: one job now, once per value (batchop.runnow)
+        try:
+            started = await runnow.start(
+                gateway,
+                job_specification=desired["jobSpecification"],
+                schedule_id=schedule_id,
+                owner=obj.owner,
+                uid=obj.uid,
+                value=run_now,
+            )
+        except BatchError as err:
+            if not err.terminal:
+                raise
+            outcome.status["runNow"] = run_now  # refused for good: not retried until the value changes
+            raise BatchError(
+                f"{runnow.ANNOTATION}={run_now!r}: Batch refused the job: {err.message}",
+                reason=err.reason,
+                terminal=True,
+                status=err.status,
+                code=err.code,
+                field=err.field,
+            ) from err
+        outcome.writes.append(f"runnow:{started.job_id}")
+        outcome.status["runNow"] = run_now
 
     outcome.status["observedGeneration"] = obj.generation
     outcome.synced = cond.make(
@@ -363,14 +415,15 @@ async def delete(obj: ObjectView, gateway: GatewayLike) -> Outcome:
         if found is None:
             return released
         observed, etag = found
-        if ownership(observed, obj) != "ours":
+        if not owns(observed, obj):
             log.warning(
                 "schedule %s is not marked as owned by %s: letting go without touching it", schedule_id, obj.owner
             )
             return released
         if policy == "Orphan":
             kept = [m for m in observed.get("metadata") or [] if m.get("name") not in (OWNER_KEY, UID_KEY)]
-            await gateway.patch_schedule(str(schedule_id), {"metadata": kept}, etag)
+            if len(kept) != len(observed.get("metadata") or []):  # an adopted, never-written schedule has none
+                await gateway.patch_schedule(str(schedule_id), {"metadata": kept}, etag)
             released.writes.append("orphan")
             return released
         state = observed.get("state")

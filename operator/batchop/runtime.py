@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchop import conditions as cond
-from batchop import metrics
+from batchop import history, metrics
 from batchop import reconcile as rc
 from batchop.config import Settings
 from batchop.credentials import Accounts, CredentialError, SecretSource, resolve
@@ -40,6 +40,7 @@ _WRITE_EVENTS = {
     "terminate": ("Terminating", "terminating Batch schedule {id}"),
     "delete": ("Deleting", "deleting Batch schedule {id}"),
     "orphan": ("Orphaned", "removed the owner marks from Batch schedule {id} and let it go"),
+    "runnow": ("RunNow", "started job {detail} now from Batch schedule {id} (azurebatch.dev/run-now)"),
 }
 
 
@@ -65,7 +66,8 @@ class Runtime:
         self.tracked: dict[tuple[str, str], Tracked] = {}
         self.pollers: dict[str, tuple[Poller, asyncio.Task[None]]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._refs: dict[str, tuple[str, Mapping[str, Any]]] = {}  # endpoint -> (namespace, spec) to re-resolve
+        self._refs: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()  # endpoint -> (namespace, spec) to re-resolve
 
     async def start(self, kopf_settings: Any = None) -> None:
         if self.kube is None:
@@ -112,6 +114,8 @@ class Runtime:
         entry.generation = view.generation
         entry.policy = view.policy
         entry.suspend = bool(view.spec.get("suspend"))
+        entry.adopt = view.adopt
+        entry.history = history.limits_of(view.spec)
         entry.deleting = bool(meta.get("deletionTimestamp"))
         entry.schedule_id = known.get("scheduleId") or entry.schedule_id
         self._observe_metrics(key[0], key[1], known)  # per-resource gauges, also for objects never patched here
@@ -163,6 +167,10 @@ class Runtime:
                 outcome.status["sas"] = {"expiresAt": previous_sas}  # Batch still holds the SAS minted then
             else:
                 outcome.status.pop("sas")
+        if any(w in ("create", "adopt") for w in outcome.writes) and not await self._hold(view):
+            # the resource was deleted while we created its schedule: nothing will ever delete it, so we do
+            self._spawn_cleanup(view, outcome, gateway)
+            return outcome
         if outcome.status.get("scheduleId"):
             self.accounts.promote(ref)  # Batch answered with these credentials: the account's poller uses them
             self._refs[ref.endpoint_key] = (view.namespace, dict(view.spec))
@@ -176,6 +184,51 @@ class Runtime:
             if poller:
                 poller[0].wake()
         return outcome
+
+    async def _hold(self, view: rc.ObjectView) -> bool:
+        """Add our finalizer right after a schedule was created or adopted (before the status write), so a
+        deletion from now on waits for the delete handler. False: the resource is already gone or going."""
+        from batchop.handlers import FINALIZER
+
+        add = getattr(self.kube, "add_finalizer", None)
+        if add is None:
+            return True
+        try:
+            return bool(await add(view.namespace, view.name, view.uid, FINALIZER))
+        except Exception:
+            log.exception("could not add the finalizer to %s/%s", view.namespace, view.name)
+            return True  # the status write follows; kopf adds the finalizer from the when= filter
+
+    def _spawn_cleanup(self, view: rc.ObjectView, outcome: rc.Outcome, gateway: Any) -> None:
+        gone = rc.ObjectView(
+            view.namespace,
+            view.name,
+            view.uid,
+            view.generation,
+            view.spec,
+            view.annotations,
+            {"scheduleId": outcome.schedule_id},
+        )
+        log.warning(
+            "%s/%s was deleted while its Batch schedule %s was being created: applying deletionPolicy %s",
+            view.namespace,
+            view.name,
+            outcome.schedule_id,
+            view.spec.get("deletionPolicy") or "Delete",
+        )
+
+        async def cleanup() -> None:
+            for _ in range(300):
+                step = await rc.delete(gone, gateway)
+                if step.done:
+                    return
+                await asyncio.sleep(step.retry_after or 2.0)
+            log.error("gave up deleting Batch schedule %s of vanished %s/%s", outcome.schedule_id, *gone_key)
+
+        gone_key = (view.namespace, view.name)
+        task = asyncio.get_running_loop().create_task(cleanup(), name=f"cleanup {outcome.schedule_id}")
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     def _resolver(self, view: rc.ObjectView) -> rc.BlobResolver | None:
         try:
@@ -255,8 +308,17 @@ class Runtime:
             entry = self.tracked.get(key)
             if entry is not None:
                 entry.deleting = True
-            if not view.status.get("scheduleId") or view.policy == "skip":
+            if view.policy == "skip":
                 return rc.Outcome(synced={}, done=True)
+            if not view.status.get("scheduleId"):
+                # our finalizer without a recorded id: the status write after a create did not land (deleted
+                # or crashed right after the create). Look for the schedule under the id it would have;
+                # rc.delete only touches it if it carries this object's uid mark.
+                assert self.model is not None
+                derived = str(view.spec.get("scheduleId") or self.model.schedule_id_for(view.namespace, view.name))
+                if self.model.schedule_id_error(derived):
+                    return rc.Outcome(synced={}, done=True)
+                view.status = {**view.status, "scheduleId": derived}
             try:
                 ref = await resolve(view.namespace, view.spec, self.settings, self.secrets)  # type: ignore[arg-type]
             except CredentialError as err:

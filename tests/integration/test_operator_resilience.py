@@ -61,9 +61,9 @@ def test_kill_9_between_create_and_status_write_creates_nothing_twice(
 ) -> None:
     schedule_id = f"{ns}_crash"
     local_batch.reset_counts()
-    # every GET of a schedule takes 4 s: the operator's read-back after its create is slow, so there is
+    # every GET of a schedule takes 10 s: the operator's read-back after its create is slow, so there is
     # a window where the schedule exists in Batch and the resource's status does not know it yet
-    local_batch.faults(latencyMs=4000, operations=["get_job_schedule"], rate=0)
+    local_batch.faults(latencyMs=10000, operations=["get_job_schedule"], rate=0)
     apply(kube, ns, resource("crash"))
     wait_for(lambda: listed(batch, schedule_id), 30, 0.1, message="the schedule to exist in Batch")
     obj = get(kube, ns, "crash")

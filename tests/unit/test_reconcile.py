@@ -319,3 +319,17 @@ async def test_force_patches_job_specification_for_sas_renewal(model: rc.Model) 
     await rc.apply(view(), gw, model=model)
     out = await rc.apply(view(), gw, model=model, force=("jobSpecification",))
     assert out.writes == ["patch:jobSpecification"]
+
+
+async def test_marks_removed_behind_our_back_are_restored_not_treated_as_foreign(model: rc.Model) -> None:
+    gw = FakeGateway()
+    created = await rc.apply(view(), gw, model=model)
+    gw.schedules["team_report"]["metadata"] = []
+    out = await rc.apply(view(status=created.status), gw, model=model)
+    assert out.synced["status"] == cond.TRUE, out.synced
+    assert out.writes == ["patch:metadata"]
+    marks = {m["name"]: m["value"] for m in gw.schedules["team_report"]["metadata"]}
+    assert marks["azurebatch.dev/uid"] == UID
+    # without our status record the same unmarked schedule is not ours
+    refused = await rc.apply(view(uid="new-uid"), gw, model=model)
+    assert refused.synced["reason"] == "AlreadyExists"
