@@ -361,7 +361,8 @@ def _api_client() -> Any:
     try:
         config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config(client_configuration=configuration)
+        # KUBECONFIG as of now (the client library reads it once, at import)
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration)
     return client.ApiClient(configuration)
 
 

@@ -159,3 +159,30 @@ def test_variants_pass_a_server_dry_run(installed: str, kubeconfig: Path, varian
         assert "--all-namespaces" not in rendered
     else:
         assert "azure.workload.identity/client-id" in rendered and 'azure.workload.identity/use: "true"' in rendered
+
+
+def test_operator_fills_the_shipped_webhook_ca_bundle_with_only_its_rights(
+    installed: str, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """In a cluster the operator patches the caBundle of the shipped configuration (service mode); the exact JSON
+    patch is allowed to its ServiceAccount, and afterwards the install still shows no diff."""
+    from batchop import webhook
+
+    authority = webhook.CertificateAuthority(tmp_path, ["batchop-webhook.batchop-system.svc"])
+    bundle = __import__("base64").b64encode(authority.ca_pem).decode()
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    registrar = webhook.WebhookRegistrar(service=(NAMESPACE, "batchop-webhook"))
+    registrar._register_sync(registrar.client_config("https://ignored", bundle))
+    stored = json.loads(ok(kubectl(kubeconfig, "get", "validatingwebhookconfiguration", VWC, "-o", "json")))
+    (hook,) = stored["webhooks"]
+    assert hook["clientConfig"]["caBundle"] == bundle
+    assert hook["clientConfig"]["service"] == {"name": "batchop-webhook", "namespace": NAMESPACE,
+                                               "path": "/validate", "port": 443}
+    assert hook["failurePolicy"] == "Ignore" and hook["timeoutSeconds"] == 5
+    # The same patch as the operator's ServiceAccount (RBAC: get + patch on this one object).
+    patch = json.dumps([{"op": "test", "path": "/webhooks/0/name", "value": webhook.WEBHOOK_NAME},
+                        {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}])
+    ok(kubectl(kubeconfig, "--as", SA, "patch", "validatingwebhookconfiguration", VWC, "--type", "json", "-p", patch))
+    # caBundle is not in the manifests, so kubectl's three-way diff leaves it alone: still nothing to diff.
+    diff = kubectl(kubeconfig, "diff", "-k", str(MANIFESTS))
+    assert diff.returncode == 0, diff.stdout + diff.stderr
