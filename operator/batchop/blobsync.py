@@ -242,6 +242,9 @@ def sync(
     if not containers:
         raise CLIError(f"{root} has no sub-folders: each top-level folder becomes a container (e.g. {root}/input/)",
                        INVALID)
+    for stray in sorted(p.name for p in root.iterdir() if p.is_file() and not _hidden(p.name)):
+        print(f"note: {root / stray} is not uploaded: only files inside a top-level folder (a container) are",
+              file=out)
     service = service or service_client(settings)
     try:
         plans = plan(service, containers, delete=delete)

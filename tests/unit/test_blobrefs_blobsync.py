@@ -76,3 +76,21 @@ def test_split_target() -> None:
     assert blobsync.split_target("output") == ("output", "")
     with pytest.raises(CLIError):
         blobsync.split_target("Output/x")
+
+
+def test_sync_notes_top_level_files_before_touching_storage(tmp_path: Path) -> None:
+    from batchop.storage_config import AZURITE_ACCOUNT, AZURITE_KEY, StorageSettings
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "stray.txt").write_text("x")
+    out = io.StringIO()
+
+    class NoStorage:
+        def get_container_client(self, name: str) -> None:
+            raise ConnectionError("no storage in a unit test")
+
+    settings = StorageSettings("http://127.0.0.1:9/devstoreaccount1", AZURITE_ACCOUNT, AZURITE_KEY, source="test")
+    with pytest.raises(CLIError) as info:
+        blobsync.sync(tmp_path, settings, out=out, service=NoStorage())  # type: ignore[arg-type]
+    assert "stray.txt is not uploaded" in out.getvalue()
+    assert info.value.code == 4 and AZURITE_KEY not in str(info.value)
