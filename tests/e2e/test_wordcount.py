@@ -179,6 +179,7 @@ def test_wordcount_two_recurrences_each_job_output_under_its_job_id(
     assert permissions == {"r", "rl", "cw"}
     no_secret_anywhere(kube, "wordcount")
     assert "sig=" not in operator.logs()
+    assert f"{namespace}/wordcount: SAS renewal" not in operator.logs(), "a P7D SAS needs no renewal yet"
 
     printed = batchop(env, "blob", "get", f"output/{schedule_id}/{sorted(jobs)[0]}/counts.tsv")
     assert printed.returncode == 0 and printed.stdout.splitlines()[0] == f"{expected['the']}\tthe"
