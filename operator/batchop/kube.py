@@ -162,6 +162,26 @@ class KubeClient:
             raise
         return result is not None
 
+    async def remove_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> None:
+        """Remove ``finalizer`` from the object with this ``uid`` (no-op when absent or gone)."""
+        body = await self.get_object(namespace, name)
+        meta = (body or {}).get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        if body is None or meta.get("uid") != uid or finalizer not in finalizers:
+            return
+        ops = [
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != finalizer]},
+        ]
+        try:
+            await self._request(
+                "PATCH", self._object_path(namespace, name), json=ops, content_type="application/json-patch+json"
+            )
+        except KubeError as exc:
+            if exc.status not in (409, 422):
+                raise
+            await self.remove_finalizer(namespace, name, uid, finalizer)  # the list changed meanwhile: again
+
     async def get_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
         """The Secret's decoded ``data`` and its ``resourceVersion``, None when it does not exist."""
         body = await self._request("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")

@@ -61,6 +61,9 @@ class Tracked:
     deleting: bool = False
     synced_reason: str | None = None
     last_sync: datetime | None = None
+    retry_delay: float = 0.0  # backoff of retries after recoverable errors (the runtime's _retry)
+    retry_at: float = 0.0
+    retry_version: str | None = None
     adopt: bool = False
     history: hist.Limits | None = None  # spec.successfulJobsHistoryLimit / failedJobsHistoryLimit
 
@@ -117,6 +120,7 @@ class Poller:
         writer: Any,
         post_event: Callable[[Tracked, st.EventSpec], Awaitable[None]],
         on_drift: Callable[..., Awaitable[None]],
+        on_retry: Callable[..., Awaitable[None]] | None = None,
         refresh_credentials: Callable[[], Awaitable[None]],
         changed_properties: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]],
         interval: float = 30.0,
@@ -131,6 +135,7 @@ class Poller:
         self.writer = writer
         self._post_event = post_event
         self._on_drift = on_drift
+        self._on_retry = on_retry or on_drift
         self._refresh_credentials = refresh_credentials
         self._changed = changed_properties
         self.interval = interval
@@ -184,7 +189,7 @@ class Poller:
             log.warning("poll of %s failed (%s): %s", self.endpoint_key, err.reason, err)
             for member in members:
                 if member.synced_reason in RETRY_REASONS and not member.deleting and member.policy != "skip":
-                    await self._on_drift(member, f"retry after {member.synced_reason}")
+                    await self._on_retry(member, f"retry after {member.synced_reason}")
         report.requests = gateway.stats.total_requests - before
         self.cycles += 1
         return report
@@ -261,7 +266,7 @@ class Poller:
     ) -> None:
         if not member.schedule_id:
             if member.synced_reason in RETRY_REASONS and not member.deleting and member.policy != "skip":
-                await self._on_drift(member, f"retry after {member.synced_reason}")
+                await self._on_retry(member, f"retry after {member.synced_reason}")
             return
         schedule = schedules.get(member.schedule_id.lower())
         drift = None if member.deleting else self._drift(member, schedule)

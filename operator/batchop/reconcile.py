@@ -45,6 +45,15 @@ RETRY_DEFAULT = 10.0
 RETRY_DELETE_WAIT = 2.0
 
 
+class Hold(Protocol):
+    """The deletion guard around a create: ``acquire`` adds the finalizer before the first Batch write
+    (False: the resource is gone or being deleted, do not create); ``release`` removes it again when Batch
+    refused the create for good."""
+
+    async def acquire(self) -> bool: ...
+    async def release(self) -> None: ...
+
+
 class GatewayLike(Protocol):
     async def get_schedule(self, schedule_id: str) -> tuple[dict[str, Any], str | None] | None: ...
     async def create_schedule(self, body: Mapping[str, Any]) -> None: ...
@@ -202,6 +211,7 @@ async def apply(
     model: Model,
     resolve_blobs: BlobResolver | None = None,
     force: Sequence[str] = (),
+    hold: Hold | None = None,
 ) -> Outcome:
     """Make Batch match ``obj``'s spec (see the module docstring). Idempotent: a re-run after a crash at
     any point converges without duplicates. ``force`` names properties to PATCH even when they compare
@@ -244,7 +254,7 @@ async def apply(
     if sas_expiry:
         outcome.status["sas"] = {"expiresAt": sas_expiry}
     try:
-        return await _apply(obj, gateway, model, schedule_id, desired, outcome, force)
+        return await _apply(obj, gateway, model, schedule_id, desired, outcome, force, hold)
     except BatchError as err:
         failed = _error_outcome(obj, err, schedule_id)
         failed.status.update(outcome.status)
@@ -260,6 +270,7 @@ async def _apply(
     desired: dict[str, Any],
     outcome: Outcome,
     force: Sequence[str],
+    hold: Hold | None = None,
 ) -> Outcome:
     found = await gateway.get_schedule(schedule_id)
 
@@ -282,11 +293,23 @@ async def _apply(
         return outcome
 
     if found is None:
+        if hold is not None and not await hold.acquire():
+            outcome.synced = cond.make(
+                cond.SYNCED,
+                cond.FALSE,
+                cond.REASON_DELETING,
+                "the resource is being deleted: not creating",
+                generation=obj.generation,
+            )
+            outcome.done = False
+            return outcome
         try:
             await gateway.create_schedule(desired)
             outcome.writes.append("create")
         except BatchError as err:
             if err.code != "JobScheduleExists":
+                if err.terminal and hold is not None:
+                    await hold.release()  # nothing was created: no finalizer may stay behind
                 raise
         found = await gateway.get_schedule(schedule_id)
         if found is None:  # created and deleted at once by someone else: try again soon
@@ -385,7 +408,8 @@ async def _apply(
                 code=err.code,
                 field=err.field,
             ) from err
-        outcome.writes.append(f"runnow:{started.job_id}")
+        how = f"state {started.state}" if started.created else "created before an operator restart"
+        outcome.writes.append(f"runnow:{started.job_id} ({how})")
         outcome.status["runNow"] = run_now
 
     outcome.status["observedGeneration"] = obj.generation

@@ -55,6 +55,24 @@ def _parse_time(value: Any) -> datetime | None:
         return None
 
 
+class _Hold:
+    """Adds / removes our finalizer around a create (see :class:`batchop.reconcile.Hold`)."""
+
+    def __init__(self, runtime: Runtime, view: rc.ObjectView) -> None:
+        self.runtime = runtime
+        self.view = view
+
+    async def acquire(self) -> bool:
+        return await self.runtime._hold(self.view)
+
+    async def release(self) -> None:
+        from batchop.handlers import FINALIZER
+
+        remove = getattr(self.runtime.kube, "remove_finalizer", None)
+        if remove is not None:
+            await remove(self.view.namespace, self.view.name, self.view.uid, FINALIZER)
+
+
 class Runtime:
     def __init__(self, settings: Settings, *, kube: Any = None, model: rc.Model | None = None) -> None:
         self.settings = settings
@@ -158,7 +176,9 @@ class Runtime:
         self._ensure_poller(ref.endpoint_key)
 
         previous_sas = (view.status.get("sas") or {}).get("expiresAt")
-        outcome = await rc.apply(view, gateway, model=self.model, resolve_blobs=self._resolver(view), force=force)
+        outcome = await rc.apply(
+            view, gateway, model=self.model, resolve_blobs=self._resolver(view), force=force, hold=_Hold(self, view)
+        )
         wrote_job_spec = any(
             w == "create" or (w.startswith("patch") and "jobSpecification" in w) for w in outcome.writes
         )
@@ -167,8 +187,8 @@ class Runtime:
                 outcome.status["sas"] = {"expiresAt": previous_sas}  # Batch still holds the SAS minted then
             else:
                 outcome.status.pop("sas")
-        if any(w in ("create", "adopt") for w in outcome.writes) and not await self._hold(view):
-            # the resource was deleted while we created its schedule: nothing will ever delete it, so we do
+        if "adopt" in outcome.writes and not await self._hold(view):
+            # the resource was deleted while we adopted the schedule: nothing will ever release it, so we do
             self._spawn_cleanup(view, outcome, gateway)
             return outcome
         if outcome.status.get("scheduleId"):
@@ -280,6 +300,8 @@ class Runtime:
         await self.writer.update(view.namespace, view.name, outcome.status, conditions)
         if entry is not None:
             entry.synced_reason = str(outcome.synced.get("reason"))
+            if outcome.synced.get("status") != cond.FALSE:
+                entry.retry_delay = 0.0
         schedule_id = outcome.schedule_id or outcome.status.get("scheduleId")
         for write in outcome.writes:
             word, _, detail = write.partition(":")
@@ -361,6 +383,7 @@ class Runtime:
             writer=self.writer,
             post_event=self._post_member_event,
             on_drift=self._repair,
+            on_retry=self._retry,
             refresh_credentials=lambda: self._refresh(endpoint_key),
             changed_properties=self.model.changed_properties,
             interval=self.settings.resync_interval,
@@ -398,6 +421,29 @@ class Runtime:
             await self.reconcile(body, force=force)
         except Exception:
             log.exception("reconcile of %s/%s after %r failed", member.namespace, member.name, why)
+
+    async def _retry(self, member: Tracked, why: str) -> None:
+        """Retry a resource stuck on a reason that can clear without a spec change, without hammering Batch:
+        at once when its credentials Secret changed (rotation), else with a backoff doubling from one resync
+        interval up to 5 minutes. ``CredentialsNotFound`` costs no Batch request and is retried every cycle."""
+        loop = asyncio.get_running_loop()
+        version = await self._secret_version(member)
+        changed = version is not None and version != member.retry_version
+        if member.synced_reason != "CredentialsNotFound" and not changed and loop.time() < member.retry_at:
+            return
+        member.retry_version = version
+        member.retry_delay = min(max(member.retry_delay * 2, self.settings.resync_interval), 300.0)
+        member.retry_at = loop.time() + member.retry_delay
+        await self._repair(member, why)
+
+    async def _secret_version(self, member: Tracked) -> str | None:
+        """``resourceVersion`` of the resource's credentials Secret (from the short cache), None if none."""
+        body = await self.kube.get_object(member.namespace, member.name) if self.kube is not None else None
+        ref = (((body or {}).get("spec") or {}).get("account") or {}).get("credentialsSecretRef") or {}
+        if not ref.get("name") or self.secrets is None:
+            return None
+        found = await self.secrets.get(member.namespace, str(ref["name"]))
+        return found[1] if found else "missing"
 
     def _renewal_due(self, member: Tracked, schedule: Mapping[str, Any]) -> bool:
         """True when the SAS inside the schedule's jobSpecification must be re-minted now."""

@@ -333,3 +333,38 @@ async def test_marks_removed_behind_our_back_are_restored_not_treated_as_foreign
     # without our status record the same unmarked schedule is not ours
     refused = await rc.apply(view(uid="new-uid"), gw, model=model)
     assert refused.synced["reason"] == "AlreadyExists"
+
+
+class RecordingHold:
+    def __init__(self, allow: bool = True) -> None:
+        self.allow = allow
+        self.calls: list[str] = []
+
+    async def acquire(self) -> bool:
+        self.calls.append("acquire")
+        return self.allow
+
+    async def release(self) -> None:
+        self.calls.append("release")
+
+
+async def test_finalizer_is_held_before_the_create_and_released_when_batch_refuses(model: rc.Model) -> None:
+    gw = FakeGateway()
+    hold = RecordingHold()
+    out = await rc.apply(view(), gw, model=model, hold=hold)
+    assert hold.calls == ["acquire"] and out.writes == ["create"]
+    # a resource already being deleted creates nothing
+    gw = FakeGateway()
+    gone = RecordingHold(allow=False)
+    out = await rc.apply(view(), gw, model=model, hold=gone)
+    assert gw.ops() == ["get"] and not out.done
+    # Batch refuses the create for good: the finalizer goes again; a recoverable failure keeps it
+    gw = FakeGateway()
+    gw.fail["create"] = BatchError("bad", reason="InvalidSpec", terminal=True, status=400, code="InvalidPropertyValue")
+    hold = RecordingHold()
+    out = await rc.apply(view(), gw, model=model, hold=hold)
+    assert out.synced["reason"] == "InvalidSpec" and hold.calls == ["acquire", "release"]
+    gw.fail["create"] = BatchError("busy", reason="BatchUnavailable", terminal=False, status=503)
+    hold = RecordingHold()
+    await rc.apply(view(), gw, model=model, hold=hold)
+    assert hold.calls == ["acquire"]
