@@ -43,7 +43,7 @@ def run_pytest(n: int, report: Path, select: str | None, examples: int | None) -
 
 
 def _detail(line: dict[str, Any]) -> str:
-    skip = {"test", "n", "time", "expected", "ready", *COLUMNS}
+    skip = {"test", "n", "time", "expected", "ready", *COLUMNS} - {"kills", "faults_injected"}
     parts = []
     for key, value in line.items():
         if key in skip:
