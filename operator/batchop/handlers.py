@@ -18,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from batchop import GROUP, PLURAL, PREFIX, VERSION, metrics
+from batchop import GROUP, PLURAL, PREFIX, VERSION, metrics, runnow
 from batchop.config import Settings
 from batchop.runtime import Runtime
 
@@ -81,19 +81,14 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(str(outcome.synced.get("message")), delay=outcome.retry_after)
 
-    async def annotation_changed(**_: Any) -> None:
-        """Nothing to do: registered so that kopf's diff includes these annotations, and a change of one of
-        them runs the update handler above. kopf leaves annotations under its own prefix (ours,
-        azurebatch.dev) out of the diff, so ``kubectl annotate bjs x azurebatch.dev/run-now=...`` would
-        otherwise go unnoticed."""
-
-    for annotation in (f"{PREFIX}/run-now", f"{PREFIX}/adopt", f"{PREFIX}/reconcile-policy"):
-        kopf.on.field(
-            *resource,
-            field=("metadata", "annotations", annotation),
-            id=f"annotation-{annotation.rsplit('/', 1)[1]}",
-            registry=registry,
-        )(annotation_changed)
+    @kopf.on.event(*resource, registry=registry)
+    async def run_now(body: kopf.Body, **_: Any) -> None:
+        """``azurebatch.dev/run-now``: kopf leaves annotations under its own prefix (ours) out of its diff, so no
+        update handler sees a new value; it is noticed here, on the watch event, and reconciled at once."""
+        meta = body.get("metadata") or {}
+        known = runtime.writer.known(str(meta.get("namespace")), str(meta.get("name"))) if runtime.writer else None
+        if runnow.pending(body, known):
+            await runtime.reconcile(body)
 
     @kopf.on.delete(*resource, registry=registry, when=has_schedule)
     async def delete(body: kopf.Body, **_: Any) -> None:

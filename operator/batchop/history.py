@@ -137,7 +137,8 @@ def _strip_sas(url: str) -> str:
 
 def output_location(job_specification: Mapping[str, Any] | None, result: str | None = None) -> dict[str, Any] | None:
     """Where a job of this specification puts its output: ``{container, path, url}`` (SAS removed) from the job
-    manager task's first ``outputFiles`` destination whose upload condition matches ``result``."""
+    manager task's first ``outputFiles`` destination whose upload condition matches ``result`` (None when none
+    does; for a job without a result yet, the first destination)."""
     task = (job_specification or {}).get("jobManagerTask") or {}
     wanted = ("taskfailure", "taskcompletion") if result == "failure" else ("tasksuccess", "taskcompletion")
     found: list[tuple[bool, dict[str, Any]]] = []
@@ -166,7 +167,7 @@ def output_location(job_specification: Mapping[str, Any] | None, result: str | N
     for matches, location in found:
         if matches:
             return location
-    return found[0][1] if found else None
+    return found[0][1] if found and result is None else None  # nothing is uploaded for this result
 
 
 def kept_job(
@@ -213,7 +214,8 @@ class History:
         self._prefixes = {runnow.job_prefix(s): s for s in ids}
         if full:
             return None
-        since = timestamps.format(self.watermark - self.margin)  # type: ignore[operator]
+        assert self.watermark is not None
+        since = timestamps.format(self.watermark - self.margin)
         return f"state ne 'completed' or stateTransitionTime ge datetime'{since}'"
 
     async def list_jobs(self, gateway: Any, schedule_ids: Iterable[str], *, select: list[str]) -> list[dict[str, Any]]:
@@ -343,9 +345,9 @@ class History:
                     self._forget(job_id.lower())
             job_spec = (schedule or {}).get("jobSpecification")
             items = []
-            for job in decided.keep:
-                key = str(job["id"]).lower()
-                result, job_counts = self.results.get(key, (None, None))
-                job_counts = job_counts or counts.get(key)
-                items.append(kept_job(job, result, job_counts, output_location(job_spec, result)))
+            for kept in decided.keep:
+                key = str(kept["id"]).lower()
+                result, known = self.results.get(key, (None, None))
+                job_counts: Mapping[str, Any] | None = known or counts.get(key)
+                items.append(kept_job(kept, result, job_counts, output_location(job_spec, result)))
             self.recent[member.key] = items

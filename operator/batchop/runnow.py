@@ -17,6 +17,7 @@ with fresh SAS). Differences from a scheduled job, all forced by Batch:
 Exactly once per value, even across crashes: the id is a hash of the resource's uid and the annotation value,
 so a retry after a crash between the create and the status write (``status.runNow``) gets ``409 JobExists``
 for the job it already created, which counts as done. Only a value different from ``status.runNow`` fires.
+After a create the job is read back once (``GET /jobs/{id}``): its state goes into the ``RunNow`` Event.
 """
 
 from __future__ import annotations
@@ -60,6 +61,16 @@ def requested(annotations: Mapping[str, Any] | None, status: Mapping[str, Any] |
     if value == (status or {}).get("runNow"):
         return None
     return value
+
+
+def pending(body: Mapping[str, Any], known_status: Mapping[str, Any] | None) -> bool:
+    """Whether a watch event's object asks for a run not yet handled: a new annotation value (compared with the
+    freshest status known, ``known_status``, else the body's), on an object that is not being deleted."""
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        return False
+    status = known_status if known_status is not None else body.get("status")
+    return requested(meta.get("annotations"), status) is not None
 
 
 def job_prefix(schedule_id: str) -> str:
@@ -107,10 +118,12 @@ def job_body(
 
 @dataclass(frozen=True)
 class Started:
-    """A run-now request handled: the job id, and whether this call created it (False: it already existed)."""
+    """A run-now request handled: the job id, whether this call created it (False: it already existed), and the
+    job's state as read back."""
 
     job_id: str
     created: bool
+    state: str | None = None
 
 
 async def start(
@@ -144,5 +157,7 @@ async def start(
                 code="JobExists",
             ) from err
         log.info("run-now job %s already exists (created before a restart): nothing to do", jid)
-        return Started(jid, created=False)
-    return Started(jid, created=True)
+        return Started(jid, created=False, state=str((existing or {}).get("state") or "") or None)
+    log.info("created run-now job %s for schedule %s", jid, schedule_id)
+    created = await gateway.get_job(jid)  # read back: its state goes into the RunNow event
+    return Started(jid, created=True, state=str((created or {}).get("state") or "") or None)

@@ -68,6 +68,9 @@ def test_output_location_from_the_resolved_job_specification() -> None:
     assert failed is not None and failed["url"] == "https://acct.blob.core.windows.net/logs/s/failed"
     assert "sig" not in str(ok) + str(failed)
     assert history.output_location({"jobManagerTask": {}}, None) is None
+    only_failures = {"jobManagerTask": {"outputFiles": spec["jobManagerTask"]["outputFiles"][:1]}}
+    assert history.output_location(only_failures, "success") is None  # nothing uploaded on success
+    assert history.output_location(only_failures, None) == failed  # still running: where it may go
     blob = {"jobManagerTask": {"outputFiles": [{"destination": {"blob": {"container": "output", "path": "x"}}}]}}
     assert history.output_location(blob) == {"container": "output", "path": "x"}
 

@@ -102,3 +102,19 @@ async def test_start_refuses_a_job_of_another_resource_and_propagates_errors() -
     gw.fail = BatchError("busy", reason="BatchUnavailable", terminal=False, status=503)
     with pytest.raises(BatchError):
         await runnow.start(gw, job_specification=SPEC, schedule_id="s", owner="ns/x", uid="u1", value="w")
+
+
+def test_pending_uses_the_freshest_status_and_ignores_deletions() -> None:
+    body = {"metadata": {"annotations": {runnow.ANNOTATION: "b"}}, "status": {"runNow": "a"}}
+    assert runnow.pending(body, None)
+    assert not runnow.pending(body, {"runNow": "b"})  # the operator wrote it; the event's body is older
+    assert not runnow.pending({**body, "metadata": {**body["metadata"], "deletionTimestamp": "x"}}, None)
+
+
+async def test_a_created_job_is_read_back_for_its_state() -> None:
+    gw = FakeJobs()
+    started = await runnow.start(gw, job_specification=SPEC, schedule_id="s", owner="ns/x", uid="u1", value="v")
+    assert started.created and started.state is None  # the fake stores no state
+    gw.jobs[started.job_id.lower()]["state"] = "active"
+    again = await runnow.start(gw, job_specification=SPEC, schedule_id="s", owner="ns/x", uid="u1", value="v")
+    assert not again.created and again.state == "active"
