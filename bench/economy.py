@@ -48,24 +48,42 @@ def settled(batch: harness.LocalBatchProc, stack: harness.KubeStack, namespace: 
     return len(done) >= n
 
 
+def _lists(batch: harness.LocalBatchProc) -> int:
+    return int(batch.counts().get("list_job_schedules", {}).get("total", 0))
+
+
 def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: harness.OperatorProc,
-            seconds: float, interval: float, *, cycles_from_lists: bool) -> dict[str, Any]:
-    """Counts over ``seconds`` of steady state, normalised per cycle."""
+            seconds: float, interval: float, *, cycles_from_lists: bool, cycles: int = 0) -> dict[str, Any]:
+    """Counts over steady state, normalised per cycle.
+
+    batchop (``cycles_from_lists``): from the start of one poll cycle (its ``list_job_schedules``) to the
+    start of the ``cycles``-th next one, so exactly whole cycles are counted (a cycle's period is the
+    interval plus the cycle's own duration). The baseline: ``seconds`` of wall time, cycles = elapsed /
+    interval (its timers fire every interval whatever they cost).
+    """
+    if cycles_from_lists:
+        first = _lists(batch)
+        harness.wait_until(lambda: _lists(batch) > first, 3 * interval + 120, 0.05, "a poll cycle to start")
     batch_before = batch.counts()
     kube_before = stack.request_counts()
     cpu_before = operator.cpu_seconds()
     start = time.monotonic()
-    time.sleep(seconds)
+    if cycles_from_lists:
+        target = _lists(batch) + cycles
+        harness.wait_until(lambda: _lists(batch) >= target, cycles * (3 * interval + 120), 0.05,
+                           f"{cycles} poll cycles")
+    else:
+        time.sleep(seconds)
     elapsed = time.monotonic() - start
     cpu = operator.cpu_seconds() - cpu_before
     kube = harness.diff_counts(stack.request_counts(), kube_before)
     requests = harness.batch_diff(batch.counts(), batch_before)
-    cycles = requests.get("list_job_schedules", 0) if cycles_from_lists else 0
-    if not cycles:
+    if not cycles_from_lists:
         cycles = max(1, round(elapsed / interval))
     total = sum(requests.values())
     return {
-        "seconds": round(elapsed, 1), "cycles": cycles, "batch_requests": requests,
+        "seconds": round(elapsed, 1), "cycles": cycles, "period_s": round(elapsed / cycles, 2),
+        "batch_requests": requests,
         "batch_per_cycle": round(total / cycles, 2), "kube_requests": kube,
         "kube_writes_per_cycle": round(harness.writes(kube) / cycles, 2),
         "cpu_per_cycle": round(cpu / cycles, 3), "rss_mib": round(operator.rss_mib(), 1),
@@ -122,8 +140,8 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
         result["settle_seconds"] = round(time.monotonic() - start, 1)
         # one more full cycle so the last job completions are mirrored everywhere before counting
         time.sleep(args.interval + 1)
-        result["batchop"] = measure(batch, stack, operator, args.cycles * args.interval + 1, args.interval,
-                                    cycles_from_lists=True)
+        result["batchop"] = measure(batch, stack, operator, 0, args.interval, cycles_from_lists=True,
+                                    cycles=args.cycles)
         times = reaction(batch, stack, namespace, names, args.edits, run)
         result["reaction_seconds"] = [round(t, 3) for t in times]
         result["reaction_p50"] = round(harness.percentile(times, 0.5), 3)
@@ -200,8 +218,9 @@ def tables(results: list[dict[str, Any]]) -> tuple[str, str, str]:
 
 
 ECONOMY_NOTES = """\
-A cycle for batchop is one status poll of the account (counted as one `list_job_schedules` page walk); for
-the baseline, one timer interval (every object's timer fires once). Batch requests are the service's own
+A cycle for batchop is one status poll of the account, measured over whole cycles (from one
+`list_job_schedules` to the N-th next; the period is the interval plus the cycle's own duration); for the
+baseline, one timer interval (every object's timer fires once). Batch requests are the service's own
 admin counts per operation; Kubernetes writes are the API server's `apiserver_request_total` for
 `batchschedules` with verb POST, PUT, PATCH or DELETE (status subresource and no-op patches included).
 Targets: Batch requests per cycle no more than list paging needs (a handful), Kubernetes writes 0 when
