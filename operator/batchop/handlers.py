@@ -82,9 +82,11 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             raise kopf.TemporaryError(str(outcome.synced.get("message")), delay=outcome.retry_after)
 
     @kopf.on.event(*resource, registry=registry)
-    async def run_now(body: kopf.Body, **_: Any) -> None:
+    async def run_now(*, type: str, body: kopf.Body, **_: Any) -> None:
         """``azurebatch.dev/run-now``: kopf leaves annotations under its own prefix (ours) out of its diff, so no
         update handler sees a new value; it is noticed here, on the watch event, and reconciled at once."""
+        if type == "DELETED":
+            return
         meta = body.get("metadata") or {}
         known = runtime.writer.known(str(meta.get("namespace")), str(meta.get("name"))) if runtime.writer else None
         if runnow.pending(body, known):

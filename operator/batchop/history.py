@@ -201,6 +201,7 @@ class History:
         self._prefixes: dict[str, str] = {}
         self._cycles = 0
         self._full_pending = True
+        self._index: dict[str, list[dict[str, Any]]] | None = None
 
     # -- the listing ------------------------------------------------------------------------------------
 
@@ -249,15 +250,22 @@ class History:
         for key in gone:
             self._forget(key)
         self.jobs.update(seen)
+        self._index = None
 
     def _forget(self, key: str) -> None:
+        self._index = None
         self.jobs.pop(key, None)
         self.owner.pop(key, None)
         self.results.pop(key, None)
 
     def jobs_of(self, schedule_id: str) -> list[dict[str, Any]]:
-        sid = schedule_id.lower()
-        return [job for key, job in self.jobs.items() if self.owner.get(key) == sid]
+        """The known jobs of a schedule (an index rebuilt only after the book changed)."""
+        if self._index is None:
+            index: dict[str, list[dict[str, Any]]] = {}
+            for key, job in self.jobs.items():
+                index.setdefault(self.owner.get(key, ""), []).append(job)
+            self._index = index
+        return list(self._index.get(schedule_id.lower(), ()))
 
     def recent_job_id(self, schedule_id: str | None, schedule: Mapping[str, Any] | None) -> str | None:
         """The schedule's most recent job: Batch's ``executionInfo.recentJob``, or a newer run-now job."""
