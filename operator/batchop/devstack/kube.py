@@ -192,19 +192,37 @@ def apply_crds(kubeconfig: Path, files: Sequence[Path], timeout: float = 60.0) -
             raise system.PrerequisiteError(f"kubectl apply -f {path} failed: {result.stderr.strip()}")
         names += [line.strip() for line in result.stdout.splitlines() if line.strip()]
     crds = [n for n in names if n.startswith("customresourcedefinition")]
-    # Poll rather than `kubectl wait`: right after an apply, a CRD may have no .status.conditions yet, and
-    # `kubectl wait` then fails at once ("conditions accessor error") instead of waiting.
-    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+    if crds:
+        wait_established(kubeconfig, crds, timeout)
+    return crds
+
+
+def wait_established(kubeconfig: Path, crds: Sequence[str], timeout: float = 60.0) -> None:
+    """Poll until every CRD in ``crds`` has condition Established=True.
+
+    Not ``kubectl wait``: right after an apply the CRD may have no ``status.conditions`` yet, and kubectl 1.32
+    against a 1.20 API server then fails at once ("conditions accessor error") instead of waiting.
+    """
     deadline = time.monotonic() + timeout
     pending = list(crds)
-    while pending:
-        pending = [
-            crd for crd in pending
-            if kubectl(kubeconfig, "get", crd, "-o", f"jsonpath={jsonpath}").stdout.strip() != "True"
-        ]
-        if not pending:
-            break
-        if time.monotonic() > deadline:
-            raise system.PrerequisiteError(f"CRDs not Established within {timeout:.0f} s: {', '.join(pending)}")
-        time.sleep(0.2)  # poll interval, bounded by the deadline above
-    return crds
+    last = ""
+    while True:
+        result = kubectl(kubeconfig, "get", *pending, "-o", "json")
+        if result.returncode == 0:
+            document = json.loads(result.stdout)
+            items = document.get("items", [document])
+            ready = {
+                f"customresourcedefinition.apiextensions.k8s.io/{item['metadata']['name']}"
+                for item in items
+                if any(c.get("type") == "Established" and c.get("status") == "True"
+                       for c in item.get("status", {}).get("conditions") or [])
+            }
+            pending = [name for name in pending if name not in ready]
+            if not pending:
+                return
+            last = f"not yet Established: {', '.join(pending)}"
+        else:
+            last = result.stderr.strip()
+        if time.monotonic() >= deadline:
+            raise system.PrerequisiteError(f"CRDs not Established within {timeout:.0f} s ({last})")
+        time.sleep(0.2)
