@@ -81,16 +81,27 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(str(outcome.synced.get("message")), delay=outcome.retry_after)
 
+    seen: dict[str, tuple[str | None, str | None]] = {}  # uid -> (adopt, reconcile-policy) last seen
+
     @kopf.on.event(*resource, registry=registry)
-    async def run_now(*, type: str, body: kopf.Body, **_: Any) -> None:
-        """``azurebatch.dev/run-now``: kopf leaves annotations under its own prefix (ours) out of its diff, so no
-        update handler sees a new value; it is noticed here, on the watch event, and reconciled at once."""
-        if type == "DELETED":
-            return
+    async def annotations_changed(*, type: str, body: kopf.Body, **_: Any) -> None:
+        """kopf leaves annotations under its own prefix (ours, ``azurebatch.dev``) out of the diff that drives
+        update handlers, so ``kubectl annotate`` of ``run-now``, ``adopt`` or ``reconcile-policy`` runs none.
+        They are noticed here, on the watch event, and reconciled at once: a new ``run-now`` value (compared
+        with the freshest status), or a changed ``adopt`` / ``reconcile-policy`` value."""
         meta = body.get("metadata") or {}
+        uid = str(meta.get("uid"))
+        if type == "DELETED":
+            seen.pop(uid, None)
+            return
+        notes = meta.get("annotations") or {}
+        current = (notes.get(f"{PREFIX}/adopt"), notes.get(f"{PREFIX}/reconcile-policy"))
+        previous = seen.get(uid)
+        seen[uid] = current
         known = runtime.writer.known(str(meta.get("namespace")), str(meta.get("name"))) if runtime.writer else None
-        if runnow.pending(body, known):
-            await runtime.reconcile(body)
+        if runnow.pending(body, known) or (previous is not None and previous != current):
+            if not meta.get("deletionTimestamp"):
+                await runtime.reconcile(body)
 
     @kopf.on.delete(*resource, registry=registry, when=has_schedule)
     async def delete(body: kopf.Body, **_: Any) -> None:

@@ -236,6 +236,17 @@ def test_run_now_fires_once_per_value_even_across_a_kill_9(kube: Any, ns: str, b
     assert batch.get_job_schedule(schedule_id).execution_info.recent_job is None  # the recurrence untouched
 
 
+def test_reconcile_policy_annotation_takes_effect_at_once(kube: Any, ns: str) -> None:
+    """kopf drops azurebatch.dev/* annotations from its diff; the operator still reacts to them at once."""
+    apply(kube, ns, quiet_resource("policy"))
+    wait_condition(kube, ns, "policy", "Synced", "True", "Synced", timeout=60)
+    kube.kubectl("annotate", "bjs", "policy", "-n", ns, "azurebatch.dev/reconcile-policy=skip", check=True)
+    wait_condition(kube, ns, "policy", "Synced", "Unknown", "ReconcileSkipped", timeout=15)
+    kube.kubectl("annotate", "bjs", "policy", "-n", ns, "--overwrite", "azurebatch.dev/reconcile-policy=manage",
+                 check=True)
+    wait_condition(kube, ns, "policy", "Synced", "True", "Synced", timeout=15)
+
+
 # -- history and status -------------------------------------------------------------------------------------
 
 
