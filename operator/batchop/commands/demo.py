@@ -161,7 +161,7 @@ def _watch_until_result(info: stack.StackInfo, container: str, prefix: str, seen
     last_table = ""
     while time.monotonic() < deadline:
         table = kube.kubectl(kubeconfig, "get", "batchschedules").stdout
-        if table != last_table:
+        if _without_age(table) != _without_age(last_table):  # AGE alone changes every poll: not news
             print(f"\n$ kubectl get batchschedules   ({time.strftime('%H:%M:%S')})\n{table}", end="")
             last_table = table
         new = [b for b in _list_blobs(info.storage_connection_string, container, prefix)
@@ -175,3 +175,8 @@ def _watch_until_result(info: stack.StackInfo, container: str, prefix: str, seen
         time.sleep(3)
     raise CLIError(f"no output in container {container!r} within {timeout:.0f} s; see the operator and Batch "
                    f"logs in {Path(info.dir) / 'logs'} and `kubectl describe batchschedules`", FAILURE)
+
+
+def _without_age(table: str) -> list[list[str]]:
+    """The table's rows without the last column (``AGE``)."""
+    return [line.split()[:-1] for line in table.splitlines()]
