@@ -48,13 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"batchop.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"batchop.commands.{name}":
-                raise
-            continue  # a subcommand not written yet (parallel development): the others still work
-        module.register(subparsers)
+        importlib.import_module(f"batchop.commands.{name}").register(subparsers)
     return parser
 
 

@@ -184,7 +184,7 @@ def _job_fields() -> dict[str, JSONSchema]:
         "endTime": _timestamp("When the job completed."),
         "terminateReason": _string("Why the job ended (Batch's executionInfo.terminateReason, e.g. "
                                    "JMComplete, MaxWallClockTimeExpiry, TaskFailed, UserTerminate)."),
-        "result": _string("The job's outcome as batchop judges it: Succeeded, Failed, or empty while it runs."),
+        "result": _string("The job's outcome in Batch's task-result words: success, failure; empty while it runs."),
         "taskCounts": _task_counts(),
         "poolId": _string("The pool the job runs on (an auto pool's generated id)."),
     }
