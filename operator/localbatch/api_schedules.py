@@ -162,39 +162,33 @@ async def replace_job_schedule(request: web.Request) -> web.Response:
     return empty(200, _write_headers(request, obj))
 
 
-async def disable_job_schedule(request: web.Request) -> web.Response:
+def _set_schedule_state(request: web.Request, state: str) -> tuple[str, JSON]:
+    """The shared part of disable / enable / terminate: preconditions, then the new state and a new ETag."""
     svc = service(request)
     key, obj = _find(request)
     check_conditions(request, obj, write=True)
     _require_live(obj)
     now = svc.clock.now()
-    set_state(obj, "disabled", timestamps.format(now))
+    set_state(obj, state, timestamps.format(now))
     svc.store.touch(obj, now)
-    svc.engine.schedule_changed(key)
+    return key, obj
+
+
+async def disable_job_schedule(request: web.Request) -> web.Response:
+    key, obj = _set_schedule_state(request, "disabled")
+    service(request).engine.schedule_changed(key)
     return empty(204, _write_headers(request, obj, "/disable"))
 
 
 async def enable_job_schedule(request: web.Request) -> web.Response:
-    svc = service(request)
-    key, obj = _find(request)
-    check_conditions(request, obj, write=True)
-    _require_live(obj)
-    now = svc.clock.now()
-    set_state(obj, "active", timestamps.format(now))
-    svc.store.touch(obj, now)
-    svc.engine.schedule_changed(key)
+    key, obj = _set_schedule_state(request, "active")
+    service(request).engine.schedule_changed(key)
     return empty(204, _write_headers(request, obj, "/enable"))
 
 
 async def terminate_job_schedule(request: web.Request) -> web.Response:
-    svc = service(request)
-    key, obj = _find(request)
-    check_conditions(request, obj, write=True)
-    _require_live(obj)
-    now = svc.clock.now()
-    set_state(obj, "terminating", timestamps.format(now))
-    svc.store.touch(obj, now)
-    svc.engine.terminate_schedule(key)
+    key, obj = _set_schedule_state(request, "terminating")
+    service(request).engine.terminate_schedule(key)
     _ = truthy(request.query.get("force"))  # accepted; termination is immediate here anyway
     return empty(202, _write_headers(request, obj, "/terminate"))
 
