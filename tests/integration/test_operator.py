@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
-from tests.fixtures.operator import wait_for
+from tests.fixtures.operator import resource_namespace, wait_for
 
 RESYNC = 2.0
 FINALIZER = "azurebatch.dev/finalizer"
@@ -66,23 +66,14 @@ def operator(operator_factory: Any) -> Any:
 
 @pytest.fixture
 def ns(kube: Any, operator: Any) -> Iterator[str]:
-    name = f"opt-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("create", "namespace", name, check=True)
-    yield name
-    # release anything left so the namespace can go (objects without our finalizer go at once)
-    kube.kubectl("delete", "bjs", "--all", "-n", name, "--wait=false")
-    wait_for(
-        lambda: not json.loads(kube.kubectl("get", "bjs", "-n", name, "-o", "json", check=True).stdout)["items"],
-        60,
-        message=f"the resources in {name} to be released",
-    )
+    with resource_namespace(kube, "opt") as name:
+        yield name
 
 
 @pytest.fixture
-def batch(local_batch: Any) -> Iterator[Any]:
-    client = local_batch.client()
-    yield client
-    client.close()
+def batch(batch_client: Any) -> Any:
+    """The session's SDK client for the local Batch service, under this module's short name."""
+    return batch_client
 
 
 def apply(kube: Any, ns: str, body: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.operator import wait_for
+from tests.fixtures.operator import resource_namespace, wait_for
 from tests.integration.test_operator import apply, condition, get, resource, wait_condition
 
 
@@ -22,15 +22,8 @@ def operator(operator_factory: Any) -> Any:
 
 @pytest.fixture
 def ns(kube: Any, operator: Any) -> Iterator[str]:
-    name = f"opb-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("create", "namespace", name, check=True)
-    yield name
-    kube.kubectl("delete", "bjs", "--all", "-n", name, "--wait=false")
-    wait_for(
-        lambda: not json.loads(kube.kubectl("get", "bjs", "-n", name, "-o", "json", check=True).stdout)["items"],
-        60,
-        message=f"the resources in {name} to be released",
-    )
+    with resource_namespace(kube, "opb") as name:
+        yield name
 
 
 def test_blob_references_become_sas_urls_and_never_cause_rewrites(

@@ -3,14 +3,12 @@ throttling. One operator process for the module (namespaces ``opr-*``)."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.fixtures.operator import wait_for
+from tests.fixtures.operator import resource_namespace, wait_for
 from tests.integration.test_operator import (
     FINALIZER,
     apply,
@@ -31,25 +29,17 @@ def operator(operator_factory: Any) -> Any:
 
 @pytest.fixture
 def ns(kube: Any, operator: Any, local_batch: Any) -> Iterator[str]:
-    name = f"opr-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("create", "namespace", name, check=True)
-    yield name
-    local_batch.clear_faults()
-    if not operator.alive:
-        operator.start()
-    kube.kubectl("delete", "bjs", "--all", "-n", name, "--wait=false")
-    wait_for(
-        lambda: not json.loads(kube.kubectl("get", "bjs", "-n", name, "-o", "json", check=True).stdout)["items"],
-        90,
-        message=f"the resources in {name} to be released",
-    )
+    with resource_namespace(kube, "opr", timeout=90) as name:
+        yield name
+        local_batch.clear_faults()  # before the release: the operator must reach Batch to let go
+        if not operator.alive:
+            operator.start()
 
 
 @pytest.fixture
-def batch(local_batch: Any) -> Iterator[Any]:
-    client = local_batch.client()
-    yield client
-    client.close()
+def batch(batch_client: Any) -> Any:
+    """The session's SDK client for the local Batch service, under this module's short name."""
+    return batch_client
 
 
 def listed(batch: Any, schedule_id: str) -> list[Any]:
