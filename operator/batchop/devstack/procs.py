@@ -9,6 +9,7 @@ or reclaiming never signals an unrelated process that happens to reuse the pid.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -78,17 +79,23 @@ def start(
     cwd: Path | None = None,
     stop_signal: str = "SIGTERM",
     stop_timeout: float = 10.0,
+    separate_stdout: bool = False,
 ) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
-    """Start ``argv`` detached (new session), log to ``<dir>/logs/<name>.log``, record it in a pid file."""
+    """Start ``argv`` detached (new session), log to ``<dir>/logs/<name>.log``, record it in a pid file.
+
+    With ``separate_stdout``, stdout goes to ``<dir>/logs/<name>.out`` instead (stderr still to the log).
+    """
     pid_dir(state_dir).mkdir(parents=True, exist_ok=True)
     log_dir(state_dir).mkdir(parents=True, exist_ok=True)
     log_path = log_dir(state_dir) / f"{name}.log"
-    with open(log_path, "ab") as log:
+    with contextlib.ExitStack() as files:
+        log = files.enter_context(open(log_path, "ab"))
+        out = files.enter_context(open(log_dir(state_dir) / f"{name}.out", "wb")) if separate_stdout else log
         process = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=out,
+            stderr=log if separate_stdout else subprocess.STDOUT,
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
@@ -111,28 +118,12 @@ def start_with_stdout(
     stop_signal: str = "SIGTERM",
     stop_timeout: float = 10.0,
 ) -> tuple[subprocess.Popen[bytes], ProcessRecord]:
-    """Like :func:`start`, but stdout goes to ``<dir>/logs/<name>.out`` (stderr to the log): for a service
-    whose first stdout line says where it listens."""
-    pid_dir(state_dir).mkdir(parents=True, exist_ok=True)
-    log_dir(state_dir).mkdir(parents=True, exist_ok=True)
-    log_path = log_dir(state_dir) / f"{name}.log"
-    out_path = log_dir(state_dir) / f"{name}.out"
-    with open(log_path, "ab") as log, open(out_path, "wb") as out:
-        process = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=log,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-        )
-    record = ProcessRecord(
-        name=name, pid=process.pid, start_time=_start_time(process.pid) or 0, argv=list(argv), log=str(log_path),
-        stop_signal=stop_signal, stop_timeout=stop_timeout,
+    """:func:`start` with stdout in ``<dir>/logs/<name>.out``: for a service whose first stdout line says
+    where it listens."""
+    return start(
+        state_dir, name, argv, env=env, cwd=cwd, stop_signal=stop_signal, stop_timeout=stop_timeout,
+        separate_stdout=True,
     )
-    write_record(state_dir, record)
-    return process, record
 
 
 def write_record(state_dir: Path, record: ProcessRecord) -> None:
