@@ -66,6 +66,14 @@ class Tracked:
     retry_version: str | None = None
     adopt: bool = False
     history: hist.Limits | None = None  # spec.successfulJobsHistoryLimit / failedJobsHistoryLimit
+    version: int = 0
+    """Odd while a reconcile or delete of the resource runs, bumped again when it ends (a sequence lock):
+    a cycle mirrors and drift-checks a member only if this did not move since its listing started, so a
+    create or edit racing with the listing is never taken for drift nor mirrored from a stale page."""
+
+    @property
+    def busy(self) -> bool:
+        return self.version % 2 == 1
 
     @property
     def key(self) -> tuple[str, str]:
@@ -84,6 +92,7 @@ class CycleReport:
     patched: int = 0
     drift: list[str] = field(default_factory=list)
     events: int = 0
+    skipped: int = 0
     error: str | None = None
 
 
@@ -98,6 +107,7 @@ RETRY_REASONS = frozenset(
         "Conflict",
         "QuotaReached",
         "BatchError",
+        "KubernetesUnavailable",
     }
 )
 
@@ -195,6 +205,7 @@ class Poller:
         return report
 
     async def _cycle(self, gateway: Gateway, members: list[Tracked], report: CycleReport) -> None:
+        versions = {id(m): m.version for m in members}  # before the listing (see Tracked.version)
         ids = [m.schedule_id for m in members if m.schedule_id]
         schedules = {
             s["id"].lower(): s
@@ -259,6 +270,9 @@ class Poller:
         )
         now = datetime.now(UTC)
         for member in members:
+            if member.busy or member.version != versions[id(member)]:
+                report.skipped += 1  # reconciled meanwhile: the listing may predate it; the next cycle sees it
+                continue
             await self._mirror(member, schedules, now, report)
 
     async def _mirror(

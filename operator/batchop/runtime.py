@@ -12,9 +12,10 @@ credential retry, SAS renewal) started them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -150,9 +151,21 @@ class Runtime:
     async def reconcile(self, body: Mapping[str, Any], *, force: tuple[str, ...] = ()) -> rc.Outcome:
         view = rc.ObjectView.from_body(body)
         key = (view.namespace, view.name)
-        async with self._lock(key):
+        async with self._lock(key), self._busy(key):
             with metrics.reconcile_timer("reconcile"):
                 return await self._reconcile(view, force)
+
+    @contextlib.asynccontextmanager
+    async def _busy(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """Mark the tracked resource as being reconciled (see :attr:`batchop.poller.Tracked.version`)."""
+        entry = self.tracked.get(key)
+        if entry is not None:
+            entry.version += 1
+        try:
+            yield
+        finally:
+            if entry is not None:
+                entry.version += 1
 
     async def _reconcile(self, view: rc.ObjectView, force: tuple[str, ...]) -> rc.Outcome:
         assert self.writer is not None and self.model is not None
@@ -187,7 +200,7 @@ class Runtime:
                 outcome.status["sas"] = {"expiresAt": previous_sas}  # Batch still holds the SAS minted then
             else:
                 outcome.status.pop("sas")
-        if "adopt" in outcome.writes and not await self._hold(view):
+        if "adopt" in outcome.writes and not await self._hold_after_adopt(view):
             # the resource was deleted while we adopted the schedule: nothing will ever release it, so we do
             self._spawn_cleanup(view, outcome, gateway)
             return outcome
@@ -215,9 +228,23 @@ class Runtime:
             return True
         try:
             return bool(await add(view.namespace, view.name, view.uid, FINALIZER))
-        except Exception:
-            log.exception("could not add the finalizer to %s/%s", view.namespace, view.name)
-            return True  # the status write follows; kopf adds the finalizer from the when= filter
+        except Exception as exc:
+            # Never create without the finalizer in place: a deletion in that window would orphan the
+            # schedule. Not creating now is safe; the error is retried like any other recoverable one.
+            log.warning("could not add the finalizer to %s/%s: %s", view.namespace, view.name, exc)
+            raise BatchError(
+                f"could not add the finalizer {FINALIZER} before creating the Batch schedule: {exc}; retrying",
+                reason=cond.REASON_KUBERNETES_UNAVAILABLE,
+                terminal=False,
+            ) from exc
+
+    async def _hold_after_adopt(self, view: rc.ObjectView) -> bool:
+        """:meth:`_hold` after an adoption, which wrote nothing to Batch: when the finalizer cannot be added
+        now, the status write follows and kopf adds it (the ``when=`` filter sees ``status.scheduleId``)."""
+        try:
+            return await self._hold(view)
+        except BatchError:
+            return True
 
     def _spawn_cleanup(self, view: rc.ObjectView, outcome: rc.Outcome, gateway: Any) -> None:
         gone = rc.ObjectView(
@@ -324,7 +351,7 @@ class Runtime:
     async def delete(self, body: Mapping[str, Any]) -> rc.Outcome:
         view = rc.ObjectView.from_body(body)
         key = (view.namespace, view.name)
-        async with self._lock(key):
+        async with self._lock(key), self._busy(key):
             assert self.writer is not None
             view.status = self.writer.known(*key) or view.status
             entry = self.tracked.get(key)

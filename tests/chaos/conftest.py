@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -217,16 +218,39 @@ def verdict(kube: Kube, batch: LocalBatch, ns: str, declared: dict[str, str]) ->
     return result
 
 
-def converge(kube: Kube, batch: LocalBatch, ns: str, declared: dict[str, str], timeout: float) -> Verdict:
-    """Wait (with a deadline) until the verdict is clean; fail with the last verdict otherwise."""
+def converge(
+    kube: Kube,
+    batch: LocalBatch,
+    ns: str,
+    declared: dict[str, str],
+    timeout: float,
+    logs: Callable[[], str] | None = None,
+) -> Verdict:
+    """Wait (with a deadline) until the verdict is clean; fail with the last verdict otherwise, and with the
+    operator's log lines about the resources at fault when ``logs`` gives the operator's log."""
     deadline = time.monotonic() + timeout
     last = verdict(kube, batch, ns, declared)
     while not last.ok and time.monotonic() < deadline:
         time.sleep(1.0)
         last = verdict(kube, batch, ns, declared)
     if not last.ok:
-        pytest.fail(f"not converged after {timeout:.0f}s: {last}", pytrace=False)
+        pytest.fail(f"not converged after {timeout:.0f}s: {last}{_log_excerpt(last, logs)}", pytrace=False)
     return last
+
+
+def _log_excerpt(last: Verdict, logs: Callable[[], str] | None, limit: int = 60) -> str:
+    """The operator's log lines (kopf's per-handler chatter left out) naming a resource the verdict faults."""
+    if logs is None:
+        return ""
+    problems = last.duplicates + last.orphans + last.stuck + last.missing + last.wrong_spec + last.not_ready
+    names = {re.split(r"[ :]", p, maxsplit=1)[0] for p in problems}
+    pattern = re.compile("|".join(rf"(?<![0-9a-z]){re.escape(n)}(?![0-9a-z])" for n in sorted(names)))
+    lines = [
+        line
+        for line in logs().splitlines()
+        if pattern.search(line) and "Handler 'register" not in line and "is invoked" not in line
+    ]
+    return f"\noperator log about {sorted(names)} (last {limit} lines):\n" + "\n".join(lines[-limit:])
 
 
 def report(test: str, **counts: Any) -> None:

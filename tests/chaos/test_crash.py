@@ -68,7 +68,7 @@ def test_kill_9_mid_flight_loses_and_duplicates_nothing(chaos_kube: Kube, chaos_
 
     run_phase(delete, deleted)
 
-    final = converge(chaos_kube, chaos_batch, ns, declared, timeout=120 + n * 1.5)
+    final = converge(chaos_kube, chaos_batch, ns, declared, timeout=120 + n * 1.5, logs=operator.logs)
     counts = chaos_batch.counts()
     creates = counts.get("create_job_schedule", {}).get("byStatus", {})
     report("crash", operations=n + len(edited) + len(deleted), kills=kills,

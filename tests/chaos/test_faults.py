@@ -41,7 +41,7 @@ def test_faults_converge_without_duplicates(chaos_kube: Kube, chaos_batch: Any, 
         declared.pop(name)
     parallel(lambda name: chaos_kube.delete(ns, name), deleted)  # racing the creates, under faults
     try:
-        final = converge(chaos_kube, chaos_batch, ns, declared, timeout=180 + n * 2)
+        final = converge(chaos_kube, chaos_batch, ns, declared, timeout=180 + n * 2, logs=operator.logs)
     finally:
         faults = chaos_batch.admin("GET", "faults")
         chaos_batch.clear_faults()

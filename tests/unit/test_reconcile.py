@@ -368,3 +368,21 @@ async def test_finalizer_is_held_before_the_create_and_released_when_batch_refus
     hold = RecordingHold()
     await rc.apply(view(), gw, model=model, hold=hold)
     assert hold.calls == ["acquire"]
+
+
+class FailingKube:
+    """The API server cannot be reached when the finalizer is to be added."""
+
+    async def add_finalizer(self, *_: Any) -> bool:
+        raise OSError("connection refused")
+
+
+async def test_no_create_without_the_finalizer_when_the_api_server_fails(model: rc.Model) -> None:
+    from batchop.config import Settings
+    from batchop.runtime import Runtime, _Hold
+
+    runtime = Runtime(Settings(), kube=FailingKube(), model=model)
+    gw = FakeGateway()
+    out = await rc.apply(view(), gw, model=model, hold=_Hold(runtime, view()))
+    assert gw.ops() == ["get"], "created a schedule that a deletion in the same moment would orphan"
+    assert out.synced["reason"] == cond.REASON_KUBERNETES_UNAVAILABLE and out.retry_after and not out.done

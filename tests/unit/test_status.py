@@ -271,3 +271,45 @@ async def test_poller_detects_missing_and_changed_schedules() -> None:
     assert len(report.drift) == 2
     assert any("o1" in d and "gone" in d for d in drift)
     assert any("o0" in d and "changed outside" in d for d in drift)
+
+
+async def test_poller_skips_members_reconciled_while_it_listed() -> None:
+    """A create or edit that lands while the cycle lists Batch is not drift: the page predates it."""
+    gateway = BudgetGateway(1)
+    gateway.schedules = []  # the listing is taken before the create below
+    fresh = Tracked("ns", "o0", "u0", 1, "e", None)
+    busy = Tracked("ns", "o1", "u1", 1, "e", "s1", version=1)  # a reconcile is running (odd version)
+    listing = gateway.list_schedules
+
+    async def list_then_create(**kw: Any) -> list[dict[str, Any]]:
+        page = await listing(**kw)
+        fresh.version += 2  # a reconcile ran meanwhile: created s0 and recorded it
+        fresh.schedule_id = "s0"
+        return page
+
+    gateway.list_schedules = list_then_create  # type: ignore[method-assign]
+    drift: list[str] = []
+
+    async def on_drift(member: Tracked, why: str, **_: Any) -> None:
+        drift.append(f"{member.name}: {why}")
+
+    async def nothing(*_: Any) -> None:
+        return None
+
+    kube = FakeKube({})
+    poller = Poller(
+        "e",
+        gateway=lambda: gateway,
+        members=lambda: [fresh, busy],
+        writer=StatusWriter(kube),
+        post_event=nothing,
+        on_drift=on_drift,
+        refresh_credentials=nothing,
+        changed_properties=lambda d, o: ["schedule"],
+    )
+    report = await poller.cycle()
+    assert drift == [] and report.skipped == 2 and kube.patches == []
+    gateway.list_schedules = listing  # type: ignore[method-assign]
+    busy.version += 1  # its reconcile ended; both are mirrored (and found missing) from a fresh listing
+    report = await poller.cycle()
+    assert report.skipped == 0 and sorted(d.split(":")[0] for d in drift) == ["o0", "o1"]
