@@ -43,6 +43,8 @@ SCHEDULE_SELECT = ["id", "state", "eTag", "lastModified", "executionInfo", "meta
 JOB_SELECT = ["id", "state", "creationTime", "stateTransitionTime", "executionInfo"]
 POOL_SELECT = ["id", "state", "allocationState", "currentDedicatedNodes", "currentLowPriorityNodes"]
 MAX_ID_FILTER = 10
+MIRROR_CONCURRENCY = 16
+"""Members mirrored at once in a cycle (each may patch status, post Events, or repair drift)."""
 
 
 @dataclass
@@ -269,11 +271,26 @@ class Poller:
             owned=lambda schedule, m: owns(schedule, m.view()),
         )
         now = datetime.now(UTC)
-        for member in members:
-            if member.busy or member.version != versions[id(member)]:
-                report.skipped += 1  # reconciled meanwhile: the listing may predate it; the next cycle sees it
-                continue
-            await self._mirror(member, schedules, now, report)
+        limit = asyncio.Semaphore(MIRROR_CONCURRENCY)
+
+        async def mirror(member: Tracked) -> None:
+            async with limit:
+                if member.busy or member.version != versions[id(member)]:
+                    report.skipped += 1  # reconciled meanwhile: the listing may predate it; the next cycle sees it
+                    return
+                try:
+                    await self._mirror(member, schedules, now, report)
+                except BatchError:
+                    raise
+                except Exception:
+                    log.exception("mirroring %s/%s failed", member.namespace, member.name)
+
+        # status patches and drift repairs of different resources overlap (a patch is a round trip to the
+        # API server): bounded, so one cycle never floods it
+        results = await asyncio.gather(*(mirror(m) for m in members), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _mirror(
         self, member: Tracked, schedules: dict[str, dict[str, Any]], now: datetime, report: CycleReport

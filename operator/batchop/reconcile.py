@@ -272,7 +272,10 @@ async def _apply(
     force: Sequence[str],
     hold: Hold | None = None,
 ) -> Outcome:
-    found = await gateway.get_schedule(schedule_id)
+    # A resource that never recorded a schedule id creates at once (the common case: one request less);
+    # Batch's JobScheduleExists sends it down the GET path (a crash before the status write, a collision).
+    create_first = not obj.status.get("scheduleId") and obj.policy != "skip" and not obj.adopt
+    found = None if create_first else await gateway.get_schedule(schedule_id)
 
     if obj.policy == "skip":
         outcome.synced = cond.make(
@@ -303,6 +306,7 @@ async def _apply(
             )
             outcome.done = False
             return outcome
+        existed = False
         try:
             await gateway.create_schedule(desired)
             outcome.writes.append("create")
@@ -311,11 +315,14 @@ async def _apply(
                 if err.terminal and hold is not None:
                     await hold.release()  # nothing was created: no finalizer may stay behind
                 raise
+            existed = True
         found = await gateway.get_schedule(schedule_id)
         if found is None:  # created and deleted at once by someone else: try again soon
             raise BatchError(
                 f"schedule {schedule_id} vanished right after creation", reason=gw.CONFLICT, terminal=False
             )
+        if existed and hold is not None and not owns(found[0], obj) and not obj.adopt:
+            await hold.release()  # someone else's schedule: nothing of ours to guard on deletion
 
     observed, etag = found
     owned = ownership(observed, obj)

@@ -27,7 +27,7 @@ from batchop.credentials import Accounts, CredentialError, SecretSource, resolve
 from batchop.gateway import INVALID_SPEC, BatchError
 from batchop.kube import KubeClient, StatusWriter
 from batchop.poller import Poller, Tracked
-from batchop.status import EventSpec
+from batchop.status import EventSpec, observed_status
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,27 @@ class Runtime:
             # the resource was deleted while we adopted the schedule: nothing will ever release it, so we do
             self._spawn_cleanup(view, outcome, gateway)
             return outcome
+        if "create" in outcome.writes and outcome.observed is not None and outcome.status.get("scheduleId"):
+            # Batch's answer to the GET after the create: Ready and the state in the same status write,
+            # instead of a second patch by the next poll cycle
+            mirrored = observed_status(
+                schedule_id=str(outcome.status["scheduleId"]),
+                schedule=outcome.observed,
+                job=None,
+                task_counts=None,
+                pool=None,
+                previous={},
+                generation=view.generation,
+            )
+            now = datetime.now(UTC)
+            outcome.status.update(
+                state=mirrored["state"],
+                nextRunTime=mirrored["nextRunTime"],
+                lastSyncTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+            outcome.ready = mirrored["conditions"][0]
+            if entry is not None:
+                entry.last_sync = now
         if outcome.status.get("scheduleId"):
             self.accounts.promote(ref)  # Batch answered with these credentials: the account's poller uses them
             self._refs[ref.endpoint_key] = (view.namespace, dict(view.spec))

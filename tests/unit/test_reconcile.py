@@ -140,7 +140,8 @@ async def test_crash_between_create_and_status_continues_without_duplicate(model
     gw.schedules["team_report"]["state"] = "active"
     out = await rc.apply(view(), gw, model=model)  # the re-run after the restart
     assert out.synced["status"] == cond.TRUE
-    assert "create" not in gw.ops()
+    assert gw.ops()[:2] == ["create", "get"], "no id recorded: create first, Batch's JobScheduleExists answers"
+    assert "create" not in out.writes and out.status["scheduleId"] == "team_report"
     assert len(gw.schedules) == 1
 
 
@@ -357,7 +358,7 @@ async def test_finalizer_is_held_before_the_create_and_released_when_batch_refus
     gw = FakeGateway()
     gone = RecordingHold(allow=False)
     out = await rc.apply(view(), gw, model=model, hold=gone)
-    assert gw.ops() == ["get"] and not out.done
+    assert gw.ops() == [] and not out.done
     # Batch refuses the create for good: the finalizer goes again; a recoverable failure keeps it
     gw = FakeGateway()
     gw.fail["create"] = BatchError("bad", reason="InvalidSpec", terminal=True, status=400, code="InvalidPropertyValue")
@@ -384,5 +385,18 @@ async def test_no_create_without_the_finalizer_when_the_api_server_fails(model: 
     runtime = Runtime(Settings(), kube=FailingKube(), model=model)
     gw = FakeGateway()
     out = await rc.apply(view(), gw, model=model, hold=_Hold(runtime, view()))
-    assert gw.ops() == ["get"], "created a schedule that a deletion in the same moment would orphan"
+    assert "create" not in gw.ops(), "created a schedule that a deletion in the same moment would orphan"
     assert out.synced["reason"] == cond.REASON_KUBERNETES_UNAVAILABLE and out.retry_after and not out.done
+
+
+async def test_new_resource_creates_first_and_lets_go_of_a_foreign_collision(model: rc.Model) -> None:
+    gw = FakeGateway()
+    hold = RecordingHold()
+    out = await rc.apply(view(), gw, model=model, hold=hold)
+    assert gw.ops() == ["create", "get"] and out.writes == ["create"]  # no GET before the create
+    other = view(uid="someone-else")
+    hold = RecordingHold()
+    gw.calls.clear()
+    out = await rc.apply(other, gw, model=model, hold=hold)
+    assert gw.ops() == ["create", "get"] and out.synced["reason"] == "AlreadyExists"
+    assert hold.calls == ["acquire", "release"], "a finalizer stayed on a resource that owns nothing in Batch"

@@ -33,3 +33,22 @@ def test_json_log_line_is_redacted(capsys: object) -> None:
     entry = json.loads(err.strip().splitlines()[-1])
     assert "SECRETSIG" not in err
     assert entry["level"] == "info" and entry["logger"] == "t"
+
+
+def test_kopf_routine_successes_are_debug_lines(capsys: object) -> None:
+    objects = logging.getLogger("kopf.objects")
+    logs.configure("INFO", "json")
+    objects.info("Handler 'register.<locals>.reconcile' succeeded.")
+    objects.info("Creation is processed: 1 succeeded; 0 failed.")
+    objects.info("Timer is still running")
+    objects.error("Handler 'register.<locals>.reconcile' failed permanently")
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]  # type: ignore[attr-defined]
+    assert [(x["level"], x["message"]) for x in lines] == [
+        ("info", "Timer is still running"),
+        ("error", "Handler 'register.<locals>.reconcile' failed permanently"),
+    ]
+    logs.configure("DEBUG", "json")
+    objects.info("Handler 'register.<locals>.reconcile' succeeded.")
+    line = json.loads(capsys.readouterr().err)  # type: ignore[attr-defined]
+    assert line["level"] == "debug" and line["message"].endswith("succeeded.")
+    logs.configure("INFO", "json")
