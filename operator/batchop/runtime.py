@@ -229,6 +229,11 @@ class Runtime:
             self.accounts.promote(ref)  # Batch answered with these credentials: the account's poller uses them
             self._refs[ref.endpoint_key] = (view.namespace, dict(view.spec))
         await self._write(view, outcome, entry)
+        if "create" in outcome.writes and self.writer.known(*key) is None:
+            # the status write found no object: it vanished while we created its schedule (its finalizer
+            # removed by hand, or never in place), so no delete handler will ever run for it: we clean up
+            self._spawn_cleanup(view, outcome, gateway)
+            return outcome
         if entry is not None:
             if outcome.desired is not None and outcome.status.get("scheduleId"):
                 entry.desired = outcome.desired
@@ -278,7 +283,7 @@ class Runtime:
             {"scheduleId": outcome.schedule_id},
         )
         log.warning(
-            "%s/%s was deleted while its Batch schedule %s was being created: applying deletionPolicy %s",
+            "%s/%s was deleted while its Batch schedule %s was being created or adopted: applying deletionPolicy %s",
             view.namespace,
             view.name,
             outcome.schedule_id,

@@ -73,9 +73,13 @@ class FaultConfig:
             "injected": data["injected"],
         }
 
+    def applies(self, operation: str) -> bool:
+        """Whether faults (errors and latency) apply to ``operation`` (all when ``operations`` is empty)."""
+        return not self.operations or operation in self.operations
+
     def pick(self, operation: str, rng: random.Random) -> str | None:
         """The fault for this request (``"429"``, ``"reset"``...), or ``None``."""
-        if self.operations and operation not in self.operations:
+        if not self.applies(operation):
             return None
         if self.next_n > 0:
             self.next_n -= 1

@@ -65,7 +65,7 @@ async def batch_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if is_admin or operation in _UNAUTHENTICATED:
             response = await handler(request)
         else:
-            if svc.faults.latency_ms > 0:
+            if svc.faults.latency_ms > 0 and svc.faults.applies(operation):
                 await asyncio.sleep(svc.faults.latency_ms / 1000)
             fault = svc.faults.pick(operation, svc.rng)
             if fault is not None:

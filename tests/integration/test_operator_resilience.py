@@ -101,3 +101,31 @@ def test_throttling_is_retried_honouring_retry_after(kube: Any, ns: str, local_b
     assert local_batch.count("create_job_schedule", 429) == 2
     assert local_batch.count("create_job_schedule", 201) == 1
     assert "throttled a request (429)" in operator.logs()
+
+
+def test_resource_gone_during_its_create_leaves_no_schedule(
+    kube: Any, ns: str, batch: Any, local_batch: Any, operator: Any
+) -> None:
+    """The finalizer is stripped by hand and the resource deleted while its create is in flight: no delete
+    handler can run for it, so the status write finding no object is the operator's cue to delete the
+    schedule it just made. Nothing is orphaned in Batch."""
+    schedule_id = f"{ns}_vanish"
+    local_batch.reset_counts()
+    local_batch.faults(latencyMs=4000, operations=["create_job_schedule"], rate=0)  # a slow create
+    apply(kube, ns, resource("vanish"))
+    wait_for(lambda: FINALIZER in ((get(kube, ns, "vanish") or {}).get("metadata") or {}).get("finalizers", []),
+             20, 0.1, message="the finalizer, added before the create")
+    kube.kubectl("patch", "bjs", "vanish", "-n", ns, "--type", "json",
+                 "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]', check=True)
+    kube.kubectl("delete", "bjs", "vanish", "-n", ns, "--wait=true", "--timeout=10s", check=True)
+    assert local_batch.count("create_job_schedule", 201) == 0, "the test needs the create still in flight"
+    wait_for(lambda: local_batch.count("create_job_schedule", 201) == 1, 30, 0.1, message="the slow create")
+    local_batch.clear_faults()
+
+    def gone_or_ending() -> bool:
+        schedule = schedule_or_none(batch, schedule_id)
+        return schedule is None or schedule.state in ("terminating", "completed", "deleting")
+
+    wait_for(gone_or_ending, 30, 0.2, message=f"the operator to delete {schedule_id} of the vanished resource")
+    wait_for(lambda: schedule_or_none(batch, schedule_id) is None, 60, 0.5, message=f"{schedule_id} deleted")
+    assert "was deleted while its Batch schedule" in operator.logs()
