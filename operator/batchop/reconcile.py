@@ -42,7 +42,7 @@ ANNOTATION_POLICY = f"{PREFIX}/reconcile-policy"
 ANNOTATION_ADOPT = f"{PREFIX}/adopt"
 
 RETRY_DEFAULT = 10.0
-RETRY_DELETE_WAIT = 2.0
+RETRY_DELETE_WAIT = 1.0
 
 
 class Hold(Protocol):
