@@ -33,6 +33,7 @@ from typing import Any
 
 from batchop import conditions as cond
 from batchop import history as hist
+from batchop import memory
 from batchop import status as st
 from batchop.gateway import BatchError, Gateway
 from batchop.reconcile import ANNOTATION_ADOPT, ObjectView, owns
@@ -176,6 +177,7 @@ class Poller:
                 raise
             except Exception:
                 log.exception("poll cycle for %s failed", self.endpoint_key)
+            memory.release()  # a burst's freed buffers back to the OS (at most once a minute)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
             except TimeoutError:
