@@ -69,6 +69,9 @@ class Tracked:
     retry_version: str | None = None
     adopt: bool = False
     history: hist.Limits | None = None  # spec.successfulJobsHistoryLimit / failedJobsHistoryLimit
+    in_sync_etag: str | None = None
+    """The schedule's ETag when it was last found equal to ``desired`` (reset when ``desired`` changes): an
+    idle cycle skips normalising and comparing the bodies of schedules whose ETag did not move."""
     version: int = 0
     """Odd while a reconcile or delete of the resource runs, bumped again when it ends (a sequence lock):
     a cycle mirrors and drift-checks a member only if this did not move since its listing started, so a
@@ -358,11 +361,13 @@ class Poller:
             return None
         if not owns(schedule, member.view()):
             return f"Batch schedule {member.schedule_id} lost its owner marks; restoring them"
-        if member.desired is not None:
+        etag = schedule.get("eTag")
+        if member.desired is not None and not (etag and etag == member.in_sync_etag):
             changed = self._changed(member.desired, schedule)
             if changed:
                 what = ", ".join(changed)
                 return f"Batch schedule {member.schedule_id} was changed outside the operator ({what}); restoring"
+            member.in_sync_etag = etag  # compared equal: skip the comparison until the ETag moves
         if member.suspend and schedule.get("state") == "active":
             return f"Batch schedule {member.schedule_id} was enabled outside the operator; disabling it again"
         if not member.suspend and schedule.get("state") == "disabled":

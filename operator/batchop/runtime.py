@@ -237,6 +237,7 @@ class Runtime:
         if entry is not None:
             if outcome.desired is not None and outcome.status.get("scheduleId"):
                 entry.desired = outcome.desired
+                entry.in_sync_etag = None
             entry.schedule_id = outcome.status.get("scheduleId") or entry.schedule_id
         if outcome.writes:
             poller = self.pollers.get(ref.endpoint_key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from batchop import conditions as cond
@@ -313,3 +314,32 @@ async def test_poller_skips_members_reconciled_while_it_listed() -> None:
     busy.version += 1  # its reconcile ended; both are mirrored (and found missing) from a fresh listing
     report = await poller.cycle()
     assert report.skipped == 0 and sorted(d.split(":")[0] for d in drift) == ["o0", "o1"]
+
+
+async def test_idle_cycles_compare_a_schedule_again_only_when_its_etag_moves() -> None:
+    gateway = BudgetGateway(1)
+    gateway.schedules[0]["eTag"] = "0x1"
+    member = Tracked("ns", "o0", "u0", 1, "e", "s0", desired={"schedule": {}})
+    compared: list[str] = []
+    drift: list[str] = []
+
+    def changed(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
+        compared.append(str(observed.get("eTag")))
+        return ["schedule"] if observed.get("eTag") == "0x3" else []
+
+    async def on_drift(member: Tracked, why: str, **_: Any) -> None:
+        drift.append(why)
+
+    async def nothing(*_: Any) -> None:
+        return None
+
+    poller = Poller("e", gateway=lambda: gateway, members=lambda: [member], writer=StatusWriter(FakeKube({})),
+                    post_event=nothing, on_drift=on_drift, refresh_credentials=nothing, changed_properties=changed)
+    for _ in range(3):
+        await poller.cycle()
+    assert compared == ["0x1"], "an unchanged schedule was normalised and compared every cycle"
+    gateway.schedules[0]["eTag"] = "0x2"  # written by someone (maybe to the same content)
+    await poller.cycle()
+    gateway.schedules[0]["eTag"] = "0x3"  # and now really changed
+    await poller.cycle()
+    assert compared == ["0x1", "0x2", "0x3"] and len(drift) == 1
