@@ -37,6 +37,7 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.policies import AsyncRetryPolicy
 
+from batchop.breaker import Breaker, CircuitOpen
 from batchop.redact import redact
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,14 @@ def _retry_after(exc: HttpResponseError) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means no HTTP answer came back at all (refused, reset, timed out): an outage, as
+    opposed to an error Batch answered with."""
+    if isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) is not None:
+        return False
+    return isinstance(exc, ServiceRequestError | ServiceResponseError | asyncio.TimeoutError | OSError)
 
 
 def classify(exc: BaseException) -> BatchError:
@@ -304,6 +313,7 @@ class Gateway:
         self.limits = limits or Limits()
         self.stats = GatewayStats()
         self._semaphore = asyncio.Semaphore(self.limits.max_concurrency)
+        self.breaker = Breaker()  # fail fast while the account is unreachable (batchop.breaker)
         self._bucket = TokenBucket(self.limits.requests_per_second, self.limits.burst)
         if client is None:
             from azure.batch.aio import BatchClient
@@ -340,13 +350,32 @@ class Gateway:
     async def _call(self, op: str, coro_factory: Any) -> Any:
         await self._bucket.acquire()
         async with self._semaphore:
-            self.stats.requests[op] += 1
             try:
-                return await coro_factory()
+                self.breaker.before()
+            except CircuitOpen as exc:
+                self.stats.errors[BATCH_UNAVAILABLE] += 1
+                raise BatchError(
+                    str(exc), reason=BATCH_UNAVAILABLE, terminal=False, retry_after=exc.retry_after
+                ) from None
+            self.stats.requests[op] += 1
+            settled = False
+            try:
+                result = await coro_factory()
+                settled = True
+                self.breaker.answered()
+                return result
             except Exception as exc:
+                settled = True
+                if unreachable(exc):
+                    self.breaker.unreachable()
+                else:
+                    self.breaker.answered()
                 err = classify(exc)
                 self.stats.errors[err.reason] += 1
                 raise err from exc
+            finally:
+                if not settled:
+                    self.breaker.abandoned()
 
     # -- schedules -----------------------------------------------------------------------------------
 

@@ -189,3 +189,57 @@ def test_accounts_keep_working_credentials_for_the_poller_and_follow_rotation() 
     assert replaced is not other and accounts.gateway_for(rotated) is replaced
     accounts.promote(rotated)
     assert accounts.current(good.endpoint_key) is replaced
+
+
+class DownClient:
+    """An account that cannot be reached, then comes back."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.sent = 0
+
+    async def get_job_schedule(self, schedule_id: str, cls: Any = None) -> Any:
+        self.sent += 1
+        if not self.up:
+            from azure.core.exceptions import ServiceRequestError
+
+            raise ServiceRequestError("Cannot connect to host 127.0.0.1:1 [Connection refused]")
+        raise error(ResourceNotFoundError, 404, batch_error("JobScheduleNotFound", "nope"))
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_breaker_fails_fast_while_unreachable_and_closes_on_an_answer() -> None:
+    now = [0.0]
+    client = DownClient()
+    gateway = gw.Gateway("https://acct.region.batch.azure.com", None,
+                         limits=gw.Limits(requests_per_second=0), client=client)
+    gateway.breaker.clock = lambda: now[0]
+    for _ in range(3):  # three requests get no answer: the breaker opens
+        with pytest.raises(gw.BatchError) as caught:
+            await gateway.get_schedule("s")
+        assert caught.value.reason == gw.BATCH_UNAVAILABLE
+    for _ in range(20):  # then nothing is sent, and each caller learns it at once
+        with pytest.raises(gw.BatchError) as caught:
+            await gateway.get_schedule("s")
+        assert "unreachable" in caught.value.message and not caught.value.terminal
+    assert client.sent == 3
+    now[0] = 6.0  # after the cooldown one probe goes out; it fails: open again, cooldown doubled
+    with pytest.raises(gw.BatchError):
+        await gateway.get_schedule("s")
+    assert client.sent == 4 and gateway.breaker.current_cooldown == 10.0
+    now[0] = 17.0
+    client.up = True  # Batch is back: the probe gets an answer (a 404 is one), the breaker closes
+    assert await gateway.get_schedule("s") is None
+    assert gateway.breaker.state == "closed"
+    assert await gateway.get_schedule("s") is None and client.sent == 6
+
+
+async def test_http_errors_never_open_the_breaker() -> None:
+    client = SlowClient()  # answers 404 every time
+    gateway = gw.Gateway("https://acct.region.batch.azure.com", None,
+                         limits=gw.Limits(requests_per_second=0), client=client)
+    for _ in range(10):
+        assert await gateway.get_schedule("s") is None
+    assert gateway.breaker.state == "closed"
