@@ -122,6 +122,13 @@ class KubeClient:
                 raise KubeError(response.status, redact(await response.text())[:500])
             return dict(await response.json())
 
+    async def request(
+        self, method: str, path: str, *, json: Any = None, content_type: str | None = None
+    ) -> dict[str, Any] | None:
+        """Any API request (``path`` from ``/api`` or ``/apis``): the JSON answer, None on 404, else
+        :class:`KubeError`."""
+        return await self._request(method, path, json=json, content_type=content_type)
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()

@@ -276,26 +276,28 @@ class Poller:
             owned=lambda schedule, m: owns(schedule, m.view()),
         )
         now = datetime.now(UTC)
-        limit = asyncio.Semaphore(MIRROR_CONCURRENCY)
 
         async def mirror(member: Tracked) -> None:
-            async with limit:
-                if member.busy or member.version != versions[id(member)]:
-                    report.skipped += 1  # reconciled meanwhile: the listing may predate it; the next cycle sees it
-                    return
-                try:
-                    await self._mirror(member, schedules, now, report)
-                except BatchError:
-                    raise
-                except Exception:
-                    log.exception("mirroring %s/%s failed", member.namespace, member.name)
+            if member.busy or member.version != versions[id(member)]:
+                report.skipped += 1  # reconciled meanwhile: the listing may predate it; the next cycle sees it
+                return
+            try:
+                await self._mirror(member, schedules, now, report)
+            except BatchError:
+                raise
+            except Exception:
+                log.exception("mirroring %s/%s failed", member.namespace, member.name)
 
-        # status patches and drift repairs of different resources overlap (a patch is a round trip to the
-        # API server): bounded, so one cycle never floods it
-        results = await asyncio.gather(*(mirror(m) for m in members), return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        # Status patches and drift repairs of different resources overlap (a patch is a round trip to the
+        # API server), MIRROR_CONCURRENCY at a time. Chunks, not one gather of all: between two chunks a
+        # reconcile waiting for the event loop (an edit) gets its turn, instead of queueing behind N mirrors.
+        for start in range(0, len(members), MIRROR_CONCURRENCY):
+            chunk = members[start : start + MIRROR_CONCURRENCY]
+            results = await asyncio.gather(*(mirror(m) for m in chunk), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            await asyncio.sleep(0)
 
     async def _mirror(
         self, member: Tracked, schedules: dict[str, dict[str, Any]], now: datetime, report: CycleReport

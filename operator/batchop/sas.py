@@ -38,11 +38,25 @@ from azure.core.exceptions import (
     ResourceNotFoundError,
     ServiceRequestError,
 )
-from azure.storage.blob import generate_blob_sas, generate_container_sas
 
 from batchop import storage_config
 from batchop.storage_config import StorageSettings
 from batchwire import durations
+
+
+def generate_blob_sas(*args: Any, **kwargs: Any) -> str:
+    """``azure.storage.blob.generate_blob_sas``, imported on first use: the storage SDK (about 20 MiB with
+    its dependencies) is loaded only by an operator whose resources reference blobs."""
+    from azure.storage.blob import generate_blob_sas as generate
+
+    return str(generate(*args, **kwargs))
+
+
+def generate_container_sas(*args: Any, **kwargs: Any) -> str:
+    """``azure.storage.blob.generate_container_sas``, imported on first use (see :func:`generate_blob_sas`)."""
+    from azure.storage.blob import generate_container_sas as generate
+
+    return str(generate(*args, **kwargs))
 
 READ = "r"
 READ_LIST = "rl"

@@ -315,36 +315,46 @@ class WebhookRegistrar:
         return config
 
     async def register(self, url: str, ca_bundle: str | None) -> None:
-        await asyncio.to_thread(self._register_sync, self.client_config(url, ca_bundle))
+        await self.apply(self.client_config(url, ca_bundle))
 
-    def _register_sync(self, client_config: dict[str, Any]) -> None:
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
+    async def apply(self, client_config: dict[str, Any]) -> None:
+        """Create the configuration (local mode), or patch its ``caBundle`` / webhook entry, with the
+        operator's own raw API client (:class:`batchop.kube.KubeClient`: no client library loaded)."""
+        from batchop.kube import KubeClient, KubeError
 
-        api = client.AdmissionregistrationV1Api(_api_client())
+        path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{self.name}"
+        kube = KubeClient()
         try:
-            current = api.read_validating_webhook_configuration(self.name)
-        except ApiException as exc:
-            if exc.status != 404 or self.service is not None:
-                raise
-            api.create_validating_webhook_configuration(configuration_body(client_config, self.name))
-            log.info("Created the ValidatingWebhookConfiguration %s for %s", self.name, _where(client_config))
-            return
-        webhooks = current.webhooks or []
-        index = next((i for i, w in enumerate(webhooks) if w.name == WEBHOOK_NAME), None)
-        if self.service is not None:
-            if index is None:
-                raise LookupError(f"ValidatingWebhookConfiguration {self.name} has no webhook {WEBHOOK_NAME}: "
-                                  "re-apply manifests/webhook/")
-            patch = [
-                {"op": "test", "path": f"/webhooks/{index}/name", "value": WEBHOOK_NAME},
-                {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle",
-                 "value": client_config.get("caBundle", "")},
-            ]
-        else:
-            patch = [{"op": "replace", "path": "/webhooks", "value": [webhook_entry(client_config)]}]
-        api.patch_validating_webhook_configuration(self.name, patch)
-        log.info("Updated the ValidatingWebhookConfiguration %s for %s", self.name, _where(client_config))
+            current = await kube.request("GET", path)
+            if current is None:
+                if self.service is not None:
+                    raise KubeError(
+                        404, f"ValidatingWebhookConfiguration {self.name} not found: apply manifests/webhook/"
+                    )
+                await kube.request(
+                    "POST",
+                    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+                    json=configuration_body(client_config, self.name),
+                )
+                log.info("Created the ValidatingWebhookConfiguration %s for %s", self.name, _where(client_config))
+                return
+            webhooks = current.get("webhooks") or []
+            index = next((i for i, w in enumerate(webhooks) if w.get("name") == WEBHOOK_NAME), None)
+            if self.service is not None:
+                if index is None:
+                    raise LookupError(f"ValidatingWebhookConfiguration {self.name} has no webhook {WEBHOOK_NAME}: "
+                                      "re-apply manifests/webhook/")
+                patch: list[dict[str, Any]] = [
+                    {"op": "test", "path": f"/webhooks/{index}/name", "value": WEBHOOK_NAME},
+                    {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle",
+                     "value": client_config.get("caBundle", "")},
+                ]
+            else:
+                patch = [{"op": "replace", "path": "/webhooks", "value": [webhook_entry(client_config)]}]
+            await kube.request("PATCH", path, json=patch, content_type="application/json-patch+json")
+            log.info("Updated the ValidatingWebhookConfiguration %s for %s", self.name, _where(client_config))
+        finally:
+            await kube.close()
 
 
 def _where(client_config: Mapping[str, Any]) -> str:
@@ -352,18 +362,6 @@ def _where(client_config: Mapping[str, Any]) -> str:
     if service:
         return f"service {service['namespace']}/{service['name']}"
     return str(client_config.get("url"))
-
-
-def _api_client() -> Any:
-    from kubernetes import client, config
-
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        # KUBECONFIG as of now (the client library reads it once, at import)
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration)
-    return client.ApiClient(configuration)
 
 
 # -- the server -------------------------------------------------------------------------------------------------

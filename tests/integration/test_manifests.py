@@ -4,6 +4,7 @@ checked with ``kubectl auth can-i`` as the operator's ServiceAccount, the namesp
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
@@ -172,7 +173,7 @@ def test_operator_fills_the_shipped_webhook_ca_bundle_with_only_its_rights(
     bundle = __import__("base64").b64encode(authority.ca_pem).decode()
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     registrar = webhook.WebhookRegistrar(service=(NAMESPACE, "batchop-webhook"))
-    registrar._register_sync(registrar.client_config("https://ignored", bundle))
+    asyncio.run(registrar.apply(registrar.client_config("https://ignored", bundle)))
     stored = json.loads(ok(kubectl(kubeconfig, "get", "validatingwebhookconfiguration", VWC, "-o", "json")))
     (hook,) = stored["webhooks"]
     assert hook["clientConfig"]["caBundle"] == bundle

@@ -37,3 +37,21 @@ def test_usage_error_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
 def test_python_dash_m_matches_console_script() -> None:
     result = subprocess.run([sys.executable, "-m", "batchop", "--version"], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stdout.startswith("batchop ")
+
+
+def test_the_operator_process_never_loads_the_kubernetes_client_library() -> None:
+    """batchop run keeps kopf from importing the optional client library (19 MiB it never uses)."""
+    code = (
+        "import sys; sys.path.insert(0, 'operator');"
+        "from batchop.commands import run; run.skip_optional_kopf_clients();"
+        "import kopf, batchop.handlers, batchop.webhook, batchop.runtime;"
+        "loaded = [m for m in sys.modules if m.startswith('kubernetes') and sys.modules[m] is not None];"
+        "print(loaded); assert not loaded"
+    )
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
