@@ -90,9 +90,9 @@ def register(subparsers: Any) -> None:
         "--requests-per-second", type=float, default=None, help="Batch request rate limit per account (default 20)"
     )
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
-    from batchop import webhook
+    from batchop import webhook_options
 
-    webhook.add_arguments(parser)
+    webhook_options.add_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -119,10 +119,10 @@ def run(args: argparse.Namespace) -> int:
 
         start_metrics_server(args.metrics_port)
     registry, _runtime = handlers.build(settings)
-    from batchop import webhook
+    from batchop import webhook, webhook_options
 
     try:
-        webhook.install(registry, webhook.options_from_args(args))
+        webhook.install(registry, webhook_options.options_from_args(args))
     except ValueError as exc:
         raise CLIError(str(exc), USAGE) from exc
     namespaces = tuple(args.namespaces or ())
