@@ -109,7 +109,9 @@ class KubeClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=MAX_CONNECTIONS),
-                timeout=aiohttp.ClientTimeout(total=30),
+                # no total: a request queued for one of the MAX_CONNECTIONS must wait, not time out (at
+                # N = 10,000 a total of 30 s failed tens of thousands of finalizer adds: a retry storm)
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30),
             )
         headers = self._headers()
         if content_type:
