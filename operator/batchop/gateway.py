@@ -125,8 +125,6 @@ def _retry_after(exc: HttpResponseError) -> float | None:
 def unreachable(exc: BaseException) -> bool:
     """Whether ``exc`` means no HTTP answer came back at all (refused, reset, timed out): an outage, as
     opposed to an error Batch answered with."""
-    if isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) is not None:
-        return False
     return isinstance(exc, ServiceRequestError | ServiceResponseError | asyncio.TimeoutError | OSError)
 
 
@@ -143,7 +141,7 @@ def classify(exc: BaseException) -> BatchError:
     """
     if isinstance(exc, BatchError):
         return exc
-    if isinstance(exc, ServiceRequestError | ServiceResponseError | asyncio.TimeoutError | OSError):
+    if unreachable(exc):
         return BatchError(f"Batch is unreachable: {exc}", reason=BATCH_UNAVAILABLE, terminal=False)
     if not isinstance(exc, HttpResponseError):
         if isinstance(exc, AzureError):
@@ -358,14 +356,9 @@ class Gateway:
                     str(exc), reason=BATCH_UNAVAILABLE, terminal=False, retry_after=exc.retry_after
                 ) from None
             self.stats.requests[op] += 1
-            settled = False
             try:
                 result = await coro_factory()
-                settled = True
-                self.breaker.answered()
-                return result
             except Exception as exc:
-                settled = True
                 if unreachable(exc):
                     self.breaker.unreachable()
                 else:
@@ -373,9 +366,11 @@ class Gateway:
                 err = classify(exc)
                 self.stats.errors[err.reason] += 1
                 raise err from exc
-            finally:
-                if not settled:
-                    self.breaker.abandoned()
+            except BaseException:  # cancelled: no outcome either way; a probe gives way to the next request
+                self.breaker.abandoned()
+                raise
+            self.breaker.answered()
+            return result
 
     # -- schedules -----------------------------------------------------------------------------------
 

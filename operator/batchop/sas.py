@@ -58,6 +58,7 @@ def generate_container_sas(*args: Any, **kwargs: Any) -> str:
 
     return str(generate(*args, **kwargs))
 
+
 READ = "r"
 READ_LIST = "rl"
 WRITE_CREATE = "cw"
