@@ -9,7 +9,6 @@ the module; each test has its own namespace.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 
 from batchop import runnow
-from tests.fixtures.operator import REPO, OperatorProcess, _free_port, wait_for
+from tests.fixtures.operator import REPO, OperatorProcess, _free_port, resource_namespace, wait_for
 from tests.integration.test_operator import apply, condition, events, get, patch, wait_condition
 
 WRITES = ("create_job_schedule", "update_job_schedule", "replace_job_schedule", "disable_job_schedule",
@@ -62,14 +61,10 @@ def op(kube: Any, fast_batch: Any, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture
 def ns(kube: Any, op: OperatorProcess) -> Iterator[str]:
-    name = f"d2-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("create", "namespace", name, check=True)
-    yield name
-    if not op.alive:
-        op.start()
-    kube.kubectl("delete", "bjs", "--all", "-n", name, "--wait=false")
-    wait_for(lambda: not json.loads(kube.kubectl("get", "bjs", "-n", name, "-o", "json", check=True).stdout)["items"],
-             90, message=f"the resources in {name} to be released")
+    with resource_namespace(kube, "d2", timeout=90) as name:
+        yield name
+        if not op.alive:
+            op.start()  # before the release: only the operator lets go of its finalizers
 
 
 @pytest.fixture

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.fixtures.operator import resource_namespace
 from tests.integration.test_operator import apply, resource, wait_condition
 
 RESYNC = 2.0
@@ -60,10 +60,8 @@ def entra_operator(operator_factory: Any, tls_batch: Any) -> Any:
 
 @pytest.fixture
 def ns(kube: Any, entra_operator: Any) -> Iterator[str]:
-    name = f"opte-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("create", "namespace", name, check=True)
-    yield name
-    kube.kubectl("delete", "bjs", "--all", "-n", name, "--wait=true", "--timeout=60s")
+    with resource_namespace(kube, "opte") as name:
+        yield name
 
 
 def test_entra_id_through_default_azure_credential(kube: Any, tls_batch: Any, entra_operator: Any, ns: str) -> None:
