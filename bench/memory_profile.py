@@ -33,8 +33,7 @@ def snapshot(operator: harness.OperatorProc, out: Path, timeout: float = 60.0) -
     out.unlink(missing_ok=True)
     assert operator.process is not None
     operator.process.send_signal(signal.SIGUSR1)
-    harness.wait_until(lambda: out.exists() and out.stat().st_size > 0, timeout, 0.2, f"snapshot {out}")
-    time.sleep(0.2)  # the writer renames atomically; this only lets the file system settle
+    harness.wait_until(out.exists, timeout, 0.2, f"snapshot {out}")  # written to a temp file, then renamed
     return json.loads(out.read_text())
 
 
