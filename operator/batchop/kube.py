@@ -142,6 +142,11 @@ class KubeClient:
     def _object_path(namespace: str, name: str) -> str:
         return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
 
+    async def _json_patch(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return await self._request(
+            "PATCH", self._object_path(namespace, name), json=ops, content_type="application/json-patch+json"
+        )
+
     async def get_object(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self._request("GET", self._object_path(namespace, name))
 
@@ -153,9 +158,32 @@ class KubeClient:
             content_type="application/merge-patch+json",
         )
 
-    async def add_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> bool:
+    async def add_finalizer(
+        self, namespace: str, name: str, uid: str, finalizer: str, *, seen: Mapping[str, Any] | None = None
+    ) -> bool:
         """Add ``finalizer`` to the object with this ``uid`` unless present. False when the object is gone,
-        replaced (another uid) or already being deleted (Kubernetes refuses new finalizers then)."""
+        replaced (another uid) or already being deleted (Kubernetes refuses new finalizers then).
+
+        ``seen``: the object's ``metadata`` as the caller last saw it (a watch event). When it has a
+        ``resourceVersion`` and lacks the finalizer, one JSON patch adds it with a ``test`` of that
+        ``resourceVersion``: no GET. The API server applies it only to exactly the object seen (same uid, same
+        finalizers, not being deleted); any change since makes the test fail, and the GET path below runs."""
+        if seen is not None and seen.get("resourceVersion") and seen.get("uid") == uid:
+            if seen.get("deletionTimestamp"):
+                return False
+            present = list(seen.get("finalizers") or [])
+            if finalizer not in present:
+                ops = [
+                    {"op": "test", "path": "/metadata/resourceVersion", "value": seen["resourceVersion"]},
+                    {"op": "add", "path": "/metadata/finalizers", "value": [*present, finalizer]},
+                ]
+                try:
+                    result = await self._json_patch(namespace, name, ops)
+                except KubeError as exc:
+                    if exc.status not in (409, 422):  # 422: the object changed since it was seen
+                        raise
+                else:
+                    return result is not None
         body = await self.get_object(namespace, name)
         meta = (body or {}).get("metadata") or {}
         if body is None or meta.get("uid") != uid or meta.get("deletionTimestamp"):
@@ -169,9 +197,7 @@ class KubeClient:
         else:
             ops.append({"op": "add", "path": "/metadata/finalizers", "value": [finalizer]})
         try:
-            result = await self._request(
-                "PATCH", self._object_path(namespace, name), json=ops, content_type="application/json-patch+json"
-            )
+            result = await self._json_patch(namespace, name, ops)
         except KubeError as exc:
             if exc.status in (409, 422):  # another uid (test failed), or the object is being deleted
                 return False
@@ -190,9 +216,7 @@ class KubeClient:
             {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in finalizers if f != finalizer]},
         ]
         try:
-            await self._request(
-                "PATCH", self._object_path(namespace, name), json=ops, content_type="application/json-patch+json"
-            )
+            await self._json_patch(namespace, name, ops)
         except KubeError as exc:
             if exc.status not in (409, 422):
                 raise

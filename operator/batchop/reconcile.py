@@ -105,6 +105,8 @@ class ObjectView:
     spec: Mapping[str, Any]
     annotations: Mapping[str, str] = field(default_factory=dict)
     status: Mapping[str, Any] = field(default_factory=dict)
+    # the metadata a finalizer add without a GET needs (uid, resourceVersion, finalizers, deletionTimestamp)
+    seen: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ObjectView:
@@ -117,6 +119,7 @@ class ObjectView:
             spec=dict(body.get("spec") or {}),
             annotations=dict(meta.get("annotations") or {}),
             status=dict(body.get("status") or {}),
+            seen={k: meta[k] for k in ("uid", "resourceVersion", "finalizers", "deletionTimestamp") if k in meta},
         )
 
     @property

@@ -374,7 +374,7 @@ async def test_finalizer_is_held_before_the_create_and_released_when_batch_refus
 class FailingKube:
     """The API server cannot be reached when the finalizer is to be added."""
 
-    async def add_finalizer(self, *_: Any) -> bool:
+    async def add_finalizer(self, *_: Any, **__: Any) -> bool:
         raise OSError("connection refused")
 
 

@@ -1,0 +1,103 @@
+"""The operator's own API client (:class:`batchop.kube.KubeClient`) against the real kube-apiserver: the
+finalizer add that needs no GET when the object is as last seen, and falls back to a GET when it is not."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from batchop.kube import KubeClient
+
+FINALIZER = "azurebatch.dev/finalizer"
+
+
+@pytest.fixture
+def namespace(kube: Any) -> Iterator[str]:
+    name = f"kc-{uuid.uuid4().hex[:8]}"
+    kube.kubectl("create", "namespace", name, check=True)
+    try:
+        yield name
+    finally:
+        # strip every finalizer these tests left, so the namespace can go
+        for obj in json.loads(kube.kubectl("get", "bjs", "-n", name, "-o", "json").stdout or '{"items": []}')["items"]:
+            kube.kubectl("patch", "bjs", obj["metadata"]["name"], "-n", name, "--type=merge",
+                         "-p", '{"metadata": {"finalizers": null}}')
+        kube.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture
+async def client(kube: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeClient]:
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    c = KubeClient()
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def _create(kube: Any, namespace: str, name: str, finalizers: list[str] | None = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if finalizers:
+        meta["finalizers"] = finalizers
+    body = {"apiVersion": "azurebatch.dev/v1alpha1", "kind": "BatchJobSchedule", "metadata": meta,
+            "spec": {"schedule": {"recurrenceInterval": "PT1H"},
+                     "jobSpecification": {"poolInfo": {"poolId": "p"}}}}
+    kube.kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump(body), check=True)
+    return _get(kube, namespace, name)
+
+
+def _get(kube: Any, namespace: str, name: str) -> dict[str, Any]:
+    return dict(json.loads(kube.kubectl("get", "bjs", name, "-n", namespace, "-o", "json", check=True).stdout))
+
+
+async def test_finalizer_added_without_a_get_when_the_object_is_as_seen(kube: Any, namespace: str,
+                                                                         client: KubeClient) -> None:
+    meta = _create(kube, namespace, "fresh")["metadata"]
+    before = client.requests
+    assert await client.add_finalizer(namespace, "fresh", meta["uid"], FINALIZER, seen=meta)
+    assert client.requests - before == 1  # the PATCH alone
+    assert _get(kube, namespace, "fresh")["metadata"]["finalizers"] == [FINALIZER]
+
+
+async def test_stale_view_falls_back_and_keeps_finalizers_added_meanwhile(kube: Any, namespace: str,
+                                                                          client: KubeClient) -> None:
+    meta = _create(kube, namespace, "stale")["metadata"]  # seen with no finalizer
+    kube.kubectl("patch", "bjs", "stale", "-n", namespace, "--type=merge",
+                 "-p", '{"metadata": {"finalizers": ["example.com/other"]}}', check=True)
+    before = client.requests
+    assert await client.add_finalizer(namespace, "stale", meta["uid"], FINALIZER, seen=meta)
+    assert client.requests - before == 3  # the refused PATCH, the GET, the PATCH
+    assert _get(kube, namespace, "stale")["metadata"]["finalizers"] == ["example.com/other", FINALIZER]
+
+
+async def test_no_finalizer_for_an_object_being_deleted_gone_or_replaced(kube: Any, namespace: str,
+                                                                          client: KubeClient) -> None:
+    meta = _create(kube, namespace, "going", finalizers=["example.com/other"])["metadata"]
+    kube.kubectl("delete", "bjs", "going", "-n", namespace, "--wait=false", check=True)
+    # the view predates the deletion: the test fails, the GET shows the deletionTimestamp
+    assert not await client.add_finalizer(namespace, "going", meta["uid"], FINALIZER, seen=meta)
+    now = _get(kube, namespace, "going")["metadata"]
+    assert now["finalizers"] == ["example.com/other"] and now.get("deletionTimestamp")
+    assert not await client.add_finalizer(namespace, "going", meta["uid"], FINALIZER, seen=now)
+
+    gone = _create(kube, namespace, "gone")["metadata"]
+    kube.kubectl("delete", "bjs", "gone", "-n", namespace, check=True)
+    assert not await client.add_finalizer(namespace, "gone", gone["uid"], FINALIZER, seen=gone)
+
+    old = _create(kube, namespace, "replaced")["metadata"]
+    kube.kubectl("delete", "bjs", "replaced", "-n", namespace, check=True)
+    _create(kube, namespace, "replaced")
+    assert not await client.add_finalizer(namespace, "replaced", old["uid"], FINALIZER, seen=old)
+    assert not _get(kube, namespace, "replaced")["metadata"].get("finalizers")
+
+
+async def test_remove_finalizer_keeps_the_others(kube: Any, namespace: str, client: KubeClient) -> None:
+    meta = _create(kube, namespace, "both", finalizers=["example.com/other", FINALIZER])["metadata"]
+    await client.remove_finalizer(namespace, "both", meta["uid"], FINALIZER)
+    assert _get(kube, namespace, "both")["metadata"]["finalizers"] == ["example.com/other"]
