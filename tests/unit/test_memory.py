@@ -10,3 +10,18 @@ def test_release_trims_at_most_once_per_interval() -> None:
     assert memory.release(now=1000.0) is True, "glibc's malloc_trim should be found on Linux"
     assert memory.release(now=1000.0 + memory.MIN_INTERVAL / 2) is False
     assert memory.release(now=1000.0 + memory.MIN_INTERVAL + 1) is True
+
+
+async def test_small_tls_buffers_applies_to_new_tls_connections() -> None:
+    import asyncio
+    import asyncio.sslproto
+    import ssl
+
+    default = asyncio.sslproto.SSLProtocol.max_size  # 256 KiB unless changed
+    try:
+        memory.small_tls_buffers()
+        loop = asyncio.get_running_loop()
+        proto = asyncio.sslproto.SSLProtocol(loop, asyncio.Protocol(), ssl.create_default_context(), None)
+        assert len(proto._ssl_buffer) == memory.TLS_READ_BUFFER == 64 * 1024
+    finally:
+        asyncio.sslproto.SSLProtocol.max_size = default

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
-from batchop import config
+from batchop import config, memory
 from batchop.exitcodes import USAGE, CLIError
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     skip_optional_kopf_clients()
+    memory.small_tls_buffers()
     import kopf
 
     from batchop import handlers
