@@ -55,6 +55,9 @@ CONFLICT = "Conflict"
 NOT_FOUND = "NotFound"
 BATCH_ERROR = "BatchError"
 
+API_VERSION = "2025-06-01"
+LIST_PAGE_SIZE = 1000  # Batch's maximum maxresults
+
 TERMINAL_REASONS = frozenset({INVALID_SPEC, ALREADY_EXISTS, AUTHENTICATION_FAILED, FORBIDDEN})
 
 # Keys Batch uses in an error's ``values`` to name what it refused.
@@ -293,6 +296,18 @@ def _encoded_path_transport() -> Any:
     return EncodedPathTransport()
 
 
+def _with_query(url: str, params: Mapping[str, str], api_version: str) -> str:
+    """``url`` (a path, or an absolute ``odata.nextLink``) with ``params`` and the client's ``api-version``
+    added to its query (Batch's next links may leave the version out; the SDK re-adds it too), every value
+    percent-encoded (a space as ``%20``, never ``+``)."""
+    from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "api-version"]
+    query += [*params.items(), ("api-version", api_version)]
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote, safe="$")))
+
+
 def _raw(item: Any) -> dict[str, Any]:
     """The wire JSON behind an SDK model (models are mappings over their raw JSON)."""
     if isinstance(item, dict):
@@ -433,24 +448,52 @@ class Gateway:
 
     # -- lists (paged) -------------------------------------------------------------------------------
 
-    async def _collect(self, op: str, pager_factory: Any) -> list[dict[str, Any]]:
+    async def _list(self, op: str, path: str, *, filter: str | None, select: list[str] | None) -> list[dict[str, Any]]:
+        """Every item of a Batch collection (``GET {path}``, all pages via ``odata.nextLink``) as wire JSON.
+
+        The request goes through the SDK client's own pipeline (``send_request``: authentication, retries,
+        ``Retry-After``, metrics and the response hook), but the items are not turned into SDK models: the
+        SDK's pagers build a model for every item and every nested object, which was more than half of the
+        operator's CPU at steady state (N = 1,000; the poller lists every cycle), and the gateway hands out
+        wire JSON anyway. Errors raise ``HttpResponseError`` as the SDK's operations do."""
+        from azure.core.rest import HttpRequest
+
+        params = {"maxresults": str(LIST_PAGE_SIZE)}
+        if filter:
+            params["$filter"] = filter
+        if select:
+            params["$select"] = ",".join(select)
+        headers = {"Accept": "application/json"}
+
         async def run() -> list[dict[str, Any]]:
-            return [_raw(item) async for item in pager_factory()]
+            items: list[dict[str, Any]] = []
+            url: str | None = _with_query(path, params, self.api_version)
+            while url is not None:
+                response = await self._client.send_request(HttpRequest("GET", url, headers=headers))
+                response.raise_for_status()
+                page = response.json()
+                items.extend(page.get("value") or [])
+                next_link = page.get("odata.nextLink")
+                url = _with_query(next_link, {}, self.api_version) if next_link else None
+            return items
 
         return list(await self._call(op, run))
+
+    @property
+    def api_version(self) -> str:
+        config = getattr(self._client, "_config", None)
+        return str(getattr(config, "api_version", None) or API_VERSION)
 
     async def list_schedules(
         self, *, filter: str | None = None, select: list[str] | None = None
     ) -> list[dict[str, Any]]:
-        return await self._collect(
-            "list_schedules", lambda: self._client.list_job_schedules(filter=filter, select=select)
-        )
+        return await self._list("list_schedules", "/jobschedules", filter=filter, select=select)
 
     async def list_jobs(self, *, filter: str | None = None, select: list[str] | None = None) -> list[dict[str, Any]]:
-        return await self._collect("list_jobs", lambda: self._client.list_jobs(filter=filter, select=select))
+        return await self._list("list_jobs", "/jobs", filter=filter, select=select)
 
     async def list_pools(self, *, filter: str | None = None, select: list[str] | None = None) -> list[dict[str, Any]]:
-        return await self._collect("list_pools", lambda: self._client.list_pools(filter=filter, select=select))
+        return await self._list("list_pools", "/pools", filter=filter, select=select)
 
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         try:
