@@ -85,6 +85,7 @@ class Runtime:
         self.tracked: dict[tuple[str, str], Tracked] = {}
         self.pollers: dict[str, tuple[Poller, asyncio.Task[None]]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._lock_users: dict[tuple[str, str], int] = {}  # reconciles/deletes holding or awaiting the lock
         self._refs: dict[str, tuple[str, Mapping[str, Any]]] = {}
         self._cleanups: set[asyncio.Task[None]] = set()  # endpoint -> (namespace, spec) to re-resolve
 
@@ -116,6 +117,7 @@ class Runtime:
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
             self.tracked.pop(key, None)
+            self._drop_lock(key)
             if self.writer:
                 self.writer.forget(*key)
             metrics.forget_resource(*key)
@@ -146,12 +148,30 @@ class Runtime:
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
+    def _drop_lock(self, key: tuple[str, str]) -> None:
+        """Forget the lock of a resource that is gone, unless a reconcile or delete holds or awaits it (then
+        the last of them drops it): one lock per resource ever seen would grow with churn."""
+        if key not in self.tracked and not self._lock_users.get(key):
+            self._locks.pop(key, None)
+            self._lock_users.pop(key, None)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """The resource's lock and its busy mark (:meth:`_busy`) for one reconcile or delete."""
+        self._lock_users[key] = self._lock_users.get(key, 0) + 1
+        try:
+            async with self._lock(key), self._busy(key):
+                yield
+        finally:
+            self._lock_users[key] -= 1
+            self._drop_lock(key)
+
     # -- reconcile ----------------------------------------------------------------------------------------
 
     async def reconcile(self, body: Mapping[str, Any], *, force: tuple[str, ...] = ()) -> rc.Outcome:
         view = rc.ObjectView.from_body(body)
         key = (view.namespace, view.name)
-        async with self._lock(key), self._busy(key):
+        async with self._locked(key):
             with metrics.reconcile_timer("reconcile"):
                 return await self._reconcile(view, force)
 
@@ -378,7 +398,7 @@ class Runtime:
     async def delete(self, body: Mapping[str, Any]) -> rc.Outcome:
         view = rc.ObjectView.from_body(body)
         key = (view.namespace, view.name)
-        async with self._lock(key), self._busy(key):
+        async with self._locked(key):
             assert self.writer is not None
             view.status = self.writer.known(*key) or view.status
             entry = self.tracked.get(key)

@@ -400,3 +400,45 @@ async def test_new_resource_creates_first_and_lets_go_of_a_foreign_collision(mod
     out = await rc.apply(other, gw, model=model, hold=hold)
     assert gw.ops() == ["create", "get"] and out.synced["reason"] == "AlreadyExists"
     assert hold.calls == ["acquire", "release"], "a finalizer stayed on a resource that owns nothing in Batch"
+
+
+async def test_locks_of_deleted_resources_are_dropped(model: rc.Model) -> None:
+    """One lock per resource ever seen would grow with churn: a DELETED event drops it, unless a reconcile
+    or delete still holds it, which then drops it when it ends."""
+    import asyncio
+
+    from batchop.config import Settings
+    from batchop.runtime import Runtime
+
+    runtime = Runtime(Settings(), model=model)
+    body = {"metadata": {"namespace": "ns", "name": "gone", "uid": "u1"}}
+    runtime._lock(("ns", "gone"))
+    runtime.observe(body, "DELETED")
+    assert ("ns", "gone") not in runtime._locks
+
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with runtime._locked(("ns", "gone")):
+            entered.set()
+            await release.wait()
+
+    second = asyncio.Event()
+
+    async def waiter() -> None:
+        async with runtime._locked(("ns", "gone")):
+            await second.wait()
+
+    task = asyncio.create_task(holder())
+    await entered.wait()
+    waiting = asyncio.create_task(waiter())
+    await asyncio.sleep(0)  # the waiter is queued on the lock
+    runtime.observe(body, "DELETED")
+    assert ("ns", "gone") in runtime._locks, "dropped a lock that a running reconcile holds"
+    lock = runtime._locks[("ns", "gone")]
+    release.set()
+    await task  # the holder ended; the waiter holds the lock now: it must stay the one lock for the key
+    assert runtime._locks.get(("ns", "gone")) is lock and lock.locked()
+    second.set()
+    await waiting
+    assert ("ns", "gone") not in runtime._locks and not runtime._lock_users
