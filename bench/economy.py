@@ -8,9 +8,9 @@ Per run and N, on one fresh local stack (kube-apiserver + etcd, the local Batch 
    created through the Kubernetes API; wait until all are mirrored and every job-1 has completed and been
    mirrored (idle: nothing changes any more in Batch or in Kubernetes).
 2. **batchop at steady state** for ``--cycles`` poll cycles: Batch requests per cycle (the service's own
-   admin counts; a cycle = one ``list_job_schedules`` page walk), Kubernetes writes per cycle (the API
-   server's ``apiserver_request_total`` for ``batchschedules``: POST/PUT/PATCH/DELETE, status included, no-op
-   patches included), operator CPU seconds per cycle and RSS.
+   admin counts; a cycle = from one ``list_jobs`` to the next, :func:`_cycle_marks`), Kubernetes writes per
+   cycle (the API server's ``apiserver_request_total`` for ``batchschedules``: POST/PUT/PATCH/DELETE,
+   status and no-op patches included), operator CPU seconds per cycle and RSS.
 3. **Reaction time**: ``--edits`` resources edited one at a time (``jobManagerTask.commandLine``), each
    timed from the Kubernetes PATCH until the Batch schedule carries the new command line (polled every
    20 ms with ``GET /jobschedules/{id}``); p50 and p95.
@@ -48,29 +48,31 @@ def settled(batch: harness.LocalBatchProc, stack: harness.KubeStack, namespace: 
     return len(done) >= n
 
 
-def _lists(batch: harness.LocalBatchProc) -> int:
-    return int(batch.counts().get("list_job_schedules", {}).get("total", 0))
+def _cycle_marks(batch: harness.LocalBatchProc) -> int:
+    """``list_jobs`` requests so far: exactly one per poll cycle, sent after the schedule listing. Not
+    ``list_job_schedules``: above 1,000 schedules that listing takes one request per page of 1,000."""
+    return int(batch.counts().get("list_jobs", {}).get("total", 0))
 
 
 def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: harness.OperatorProc,
             seconds: float, interval: float, *, cycles_from_lists: bool, cycles: int = 0) -> dict[str, Any]:
     """Counts over steady state, normalised per cycle.
 
-    batchop (``cycles_from_lists``): from the start of one poll cycle (its ``list_job_schedules``) to the
+    batchop (``cycles_from_lists``): from one poll cycle's ``list_jobs`` (:func:`_cycle_marks`) to the
     start of the ``cycles``-th next one, so exactly whole cycles are counted (a cycle's period is the
     interval plus the cycle's own duration). The baseline: ``seconds`` of wall time, cycles = elapsed /
     interval (its timers fire every interval whatever they cost).
     """
     if cycles_from_lists:
-        first = _lists(batch)
-        harness.wait_until(lambda: _lists(batch) > first, 3 * interval + 120, 0.05, "a poll cycle to start")
+        first = _cycle_marks(batch)
+        harness.wait_until(lambda: _cycle_marks(batch) > first, 3 * interval + 120, 0.05, "a poll cycle to start")
     batch_before = batch.counts()
     kube_before = stack.request_counts()
     cpu_before = operator.cpu_seconds()
     start = time.monotonic()
     if cycles_from_lists:
-        target = _lists(batch) + cycles
-        harness.wait_until(lambda: _lists(batch) >= target, cycles * (3 * interval + 120), 0.05,
+        target = _cycle_marks(batch) + cycles
+        harness.wait_until(lambda: _cycle_marks(batch) >= target, cycles * (3 * interval + 120), 0.05,
                            f"{cycles} poll cycles")
     else:
         time.sleep(seconds)
@@ -218,8 +220,9 @@ def tables(results: list[dict[str, Any]]) -> tuple[str, str, str]:
 
 
 ECONOMY_NOTES = """\
-A cycle for batchop is one status poll of the account, measured over whole cycles (from one
-`list_job_schedules` to the N-th next; the period is the interval plus the cycle's own duration); for the
+A cycle for batchop is one status poll of the account, measured over whole cycles (from one cycle's
+`list_jobs` to the N-th next; the schedule listing takes one request per 1,000 schedules; the period is
+the interval plus the cycle's own duration); for the
 baseline, one timer interval (every object's timer fires once). Batch requests are the service's own
 admin counts per operation; Kubernetes writes are the API server's `apiserver_request_total` for
 `batchschedules` with verb POST, PUT, PATCH or DELETE (status subresource and no-op patches included).
