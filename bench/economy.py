@@ -8,7 +8,7 @@ Per run and N, on one fresh local stack (kube-apiserver + etcd, the local Batch 
    created through the Kubernetes API; wait until all are mirrored and every job-1 has completed and been
    mirrored (idle: nothing changes any more in Batch or in Kubernetes).
 2. **batchop at steady state** for ``--cycles`` poll cycles: Batch requests per cycle (the service's own
-   admin counts; a cycle = from one ``list_jobs`` to the next, :func:`_cycle_marks`), Kubernetes writes per
+   admin counts; a cycle = from one schedule listing to the next, :func:`_cycle_marks`), Kubernetes writes per
    cycle (the API server's ``apiserver_request_total`` for ``batchschedules``: POST/PUT/PATCH/DELETE,
    status and no-op patches included), operator CPU seconds per cycle and RSS.
 3. **Reaction time**: ``--edits`` resources edited one at a time (``jobManagerTask.commandLine``), each
@@ -49,16 +49,18 @@ def settled(batch: harness.LocalBatchProc, stack: harness.KubeStack, namespace: 
 
 
 def _cycle_marks(batch: harness.LocalBatchProc) -> int:
-    """``list_jobs`` requests so far: exactly one per poll cycle, sent after the schedule listing. Not
-    ``list_job_schedules``: above 1,000 schedules that listing takes one request per page of 1,000."""
-    return int(batch.counts().get("list_jobs", {}).get("total", 0))
+    """Schedule listings started so far (``list_job_schedules`` requests without ``$skiptoken``): exactly one
+    per poll cycle. Above 1,000 schedules a listing takes one request per page, and other listings (jobs)
+    may page too, so requests alone do not count cycles."""
+    entry = batch.counts().get("list_job_schedules", {})
+    return int(entry.get("total", 0)) - int(entry.get("nextPages", 0))
 
 
 def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: harness.OperatorProc,
             seconds: float, interval: float, *, cycles_from_lists: bool, cycles: int = 0) -> dict[str, Any]:
     """Counts over steady state, normalised per cycle.
 
-    batchop (``cycles_from_lists``): from one poll cycle's ``list_jobs`` (:func:`_cycle_marks`) to the
+    batchop (``cycles_from_lists``): from one poll cycle's schedule listing (:func:`_cycle_marks`) to the
     start of the ``cycles``-th next one, so exactly whole cycles are counted (a cycle's period is the
     interval plus the cycle's own duration). The baseline: ``seconds`` of wall time, cycles = elapsed /
     interval (its timers fire every interval whatever they cost).
@@ -220,8 +222,8 @@ def tables(results: list[dict[str, Any]]) -> tuple[str, str, str]:
 
 
 ECONOMY_NOTES = """\
-A cycle for batchop is one status poll of the account, measured over whole cycles (from one cycle's
-`list_jobs` to the N-th next; the schedule listing takes one request per 1,000 schedules; the period is
+A cycle for batchop is one status poll of the account, measured over whole cycles (from the first page of
+one schedule listing to that of the N-th next; a listing takes one request per 1,000 items; the period is
 the interval plus the cycle's own duration); for the
 baseline, one timer interval (every object's timer fires once). Batch requests are the service's own
 admin counts per operation; Kubernetes writes are the API server's `apiserver_request_total` for

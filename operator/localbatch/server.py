@@ -99,7 +99,7 @@ async def batch_middleware(request: web.Request, handler: Any) -> web.StreamResp
     if client_request_id:
         response.headers["client-request-id"] = client_request_id
     if not is_admin:
-        svc.count(operation, response.status)
+        svc.count(operation, response.status, next_page="$skiptoken" in request.query)
     if log.isEnabledFor(logging.DEBUG):
         log.debug(
             "request",

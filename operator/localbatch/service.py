@@ -78,6 +78,8 @@ class ServiceConfig:
 class OperationCounts:
     total: int = 0
     by_status: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    next_pages: int = 0
+    """Requests for a later page of a listing (``$skiptoken``): ``total - next_pages`` listings started."""
 
 
 class Service:
@@ -193,13 +195,17 @@ class Service:
         await self._start_engine()
 
     # -- request bookkeeping ----------------------------------------------------------------------
-    def count(self, operation: str, status: int) -> None:
+    def count(self, operation: str, status: int, *, next_page: bool = False) -> None:
         entry = self.counts[operation]
         entry.total += 1
         entry.by_status[str(status)] += 1
+        entry.next_pages += next_page
 
     def counts_json(self) -> dict[str, Any]:
-        return {op: {"total": c.total, "byStatus": dict(c.by_status)} for op, c in sorted(self.counts.items())}
+        return {
+            op: {"total": c.total, "byStatus": dict(c.by_status), "nextPages": c.next_pages}
+            for op, c in sorted(self.counts.items())
+        }
 
     def check_quota(self) -> None:
         quota = self.config.job_quota

@@ -46,6 +46,7 @@ async def test_listing_equals_the_sdk_pager_across_pages(gateway: Gateway, aio_b
     local_batch.reset_counts()
     listed = await gateway.list_schedules(filter=query, select=select)
     assert local_batch.count("list_job_schedules") == 2
+    assert local_batch.counts()["list_job_schedules"]["nextPages"] == 1  # the admin counts tell pages apart
     assert gateway.stats.requests["list_schedules"] == 1  # one listing, whatever its pages
 
     pager = [gw._raw(s) async for s in aio_batch_client.list_job_schedules(filter=query, select=select)]

@@ -528,7 +528,7 @@ def test_admin_counts_clock_info_state(batch_client: Any, local_batch: Any) -> N
     batch_client.create_job_schedule(schedule_body(schedule_id))
     with pytest.raises(ResourceExistsError):
         batch_client.create_job_schedule(schedule_body(schedule_id))
-    assert local_batch.counts()["create_job_schedule"] == {"total": 2, "byStatus": {"201": 1, "409": 1}}
+    assert local_batch.counts()["create_job_schedule"] == {"total": 2, "byStatus": {"201": 1, "409": 1}, "nextPages": 0}
     info = local_batch.info()
     assert info["endpoint"] == local_batch.endpoint and info["account"] == local_batch.account
     assert schedule_id.lower() in local_batch.state()["schedules"]
