@@ -477,7 +477,8 @@ class Gateway:
                 url = _with_query(next_link, {}, self.api_version) if next_link else None
             return items
 
-        return list(await self._call(op, run))
+        items: list[dict[str, Any]] = await self._call(op, run)
+        return items
 
     @property
     def api_version(self) -> str:

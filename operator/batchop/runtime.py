@@ -274,7 +274,7 @@ class Runtime:
         if add is None:
             return True
         try:
-            return bool(await add(view.namespace, view.name, view.uid, FINALIZER, seen=view.seen or None))
+            return bool(await add(view.namespace, view.name, view.uid, FINALIZER, seen=view.seen))
         except Exception as exc:
             # Never create without the finalizer in place: a deletion in that window would orphan the
             # schedule. Not creating now is safe; the error is retried like any other recoverable one.
