@@ -2,7 +2,7 @@
 
 - :class:`LocalBatchProc`: ``python -m localbatch --no-execute --port 0`` with its admin API
   (request counts per operation, faults, clock).
-- :class:`KubeStack`: etcd + kube-apiserver (:mod:`batchop.devstack.kube`) with the CRDs applied, a
+- :class:`KubeStack`: etcd + kube-apiserver (:mod:`devstack.kube`) with the CRDs applied, a
   ``kubernetes`` client for it, and :meth:`KubeStack.request_counts`: the API server's own
   ``apiserver_request_total`` for ``batchschedules`` by verb, so Kubernetes writes are counted where they
   land (no-op patches included, which a watch would not see).
@@ -215,8 +215,8 @@ class KubeStack:
     """etcd + kube-apiserver under a private state directory, CRDs applied."""
 
     def __init__(self, state_dir: Path | None = None) -> None:
-        from batchop.devstack import kube as kube_mod
-        from batchop.devstack.stack import CRD_DIR
+        from devstack import kube as kube_mod
+        from devstack.stack import CRD_DIR
 
         self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="batchop-bench-kube-"))
         self.endpoints = kube_mod.start(self.state_dir)
@@ -227,7 +227,7 @@ class KubeStack:
         self._local = threading.local()
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = False) -> subprocess.CompletedProcess[str]:
-        from batchop.devstack import kube as kube_mod
+        from devstack import kube as kube_mod
 
         return kube_mod.kubectl(self.kubeconfig, *args, input=input, check=check)
 
@@ -288,8 +288,8 @@ class KubeStack:
         return counts
 
     def stop(self) -> None:
-        from batchop.devstack import kube as kube_mod
-        from batchop.devstack import procs
+        from devstack import kube as kube_mod
+        from devstack import procs
 
         procs.stop_all(self.state_dir, order=(kube_mod.APISERVER, kube_mod.ETCD))
 

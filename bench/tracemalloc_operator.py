@@ -36,7 +36,7 @@ def main() -> int:
     tracemalloc.start(int(os.environ.get("BATCHOP_TRACEMALLOC_FRAMES", "1")))
     signal.signal(signal.SIGUSR1, _dump)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
-    from batchop.cli import main as batchop_main
+    from batchop.cli.main import main as batchop_main
 
     return batchop_main(sys.argv[1:])
 

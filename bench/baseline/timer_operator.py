@@ -3,7 +3,7 @@
 One ``@kopf.timer`` per ``BatchJobSchedule``: every ``BASELINE_INTERVAL`` seconds (default 30) it GETs the
 object's Batch schedule, the schedule's recent job and that job's pool, and patches the object's status with
 what it read. That is 3 Batch requests and one Kubernetes write per object per interval, whatever changed:
-the cost batchop's one-poller-per-account design (:mod:`batchop.poller`) is measured against in
+the cost batchop's one-poller-per-account design (:mod:`batchop.controller.poller`) is measured against in
 ``bench/economy.py``.
 
 It does not create, edit or delete anything in Batch: the schedules are created by batchop first (the

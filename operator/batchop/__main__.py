@@ -2,6 +2,6 @@
 
 import sys
 
-from batchop.cli import main
+from batchop.cli.main import main
 
 sys.exit(main())

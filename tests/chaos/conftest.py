@@ -31,10 +31,10 @@ from typing import Any
 
 import pytest
 
+from batchop.api.names import MARK_OWNER
 from tests.fixtures.batch import LocalBatch, start_local_batch
 
 GROUP, VERSION, PLURAL = "azurebatch.dev", "v1alpha1", "batchschedules"
-OWNER_KEY = "azurebatch.dev/owner"
 CHAOS_N = int(os.environ.get("CHAOS_N", "30"))
 
 
@@ -182,7 +182,7 @@ def owned_schedules(batch: LocalBatch, ns: str) -> dict[str, list[dict[str, Any]
     found: dict[str, list[dict[str, Any]]] = {}
     for schedule in (batch.state().get("schedules") or {}).values():
         marks = {m.get("name"): m.get("value") for m in schedule.get("metadata") or []}
-        owner = str(marks.get(OWNER_KEY) or "")
+        owner = str(marks.get(MARK_OWNER) or "")
         if owner.startswith(f"{ns}/"):
             found.setdefault(owner.split("/", 1)[1], []).append(schedule)
     return found

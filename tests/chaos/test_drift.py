@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.conftest import OWNER_KEY, Kube, batch_env, command_line, converge, parallel, report, spec
+from tests.chaos.conftest import MARK_OWNER, Kube, batch_env, command_line, converge, parallel, report, spec
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 RESYNC = 3.0
@@ -53,7 +53,7 @@ def test_out_of_band_changes_are_undone_within_one_resync(chaos_kube: Kube, chao
                 return False
             marks = {m["name"]: m["value"] for m in found.get("metadata") or []}
             command = found["jobSpecification"]["jobManagerTask"]["commandLine"]
-            return marks.get(OWNER_KEY) == f"{ns}/{name}" and command == command_line("v1")
+            return marks.get(MARK_OWNER) == f"{ns}/{name}" and command == command_line("v1")
 
         took: dict[str, float] = {}
         deadline = time.monotonic() + RESYNC + SLACK + 30
@@ -89,7 +89,7 @@ def test_stripped_owner_marks_are_restored(chaos_kube: Kube, chaos_batch: Any, o
     while time.monotonic() < deadline:
         found = chaos_batch.state()["schedules"].get(schedule_id.lower()) or {}
         marks = {m["name"]: m["value"] for m in found.get("metadata") or []}
-        if marks.get(OWNER_KEY) == f"{ns}/unmarked":
+        if marks.get(MARK_OWNER) == f"{ns}/unmarked":
             break
         time.sleep(0.2)
-    assert marks.get(OWNER_KEY) == f"{ns}/unmarked", f"owner marks not restored: {marks}"
+    assert marks.get(MARK_OWNER) == f"{ns}/unmarked", f"owner marks not restored: {marks}"

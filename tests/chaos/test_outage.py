@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from batchop.api.names import FINALIZER
 from tests.chaos.conftest import (
     Kube,
     batch_env,
@@ -32,7 +33,6 @@ from tests.chaos.conftest import (
 from tests.fixtures.operator import wait_for
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900)]
-FINALIZER = "azurebatch.dev/finalizer"
 
 
 def _free_port() -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from batchop.api.names import FINALIZER
 from tests.chaos.conftest import (
     Kube,
     batch_env,
@@ -28,7 +29,6 @@ from tests.chaos.conftest import (
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 RESYNC = 2.0
-FINALIZER = "azurebatch.dev/finalizer"
 
 
 def test_namespace_shards_stay_apart(chaos_kube: Kube, chaos_batch: Any, operator_factory: Any) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from batchop.devstack import procs, stack
+from devstack import procs, stack
 
 REPO = Path(__file__).resolve().parents[2]
 LYRICS = REPO / "blob" / "input" / "the_star_spangled_banner.txt"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from batchop.devstack import procs, stack
+from devstack import procs, stack
 from tests.fixtures.operator import wait_for
 
 pytestmark = pytest.mark.skipif(not stack.operator_available(), reason="the operator is not in this checkout")

@@ -25,7 +25,10 @@ OWNER = f"{NAMESPACE}/{NAME}"
 _missing = [
     what
     for what, present in (
-        ("the operator (operator/batchop/commands/run.py)", (REPO / "operator/batchop/commands/run.py").is_file()),
+        (
+            "the operator (operator/batchop/cli/commands/run.py)",
+            (REPO / "operator/batchop/cli/commands/run.py").is_file(),
+        ),
         ("the CRD (crds/*.yaml)", any((REPO / "crds").glob("*.yaml"))),
     )
     if not present

@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from batchop import blobrefs, sas, storage_config
+from batchop.blob import refs as blobrefs
+from batchop.blob import sas
+from batchop.blob import settings as storage_config
 
 REPO = Path(__file__).resolve().parents[2]
 

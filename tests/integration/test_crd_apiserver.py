@@ -113,7 +113,7 @@ def test_kubectl_explain_is_useful(kube: Any) -> None:
 
 def test_converted_seed_is_accepted_and_renders(kube: Any, tmp_path: Path) -> None:
     """`batchop convert` of the 2016 seed -> the API server accepts it -> `batchop render` validates it."""
-    from batchop import cli
+    from batchop.cli import main as cli
 
     converted = tmp_path / "seed.yaml"
     assert cli.main(["convert", str(SEED), "--name", "seed-converted", "-o", str(converted)]) == 0

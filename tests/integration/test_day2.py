@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from batchop import runnow
+from batchop.controller import runnow
 from tests.fixtures.operator import REPO, OperatorProcess, _free_port, resource_namespace, wait_for
 from tests.integration.test_operator import apply, condition, events, get, patch, wait_condition
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from azure.core.credentials import AzureNamedKeyCredential
 
-from batchop import gateway as gw
-from batchop.gateway import BatchError, Gateway, Limits
+from batchop.batch import gateway as gw
+from batchop.batch.gateway import BatchError, Gateway, Limits
 
 
 def _body(schedule_id: str) -> dict[str, Any]:

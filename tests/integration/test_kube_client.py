@@ -1,4 +1,4 @@
-"""The operator's own API client (:class:`batchop.kube.KubeClient`) against the real kube-apiserver: the
+"""The operator's own API client (:class:`batchop.kube.client.KubeClient`) against the real kube-apiserver: the
 finalizer add that needs no GET when the object is as last seen, and falls back to a GET when it is not."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from batchop.kube import KubeClient
-
-FINALIZER = "azurebatch.dev/finalizer"
+from batchop.api.names import FINALIZER
+from batchop.kube.client import KubeClient
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def test_busy_port_exits_4_and_help_documents_the_contract(local_batch: Any) -> 
     )
     assert busy.returncode == 4 and "--port" in busy.stderr
     usage = subprocess.run(
-        [sys.executable, "-m", "batchop.cli", "emulator", "--help"], capture_output=True, text=True, env=env, timeout=30
+        [sys.executable, "-m", "batchop", "emulator", "--help"], capture_output=True, text=True, env=env, timeout=30
     )
     assert usage.returncode == 0
     for flag in (
@@ -97,7 +97,7 @@ def test_busy_port_exits_4_and_help_documents_the_contract(local_batch: Any) -> 
 def test_batchop_emulator_subcommand_serves(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "batchop.cli", "emulator", "--port", "0", "--no-execute", "--work-dir", str(tmp_path)],
+        [sys.executable, "-m", "batchop", "emulator", "--port", "0", "--no-execute", "--work-dir", str(tmp_path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from batchop.devstack import kube as devkube
+from devstack import kube as devkube
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -167,7 +167,7 @@ def test_operator_fills_the_shipped_webhook_ca_bundle_with_only_its_rights(
 ) -> None:
     """In a cluster the operator patches the caBundle of the shipped configuration (service mode); the exact JSON
     patch is allowed to its ServiceAccount, and afterwards the install still shows no diff."""
-    from batchop import webhook
+    from batchop.admission import webhook
 
     authority = webhook.CertificateAuthority(tmp_path, ["batchop-webhook.batchop-system.svc"])
     bundle = __import__("base64").b64encode(authority.ca_pem).decode()

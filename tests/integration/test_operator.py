@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
+from batchop.api.names import FINALIZER
 from tests.fixtures.operator import resource_namespace, wait_for
 
 RESYNC = 2.0
-FINALIZER = "azurebatch.dev/finalizer"
 
 
 def resource(name: str, **spec: Any) -> dict[str, Any]:

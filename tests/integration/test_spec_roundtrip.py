@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from azure.batch import models as batch_models
 
-from batchop import blobrefs
-from batchop.commands.render import PlaceholderMinter
+from batchop.blob import refs as blobrefs
+from batchop.blob.settings import AZURITE_BLOB_URL
+from batchop.cli.commands.render import PlaceholderMinter
 from batchop.spec import conversion, diff, mapping
-from batchop.storage_config import AZURITE_BLOB_URL
 from tests.unit.test_spec_diff import resolved_spec
 
 
@@ -57,7 +57,7 @@ def _observed(batch: Any, schedule_id: str) -> dict[str, Any]:
 
 def _listed(batch: Any, schedule_id: str) -> dict[str, Any]:
     """What the operator's poller sees: a listed model's raw JSON (``_data``), with ``$select``."""
-    from batchop.poller import SCHEDULE_SELECT
+    from batchop.controller.poller import SCHEDULE_SELECT
 
     found = [item._data for item in batch.list_job_schedules(select=SCHEDULE_SELECT) if item.id == schedule_id]
     return dict(found[0])

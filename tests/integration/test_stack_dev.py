@@ -22,7 +22,7 @@ from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.storage.blob import BlobServiceClient
 
-from batchop.devstack import procs, system
+from devstack import procs, system
 
 EXPECTED = {"etcd", "kube-apiserver", "azurite", "batch"}
 

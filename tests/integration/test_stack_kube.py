@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from batchop import GROUP, PLURAL, SHORT_NAME
+from batchop.api.names import GROUP, PLURAL, SHORT_NAME
 from tests.fixtures.stack import KubeHandle
 
 RESOURCE = """\

@@ -16,7 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from batchop.devstack import procs
+from devstack import procs
 from tests.fixtures.stack import claim_session_dir
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from batchop import blobrefs
-from batchop.blobrefs import BlobReferenceError, has_blob_references, resolve
-from batchop.sas import KeyMinter, StorageAccessError, sas_permissions, strip_sas
+from batchop.blob import refs as blobrefs
+from batchop.blob.refs import BlobReferenceError, has_blob_references, resolve
+from batchop.blob.sas import KeyMinter, StorageAccessError, sas_permissions, strip_sas
 
 KEY = base64.b64encode(b"k" * 64).decode()
 URL = "https://acct.blob.core.windows.net"

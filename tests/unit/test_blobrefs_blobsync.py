@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from batchop import blobsync
-from batchop.exitcodes import INVALID, CLIError
+from batchop.blob import sync as blobsync
+from batchwire.exitcodes import INVALID, CLIError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,7 +79,7 @@ def test_split_target() -> None:
 
 
 def test_sync_notes_top_level_files_before_touching_storage(tmp_path: Path) -> None:
-    from batchop.storage_config import AZURITE_ACCOUNT, AZURITE_KEY, StorageSettings
+    from batchop.blob.settings import AZURITE_ACCOUNT, AZURITE_KEY, StorageSettings
 
     (tmp_path / "data").mkdir()
     (tmp_path / "stray.txt").write_text("x")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from batchop.schema.crd import spec_schema
+from batchop.api.crd import spec_schema
 from batchop.spec import cel_rules, validation
 from batchop.spec.cel_rules import RULES, CelRule
 

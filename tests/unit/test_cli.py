@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from batchop import cli, exitcodes
+from batchop.cli import main as cli
+from batchwire import exitcodes
 
 SUBCOMMANDS = ("run", "emulator", "dev", "demo", "blob", "convert", "render", "import", "status")
 
@@ -43,10 +44,10 @@ def test_the_operator_process_never_loads_the_kubernetes_client_library() -> Non
     """batchop run keeps kopf from importing the optional client library (19 MiB it never uses)."""
     code = (
         "import sys; sys.path.insert(0, 'operator');"
-        "from batchop import cli; cli.build_parser();"  # as `batchop run` does before run() is called
+        "from batchop.cli import main; main.build_parser();"  # as `batchop run` does before run() is called
         "assert 'kopf' not in sys.modules, 'building the CLI parser imported kopf';"
-        "from batchop.commands import run; run.skip_optional_kopf_clients();"
-        "import kopf, batchop.handlers, batchop.webhook, batchop.runtime;"
+        "from batchop.cli.commands import run; run.skip_optional_kopf_clients();"
+        "import kopf, batchop.controller.handlers, batchop.admission.webhook, batchop.controller.runtime;"
         "loaded = [m for m in sys.modules if m.startswith('kubernetes') and sys.modules[m] is not None];"
         "print(loaded); assert not loaded"
     )

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from batchop import cli
+from batchop.cli import main as cli
 from batchop.spec import conversion
 from batchop.spec.validation import errors_only, validate_resource
 

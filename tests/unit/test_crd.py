@@ -13,9 +13,8 @@ from azure.batch import models as batch_models
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchop import crdgen
-from batchop.schema import crd as crdmod
-from batchop.schema import sdkmodels
+from batchop.api import crd as crdmod
+from batchop.api import crdgen, sdkmodels
 from batchwire import durations
 
 CRD = yaml.safe_load(crdgen.CRD_PATH.read_text())
@@ -28,8 +27,8 @@ POOL = JOB["properties"]["poolInfo"]["properties"]["autoPoolSpecification"]["pro
 
 
 def test_regenerating_changes_nothing() -> None:
-    assert crdgen.CRD_PATH.read_text() == crdgen.render(), "run: python -m batchop.crdgen --write"
-    assert crdgen.CEL_CRD_PATH.read_text() == crdgen.render(cel=True), "run: python -m batchop.crdgen --write"
+    assert crdgen.CRD_PATH.read_text() == crdgen.render(), "run: python -m batchop.api.crdgen --write"
+    assert crdgen.CEL_CRD_PATH.read_text() == crdgen.render(cel=True), "run: python -m batchop.api.crdgen --write"
     assert crdgen.main(["--check"]) == 0
 
 

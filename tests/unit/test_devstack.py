@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from batchop.commands import demo
-from batchop.devstack import kube, kubebuild, procs, system
-from batchop.devstack.stack import StackInfo
+from batchop.cli.commands import demo
+from devstack import kube, kubebuild, procs, system
+from devstack.stack import StackInfo
 
 
 def _wait_dead(record: procs.ProcessRecord, timeout: float = 5.0) -> bool:
@@ -75,7 +75,7 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(tmp_path: Path) -> No
 def test_owned_dir_lock_is_exclusive_and_released_when_the_owner_dies(tmp_path: Path) -> None:
     target = tmp_path / "session"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from batchop.devstack.procs import OwnedDir; from pathlib import "
+        [sys.executable, "-c", "import sys, time; from devstack.procs import OwnedDir; from pathlib import "
          "Path; owned = OwnedDir(Path(sys.argv[1])); assert owned.try_acquire(); print('held', flush=True); "
          "time.sleep(300)",
          str(target)],

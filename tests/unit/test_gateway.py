@@ -16,7 +16,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from batchop import gateway as gw
+from batchop.batch import gateway as gw
 
 
 class FakeResponse:
@@ -116,7 +116,7 @@ def test_connection_errors_and_timeouts_are_unavailable() -> None:
 
 
 def test_messages_are_redacted() -> None:
-    from batchop.redact import register_secret
+    from batchwire.redact import register_secret
 
     register_secret("c2VjcmV0LWtleS12YWx1ZQ==")
     err = gw.classify(
@@ -172,8 +172,8 @@ async def test_concurrency_limit_and_404_as_none() -> None:
 
 
 def test_accounts_keep_working_credentials_for_the_poller_and_follow_rotation() -> None:
-    from batchop.config import Settings
-    from batchop.credentials import AccountRef, Accounts
+    from batchop.batch.credentials import AccountRef, Accounts
+    from batchop.batch.settings import Settings
 
     accounts = Accounts(Settings())
     endpoint = "https://acct.westeurope.batch.azure.com"

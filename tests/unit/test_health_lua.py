@@ -1,5 +1,6 @@
 """examples/argocd/health.lua run by a real Lua 5.1 interpreter (Argo CD's gopher-lua is Lua 5.1), on status
-documents built by the operator's own status code (batchop.status, batchop.conditions) for every condition
+documents built by the operator's own status code (batchop.controller.status, batchop.api.conditions) for every
+condition
 combination it produces."""
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from batchop import conditions as cond
-from batchop import gateway, status
-from batchop.credentials import REASON_ACCOUNT_NOT_CONFIGURED
+from batchop.api import conditions as cond
+from batchop.batch import gateway
+from batchop.batch.credentials import REASON_ACCOUNT_NOT_CONFIGURED
+from batchop.controller import status
 
 lupa = pytest.importorskip("lupa.lua51")
 
@@ -22,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = (ROOT / "examples/argocd/health.lua").read_text()
 HEALTH = {"Healthy", "Progressing", "Degraded", "Suspended"}
 # Reasons that need the user to act: the gateway's terminal ones, plus the runtime's and the storage checks'
-# (batchop.sas raises ContainerNotFound and StorageAuthenticationFailed as permanent).
+# (batchop.blob.sas raises ContainerNotFound and StorageAuthenticationFailed as permanent).
 STORAGE_PERMANENT = {"ContainerNotFound", "StorageAuthenticationFailed"}
 TERMINAL = set(gateway.TERMINAL_REASONS) | {cond.REASON_ID_IMMUTABLE, cond.REASON_CREDENTIALS_NOT_FOUND,
                                            REASON_ACCOUNT_NOT_CONFIGURED} | STORAGE_PERMANENT

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from batchop import history, runnow
-from batchop.gateway import BatchError
+from batchop.batch.gateway import BatchError
+from batchop.controller import history, runnow
 
 
 def job(n: int, state: str = "completed", sid: str = "s", *, minute: int | None = None, **extra: Any) -> dict[str, Any]:

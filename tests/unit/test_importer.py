@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from batchop import importer
-from batchop.spec import mapping, validation
+from batchop.spec import importer, mapping, validation
 from batchwire import defaults
 
 
@@ -94,7 +93,7 @@ def test_notes_about_accounts_and_history() -> None:
 
 
 def test_import_cli_needs_an_account(monkeypatch: Any, capsys: Any) -> None:
-    from batchop import cli
+    from batchop.cli import main as cli
 
     for name in ("BATCHOP_BATCH_ENDPOINT", "BATCHOP_BATCH_ACCOUNT", "BATCHOP_BATCH_KEY"):
         monkeypatch.delenv(name, raising=False)

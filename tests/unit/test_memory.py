@@ -1,8 +1,8 @@
-"""batchop.memory: the heap trim runs, and at most once per interval."""
+"""batchop.observability.memory: the heap trim runs, and at most once per interval."""
 
 from __future__ import annotations
 
-from batchop import memory
+from batchop.observability import memory
 
 
 def test_release_trims_at_most_once_per_interval() -> None:

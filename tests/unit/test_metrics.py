@@ -1,4 +1,5 @@
-"""batchop.metrics: gauges from status objects, the Batch pipeline policy over real HTTP, reconcile timing."""
+"""batchop.observability.metrics: gauges from status objects, the Batch pipeline policy over real HTTP, reconcile
+timing."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from azure.core.pipeline.policies import AsyncRetryPolicy, RetryPolicy
 from azure.core.rest import HttpRequest
 from prometheus_client import CollectorRegistry
 
-from batchop import metrics
-from batchop.metrics import Metrics, MetricsPolicy, operation_name
+from batchop.observability import metrics
+from batchop.observability.metrics import Metrics, MetricsPolicy, operation_name
 
 
 @pytest.fixture

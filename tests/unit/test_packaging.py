@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from batchop import cli
+from batchop.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_SOURCE = "\n".join(p.read_text() for p in (ROOT / "operator/batchop").rglob("*.py"))

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from batchop import conditions as cond
-from batchop import reconcile as rc
-from batchop.gateway import BatchError, classify
+from batchop.api import conditions as cond
+from batchop.batch.gateway import BatchError, classify
+from batchop.controller import reconcile as rc
 
 UID = "0b8f6a52-uid"
 
@@ -257,7 +257,7 @@ async def test_changed_schedule_id_refused(model: rc.Model) -> None:
 
 async def test_skip_policy_never_writes(model: rc.Model) -> None:
     gw = FakeGateway()
-    out = await rc.apply(view(annotations={rc.ANNOTATION_POLICY: "skip"}), gw, model=model)
+    out = await rc.apply(view(annotations={rc.ANNOTATION_RECONCILE_POLICY: "skip"}), gw, model=model)
     assert gw.ops() == ["get"]
     assert out.synced["status"] == cond.UNKNOWN and out.ready and out.ready["reason"] == cond.REASON_NOT_FOUND
 
@@ -379,8 +379,8 @@ class FailingKube:
 
 
 async def test_no_create_without_the_finalizer_when_the_api_server_fails(model: rc.Model) -> None:
-    from batchop.config import Settings
-    from batchop.runtime import Runtime, _Hold
+    from batchop.batch.settings import Settings
+    from batchop.controller.runtime import Runtime, _Hold
 
     runtime = Runtime(Settings(), kube=FailingKube(), model=model)
     gw = FakeGateway()
@@ -407,8 +407,8 @@ async def test_locks_of_deleted_resources_are_dropped(model: rc.Model) -> None:
     or delete still holds it, which then drops it when it ends."""
     import asyncio
 
-    from batchop.config import Settings
-    from batchop.runtime import Runtime
+    from batchop.batch.settings import Settings
+    from batchop.controller.runtime import Runtime
 
     runtime = Runtime(Settings(), model=model)
     body = {"metadata": {"namespace": "ns", "name": "gone", "uid": "u1"}}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
-from batchop import logs
-from batchop.redact import redact, register_secret
+from batchwire import logs
+from batchwire.redact import redact, register_secret
 
 
 def test_sas_signature_removed() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from batchop import cli
-from batchop.commands import render
+from batchop.cli import main as cli
+from batchop.cli.commands import render
 from tests.unit.test_spec_validation import modern_spec
 
 NO_STORAGE_ENV = {"PATH": "/usr/bin"}

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batchop import runnow
-from batchop.gateway import BatchError
+from batchop.api import names
+from batchop.batch.gateway import BatchError
+from batchop.controller import runnow
 
 SPEC = {
     "poolInfo": {"autoPoolSpecification": {"poolLifetimeOption": "jobschedule", "pool": {"vmSize": "s"}}},
@@ -20,10 +21,10 @@ SPEC = {
 
 
 def test_requested_only_for_a_new_non_blank_value() -> None:
-    assert runnow.requested({runnow.ANNOTATION: "a"}, {}) == "a"
-    assert runnow.requested({runnow.ANNOTATION: "a"}, {"runNow": "a"}) is None
-    assert runnow.requested({runnow.ANNOTATION: "b"}, {"runNow": "a"}) == "b"
-    assert runnow.requested({runnow.ANNOTATION: "  "}, {}) is None
+    assert runnow.requested({names.ANNOTATION_RUN_NOW: "a"}, {}) == "a"
+    assert runnow.requested({names.ANNOTATION_RUN_NOW: "a"}, {"runNow": "a"}) is None
+    assert runnow.requested({names.ANNOTATION_RUN_NOW: "b"}, {"runNow": "a"}) == "b"
+    assert runnow.requested({names.ANNOTATION_RUN_NOW: "  "}, {}) is None
     assert runnow.requested({}, {"runNow": "a"}) is None
 
 
@@ -105,7 +106,7 @@ async def test_start_refuses_a_job_of_another_resource_and_propagates_errors() -
 
 
 def test_pending_uses_the_freshest_status_and_ignores_deletions() -> None:
-    body = {"metadata": {"annotations": {runnow.ANNOTATION: "b"}}, "status": {"runNow": "a"}}
+    body = {"metadata": {"annotations": {names.ANNOTATION_RUN_NOW: "b"}}, "status": {"runNow": "a"}}
     assert runnow.pending(body, None)
     assert not runnow.pending(body, {"runNow": "b"})  # the operator wrote it; the event's body is older
     assert not runnow.pending({**body, "metadata": {**body["metadata"], "deletionTimestamp": "x"}}, None)

@@ -9,9 +9,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from batchop import redact, sas, storage_config
-from batchop.sas import KeyMinter, UserDelegationMinter, minter_for, renewal_due, required_until
-from batchop.storage_config import StorageConfigError
+from batchop.blob import sas
+from batchop.blob import settings as storage_config
+from batchop.blob.sas import KeyMinter, UserDelegationMinter, minter_for, renewal_due, required_until
+from batchop.blob.settings import StorageConfigError
+from batchwire import redact
 
 KEY = base64.b64encode(b"secret-key-bytes" * 4).decode()
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from batchop.schema import sdkmodels
+from batchop.api import sdkmodels
 from batchop.spec import legacy
 
 

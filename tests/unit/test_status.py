@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from batchop import conditions as cond
-from batchop import status as st
-from batchop.gateway import GatewayStats
-from batchop.kube import StatusWriter, merge_patch
-from batchop.poller import Poller, Tracked
+from batchop.api import conditions as cond
+from batchop.batch.gateway import GatewayStats
+from batchop.controller import status as st
+from batchop.controller.poller import Poller, Tracked
+from batchop.kube.client import StatusWriter, merge_patch
 
 SCHEDULE = {
     "id": "team_report",

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from batchop import cli, statustable
+from batchop.cli import main as cli
+from batchop.cli import statustable
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,5 @@
-"""batchop.webhook: the admission verdicts (on the model's validation), certificates, the configuration shape."""
+"""batchop.admission.webhook: the admission verdicts (on the model's validation), certificates, the configuration
+shape."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import aiohttp
 import pytest
 import yaml
 
-from batchop import webhook
-from batchop.webhook import CertificateAuthority, WebhookOptions, WebhookRegistrar, review
+from batchop.admission import webhook
+from batchop.admission.webhook import CertificateAuthority, WebhookOptions, WebhookRegistrar, review
 
 ROOT = Path(__file__).resolve().parents[2]
 

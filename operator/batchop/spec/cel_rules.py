@@ -1,6 +1,7 @@
 """CEL rules (``x-kubernetes-validations``) for the CRD variant served to Kubernetes >= 1.25.
 
-The admission webhook (:mod:`batchop.webhook`) runs the whole of :mod:`batchop.spec.validation`, but only while
+The admission webhook (:mod:`batchop.admission.webhook`) runs the whole of :mod:`batchop.spec.validation`, but only
+while
 the operator runs (``failurePolicy: Ignore``). These rules let the API server itself refuse the mistakes that a
 structural schema cannot express, also when the operator is down. Each rule is a subset of what
 :func:`batchop.spec.validation.validate` refuses (tested), with a message naming the field and the fix.
@@ -8,7 +9,7 @@ structural schema cannot express, also when the operator is down. Each rule is a
 :data:`RULES` places each rule by a path in the ``spec`` schema: property names joined by ``.``, ``[]`` for
 array items, ``*`` for any one property. :func:`apply` attaches them to a spec schema (a copy); the CRD
 generator calls it for the CEL variant (``crds/cel/``). The immutable ``scheduleId`` rule lives in the
-generator itself (:mod:`batchop.schema.crd`).
+generator itself (:mod:`batchop.api.crd`).
 """
 
 from __future__ import annotations

@@ -26,11 +26,10 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from batchop import GROUP, KIND, VERSION
-from batchop.schema.crd import shared_spec_schema
+from batchop.api.crd import shared_spec_schema
+from batchop.api.names import GROUP, KIND, OWNER_MARKS, VERSION
+from batchop.blob.settings import AZURITE_ACCOUNT
 from batchop.spec import legacy
-from batchop.spec.mapping import MARK_KEYS
-from batchop.storage_config import AZURITE_ACCOUNT
 from batchwire import timestamps
 
 NoteKind = Literal["renamed", "replaced", "dropped", "removed-sas", "guess", "warning"]
@@ -368,7 +367,7 @@ def convert(
                                               "jobSpecification")
     metadata = source.pop("metadata", None)
     if metadata:
-        kept = [item for item in metadata if not (isinstance(item, Mapping) and item.get("name") in MARK_KEYS)]
+        kept = [item for item in metadata if not (isinstance(item, Mapping) and item.get("name") in OWNER_MARKS)]
         if len(kept) != len(metadata):
             converter.note("dropped", "metadata", "batchop's own marks (the operator writes them)")
         if kept:

@@ -6,7 +6,7 @@ RFC 3339 strings, and the schedule's ``metadata`` gets the operator's ownership 
 (``azurebatch.dev/owner`` = ``namespace/name``, ``azurebatch.dev/uid`` = the resource's uid), which is
 how a ``JobScheduleExists`` answer is told apart (ours after a crash, or someone else's).
 
-Blob references (``blob: {...}``) are left in place: :mod:`batchop.blobrefs` resolves them.
+Blob references (``blob: {...}``) are left in place: :mod:`batchop.blob.refs` resolves them.
 """
 
 from __future__ import annotations
@@ -16,12 +16,8 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from typing import Any
 
-from batchop import PREFIX
+from batchop.api.names import MARK_OWNER, MARK_UID, OWNER_MARKS
 from batchwire import timestamps
-
-OWNER_KEY = f"{PREFIX}/owner"
-UID_KEY = f"{PREFIX}/uid"
-MARK_KEYS = (OWNER_KEY, UID_KEY)
 
 UPDATABLE_PROPERTIES = ("schedule", "jobSpecification", "metadata")
 """The top-level schedule properties a PATCH may change (``id`` and ``displayName`` cannot change)."""
@@ -42,25 +38,25 @@ def to_wire(value: Any) -> Any:
 
 def owner_marks(*, owner: str, uid: str) -> list[dict[str, str]]:
     """The metadata items that mark a schedule as managed by the resource ``owner`` (``namespace/name``)."""
-    return [{"name": OWNER_KEY, "value": owner}, {"name": UID_KEY, "value": uid}]
+    return [{"name": MARK_OWNER, "value": owner}, {"name": MARK_UID, "value": uid}]
 
 
 def with_owner_marks(metadata: Iterable[Mapping[str, Any]] | None, *, owner: str, uid: str) -> list[dict[str, Any]]:
     """``metadata`` (user items first, in their order) with the marks set, replacing any stale ones."""
-    items = [to_wire(item) for item in metadata or () if item.get("name") not in MARK_KEYS]
+    items = [to_wire(item) for item in metadata or () if item.get("name") not in OWNER_MARKS]
     return items + owner_marks(owner=owner, uid=uid)
 
 
 def without_owner_marks(metadata: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
     """``metadata`` without the operator's marks (what an ``Orphan`` deletion PATCHes)."""
-    return [to_wire(item) for item in metadata or () if item.get("name") not in MARK_KEYS]
+    return [to_wire(item) for item in metadata or () if item.get("name") not in OWNER_MARKS]
 
 
 def marks_of(schedule: Mapping[str, Any]) -> dict[str, str]:
     """The operator's marks found in a Batch schedule's ``metadata`` (``{}`` when unmarked)."""
     found: dict[str, str] = {}
     for item in schedule.get("metadata") or ():
-        if isinstance(item, Mapping) and item.get("name") in MARK_KEYS:
+        if isinstance(item, Mapping) and item.get("name") in OWNER_MARKS:
             found[str(item["name"])] = str(item.get("value", ""))
     return found
 
@@ -73,9 +69,9 @@ def is_owned_by(schedule: Mapping[str, Any], *, owner: str, uid: str | None = No
     decides; pass ``uid=None`` to compare the owner only.
     """
     marks = marks_of(schedule)
-    if marks.get(OWNER_KEY) != owner:
+    if marks.get(MARK_OWNER) != owner:
         return False
-    return uid is None or marks.get(UID_KEY) == uid
+    return uid is None or marks.get(MARK_UID) == uid
 
 
 def desired_schedule(spec: Mapping[str, Any], *, schedule_id: str, owner: str, uid: str) -> dict[str, Any]:

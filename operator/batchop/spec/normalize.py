@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from batchop.schema.crd import shared_spec_schema
-from batchop.schema.sdkmodels import DURATION_PATTERN
+from batchop.api.crd import shared_spec_schema
+from batchop.api.sdkmodels import DURATION_PATTERN
 from batchwire import defaults, durations, timestamps
 
 COMPARED_PROPERTIES = ("schedule", "jobSpecification", "metadata")

@@ -3,7 +3,7 @@
 The operator runs :func:`validate` before any Azure call, the admission webhook before the API server
 stores a resource, and ``batchop render`` offline: one definition, so they agree. The checks:
 
-- the CRD's own schema (generated from the azure-batch SDK, :mod:`batchop.schema.crd`): types, required
+- the CRD's own schema (generated from the azure-batch SDK, :mod:`batchop.api.crd`): types, required
   fields, enums, patterns, lengths, minimums, one-of rules; unknown fields (which a Kubernetes 1.20 API
   server would prune silently) with the closest known name suggested;
 - field names of earlier Batch API versions anywhere in the tree (``targetDedicated`` ...), with the
@@ -27,24 +27,21 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
-from batchop import PREFIX, blobrefs
-from batchop.schema.crd import (
+from batchop.api.crd import (
     BLOB_CONTAINER_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
     SCHEDULE_ID_PATTERN,
     is_forbidden,
     shared_spec_schema,
 )
-from batchop.schema.sdkmodels import DURATION_PATTERN
+from batchop.api.names import ANNOTATION_ADOPT, ANNOTATION_RECONCILE_POLICY, RESERVED_METADATA_PREFIX
+from batchop.api.sdkmodels import DURATION_PATTERN
+from batchop.blob import refs as blobrefs
 from batchop.spec import legacy, naming
 from batchwire import durations, timestamps
 
 Severity = Literal["error", "warning"]
 
-ANNOTATION_RECONCILE_POLICY = f"{PREFIX}/reconcile-policy"
-ANNOTATION_ADOPT = f"{PREFIX}/adopt"
-ANNOTATION_RUN_NOW = f"{PREFIX}/run-now"
-RESERVED_METADATA_PREFIX = f"{PREFIX}/"
 
 _MINUTE_TICKS = durations.TICKS_PER_MINUTE
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|z|[+-]\d{2}:\d{2})$")
@@ -97,7 +94,7 @@ def validate(spec: Mapping[str, Any]) -> list[FieldError]:
 
 def validate_resource(resource: Mapping[str, Any]) -> list[FieldError]:
     """Check a whole BatchJobSchedule object: apiVersion/kind, name, the batchop annotations, the spec."""
-    from batchop import GROUP, KIND, VERSION
+    from batchop.api.names import GROUP, KIND, VERSION
 
     out: list[FieldError] = []
     api_version = resource.get("apiVersion")
@@ -507,7 +504,7 @@ def _check_output_file(output: Mapping[str, Any], path: str, out: list[FieldErro
 
 
 def _check_blob_references(spec: Mapping[str, Any], out: list[FieldError]) -> None:
-    """Blob references only where the operator resolves them, checked by :mod:`batchop.blobrefs` itself."""
+    """Blob references only where the operator resolves them, checked by :mod:`batchop.blob.refs` itself."""
     job = spec.get("jobSpecification")
     if not isinstance(job, Mapping):
         return
@@ -537,7 +534,7 @@ def _check_blob_references(spec: Mapping[str, Any], out: list[FieldError]) -> No
         if not covered:
             out.append(FieldError(problem.field, problem.message))
     if blobrefs.has_blob_references(job):
-        from batchop import sas  # the SAS lifetime must outlive a recurrence plus a job (blob engineer)
+        from batchop.blob import sas  # the SAS lifetime must outlive a recurrence plus a job
 
         try:
             short = sas.check_lifetime(_dict(spec.get("storage")), _dict(spec.get("schedule")), job)

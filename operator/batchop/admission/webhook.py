@@ -1,0 +1,447 @@
+"""Admission checks for BatchJobSchedule: a validating webhook served by the operator through kopf.
+
+What is checked (:func:`review`): everything :func:`batchop.spec.validation.validate_resource` checks
+(durations, required fields, types, 2016 field names with their modern replacement, blob references,
+Secret names, the batchop annotations), plus what needs the old object: ``spec.scheduleId`` is immutable
+once set or once a schedule id is in use (``status.scheduleId``). Messages name the field:
+``spec.jobSpecification...targetDedicated: 'targetDedicated' was renamed ...``. Warnings (legal but likely
+wrong) are returned as admission warnings, which kubectl prints. Writes that do not change the spec
+(finalizers, kopf's annotations, labels) and writes to an object being deleted are always admitted, so
+admission can never leave a finalizer stuck.
+
+Why ``failurePolicy: Ignore`` (and ``timeoutSeconds: 5``): the rules match only ``batchschedules``, so no
+other write in the cluster ever waits on batchop; and when the operator is down, edits and finalizer
+removals of BatchJobSchedules still go through. Nothing unsafe gets past: the operator runs the same
+validation before any Azure call and reports a bad spec as ``Synced=False`` reason ``InvalidSpec``.
+
+Serving (:func:`install`, from ``batchop run --webhook-port``): kopf's :class:`kopf.WebhookServer` with a
+certificate batchop generates (:class:`CertificateAuthority`: a private CA kept only in the Pod, a serving
+certificate renewed when a third of its life is left; kopf reloads changed files by itself) or one
+mounted from cert-manager (``--webhook-cert-dir`` with ``tls.crt``, ``tls.key``, ``ca.crt``). Each time the
+server (re)starts, :class:`WebhookRegistrar` writes the CA bundle into the ValidatingWebhookConfiguration:
+
+- in a cluster (``--webhook-service``): the configuration shipped in ``manifests/webhook/`` is patched
+  (caBundle only; RBAC: get+patch on that one object);
+- on the local stack (``--webhook-host``, no service): the configuration is created or replaced, with
+  ``clientConfig.url`` pointing at the operator on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import ipaddress
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from batchop.admission.options import CONFIGURATION_NAME, WebhookOptions, add_arguments, options_from_args
+from batchop.api.names import GROUP, PLURAL, VERSION
+from batchop.spec import validation
+
+__all__ = ["CONFIGURATION_NAME", "WebhookOptions", "add_arguments", "options_from_args"]  # re-exported
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_NAME = f"validate.{PLURAL}.{GROUP}"
+"""The webhook's name inside the configuration (kubectl prints it when it refuses a write)."""
+HANDLER_ID = "validate"
+"""The kopf handler id, which is also the URL path the webhook is served at (``/validate``)."""
+TIMEOUT_SECONDS = 5
+FAILURE_POLICY = "Ignore"
+SERVICE_PORT = 443
+
+
+# -- the checks -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Review:
+    """The verdict on one admission request."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def allowed(self) -> bool:
+        return not self.errors
+
+    @property
+    def message(self) -> str:
+        """All errors, one per line (what kubectl shows after ``denied the request:``)."""
+        return "\n".join(self.errors)
+
+
+def review(operation: str, new: Mapping[str, Any] | None, old: Mapping[str, Any] | None = None) -> Review:
+    """Check one CREATE or UPDATE of a BatchJobSchedule; anything else is admitted."""
+    if operation not in ("CREATE", "UPDATE") or not isinstance(new, Mapping):
+        return Review()
+    if operation == "UPDATE" and old is not None:
+        if (new.get("metadata") or {}).get("deletionTimestamp"):
+            return Review()  # being deleted: only finalizers can change; never hold them up
+        if new.get("spec") == old.get("spec") and _batchop_annotations(new) == _batchop_annotations(old):
+            return Review()  # finalizers, kopf's annotations, labels: nothing we judge
+    findings = validation.validate_resource(new)
+    if operation == "UPDATE" and old is not None:
+        findings.extend(_immutable_schedule_id(new, old))
+    errors = [str(f) for f in findings if f.is_error]
+    warnings = [f"{f.path}: {f.message}" for f in findings if not f.is_error]
+    return Review(errors=errors, warnings=warnings)
+
+
+def _batchop_annotations(obj: Mapping[str, Any]) -> dict[str, Any]:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    watched = (validation.ANNOTATION_RECONCILE_POLICY, validation.ANNOTATION_ADOPT)
+    return {k: v for k, v in annotations.items() if k in watched}
+
+
+def _immutable_schedule_id(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[validation.FieldError]:
+    new_id = (new.get("spec") or {}).get("scheduleId")
+    old_id = (old.get("spec") or {}).get("scheduleId")
+    in_use = (old.get("status") or {}).get("scheduleId")
+    if old_id and new_id != old_id:
+        return [validation.FieldError(
+            "spec.scheduleId",
+            f"is immutable once set: it was {old_id!r}, the update sets {new_id!r}; to use another Batch schedule "
+            "id, create a new BatchJobSchedule (and delete this one)",
+        )]
+    if not old_id and in_use and new_id and new_id != in_use:
+        return [validation.FieldError(
+            "spec.scheduleId",
+            f"this resource already manages the Batch schedule {in_use!r}; setting scheduleId to {new_id!r} would "
+            f"change its identity: set it to {in_use!r} or leave it out, or create a new BatchJobSchedule",
+        )]
+    return []
+
+
+def register_handler(registry: kopf.OperatorRegistry | None = None) -> None:
+    """Register the validating handler with kopf (the default registry unless one is given)."""
+
+    @kopf.on.validate(  # type: ignore[arg-type]
+        GROUP, VERSION, PLURAL,
+        id=HANDLER_ID,
+        operations=["CREATE", "UPDATE"],
+        ignore_failures=True,
+        registry=registry if registry is not None else kopf.get_default_registry(),
+    )
+    def validate_batchschedule(
+        operation: str | None, body: kopf.Body, old: kopf.Body | None, warnings: list[str], **_: Any
+    ) -> None:
+        verdict = review(operation or "", dict(body), dict(old) if old is not None else None)
+        warnings.extend(verdict.warnings)
+        if not verdict.allowed:
+            raise kopf.AdmissionError(verdict.message, code=422)
+
+
+# -- certificates ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """Where the serving certificate lives: ``bundle`` holds the key and the certificate (one file, so a
+    rotation is one atomic rename), ``ca`` the CA certificate the API server trusts."""
+
+    bundle: Path
+    ca: Path
+
+
+class CertificateAuthority:
+    """A private CA (in memory, for the life of the process) issuing the webhook's serving certificate.
+
+    ``lifetime`` is the serving certificate's validity; :meth:`renew_if_due` re-issues it once less than a
+    third of it is left. Files are written 0600 into ``directory`` and replaced atomically.
+    """
+
+    def __init__(self, directory: Path, hostnames: Iterable[str], *,
+                 lifetime: dt.timedelta = dt.timedelta(days=90)) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.directory = directory
+        self.hostnames = [h for h in dict.fromkeys(hostnames) if h]
+        self.lifetime = lifetime
+        self.not_after: dt.datetime | None = None
+        self._key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "batchop webhook CA")])
+        self._name = name
+        self._ca = (
+            x509.CertificateBuilder()
+            .subject_name(name).issuer_name(name)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
+                decipher_only=False), critical=True)
+            .sign(self._key, hashes.SHA256())
+        )
+        directory.mkdir(parents=True, exist_ok=True)
+        self.files = CertFiles(bundle=directory / "webhook.pem", ca=directory / "ca.crt")
+        _write_atomically(self.files.ca, self.ca_pem)
+
+    @property
+    def ca_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return self._ca.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self) -> None:
+        """Issue a new serving certificate and key for :attr:`hostnames` and write them."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = dt.datetime.now(dt.UTC)
+        sans: list[x509.GeneralName] = []
+        for host in self.hostnames:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                sans.append(x509.DNSName(host))
+        not_after = now + self.lifetime
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, self.hostnames[0][:64])]))
+            .issuer_name(self._name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        pem_key = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        _write_atomically(self.files.bundle, pem_key + cert.public_bytes(serialization.Encoding.PEM))
+        self.not_after = not_after
+        log.info("Issued the webhook serving certificate for %s, valid until %s",
+                 ", ".join(self.hostnames), not_after.isoformat())
+
+    def renew_if_due(self, now: dt.datetime | None = None) -> bool:
+        """Issue a new serving certificate when none exists or less than a third of its life is left."""
+        now = now or dt.datetime.now(dt.UTC)
+        if self.not_after is None or self.not_after - now < self.lifetime / 3:
+            self.issue()
+            return True
+        return False
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# -- the webhook configuration ----------------------------------------------------------------------------------
+
+
+def webhook_entry(client_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The one webhook of the configuration, as batchop registers it (and as manifests/webhook/ ships it)."""
+    return {
+        "name": WEBHOOK_NAME,
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "failurePolicy": FAILURE_POLICY,
+        "timeoutSeconds": TIMEOUT_SECONDS,
+        "matchPolicy": "Equivalent",
+        "clientConfig": dict(client_config),
+        "rules": [{
+            "apiGroups": [GROUP],
+            "apiVersions": [VERSION],
+            "resources": [PLURAL],
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Namespaced",
+        }],
+    }
+
+
+def configuration_body(client_config: Mapping[str, Any], name: str = CONFIGURATION_NAME) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "batchop",
+                                              "app.kubernetes.io/component": "webhook"}},
+        "webhooks": [webhook_entry(client_config)],
+    }
+
+
+@dataclass
+class WebhookRegistrar:
+    """Writes the serving CA (and, without a Service, the URL) into the ValidatingWebhookConfiguration.
+
+    ``service``: ``(namespace, name)`` of the webhook Service; then the configuration must exist (shipped by
+    the manifests) and only ``caBundle`` is patched. Without: ``clientConfig.url`` is used and the whole
+    configuration is created or replaced (the local stack, where the operator has the rights).
+    """
+
+    name: str = CONFIGURATION_NAME
+    service: tuple[str, str] | None = None
+
+    def client_config(self, url: str, ca_bundle: str | None) -> dict[str, Any]:
+        config: dict[str, Any]
+        if self.service is not None:
+            namespace, service = self.service
+            config = {"service": {"namespace": namespace, "name": service, "path": f"/{HANDLER_ID}",
+                                  "port": SERVICE_PORT}}
+        else:
+            config = {"url": f"{url.rstrip('/')}/{HANDLER_ID}"}
+        if ca_bundle:
+            config["caBundle"] = ca_bundle
+        return config
+
+    async def register(self, url: str, ca_bundle: str | None) -> None:
+        await self.apply(self.client_config(url, ca_bundle))
+
+    async def apply(self, client_config: dict[str, Any]) -> None:
+        """Create the configuration (local mode), or patch its ``caBundle`` / webhook entry, with the
+        operator's own raw API client (:class:`batchop.kube.client.KubeClient`: no client library loaded)."""
+        from batchop.kube.client import KubeClient, KubeError
+
+        path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{self.name}"
+        kube = KubeClient()
+        try:
+            current = await kube.request("GET", path)
+            if current is None:
+                if self.service is not None:
+                    raise KubeError(
+                        404, f"ValidatingWebhookConfiguration {self.name} not found: apply manifests/webhook/"
+                    )
+                await kube.request(
+                    "POST",
+                    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
+                    json=configuration_body(client_config, self.name),
+                )
+                log.info("Created the ValidatingWebhookConfiguration %s for %s", self.name, _where(client_config))
+                return
+            webhooks = current.get("webhooks") or []
+            index = next((i for i, w in enumerate(webhooks) if w.get("name") == WEBHOOK_NAME), None)
+            if self.service is not None:
+                if index is None:
+                    raise LookupError(f"ValidatingWebhookConfiguration {self.name} has no webhook {WEBHOOK_NAME}: "
+                                      "re-apply manifests/webhook/")
+                patch: list[dict[str, Any]] = [
+                    {"op": "test", "path": f"/webhooks/{index}/name", "value": WEBHOOK_NAME},
+                    {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle",
+                     "value": client_config.get("caBundle", "")},
+                ]
+            else:
+                patch = [{"op": "replace", "path": "/webhooks", "value": [webhook_entry(client_config)]}]
+            await kube.request("PATCH", path, json=patch, content_type="application/json-patch+json")
+            log.info("Updated the ValidatingWebhookConfiguration %s for %s", self.name, _where(client_config))
+        finally:
+            await kube.close()
+
+
+def _where(client_config: Mapping[str, Any]) -> str:
+    service = client_config.get("service")
+    if service:
+        return f"service {service['namespace']}/{service['name']}"
+    return str(client_config.get("url"))
+
+
+# -- the server -------------------------------------------------------------------------------------------------
+
+
+class RegisteringWebhookServer(kopf.WebhookServer):
+    """kopf's webhook server, plus: register the CA bundle after each (re)start; renew a generated certificate."""
+
+    def __init__(self, *, registrar: WebhookRegistrar, authority: CertificateAuthority | None = None,
+                 renew_check_interval: float = 3600.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.registrar = registrar
+        self.authority = authority
+        self.renew_check_interval = renew_check_interval
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+        renewer = asyncio.create_task(self._renew_forever()) if self.authority is not None else None
+        try:
+            async for client_config in super().__call__(fn):
+                try:
+                    await self.registrar.register(client_config["url"], client_config.get("caBundle"))
+                except Exception as exc:  # the operator still works without admission (failurePolicy Ignore)
+                    log.error("Could not register the admission webhook in %s: %s", self.registrar.name, exc)
+                yield client_config
+        finally:
+            if renewer is not None:
+                renewer.cancel()
+
+    async def _renew_forever(self) -> None:
+        assert self.authority is not None
+        while True:
+            await asyncio.sleep(self.renew_check_interval)
+            try:
+                self.authority.renew_if_due()
+            except Exception as exc:
+                log.error("Could not renew the webhook certificate: %s", exc)
+
+
+def build_server(options: WebhookOptions) -> RegisteringWebhookServer:
+    """The webhook server for ``options`` (certificates issued or loaded, registrar chosen)."""
+    if options.service:
+        if not options.namespace:
+            raise ValueError("--webhook-service needs --webhook-namespace (or the POD_NAMESPACE env variable)")
+        registrar = WebhookRegistrar(options.configuration, service=(options.namespace, options.service))
+        hostnames = [f"{options.service}.{options.namespace}.svc", f"{options.service}.{options.namespace}.svc"
+                     ".cluster.local", options.service]
+        host = f"{options.service}.{options.namespace}.svc"
+    else:
+        registrar = WebhookRegistrar(options.configuration)
+        hostnames = [options.host, "localhost", "127.0.0.1"]
+        host = options.host
+    common: dict[str, Any] = {"addr": options.listen, "port": options.port, "host": host}
+    if options.cert_dir is not None and (options.cert_dir / "tls.crt").exists():
+        return RegisteringWebhookServer(
+            registrar=registrar, certfile=options.cert_dir / "tls.crt", pkeyfile=options.cert_dir / "tls.key",
+            cafile=(options.cert_dir / "ca.crt") if (options.cert_dir / "ca.crt").exists() else None, **common)
+    directory = options.cert_dir or Path(tempfile.mkdtemp(prefix="batchop-webhook-"))
+    authority = CertificateAuthority(directory, hostnames)
+    authority.issue()
+    return RegisteringWebhookServer(
+        registrar=registrar, authority=authority, certfile=authority.files.bundle,
+        pkeyfile=authority.files.bundle, cafile=authority.files.ca, **common)
+
+
+def install(registry: kopf.OperatorRegistry, options: WebhookOptions) -> RegisteringWebhookServer | None:
+    """When ``options.enabled``: register the validating handler on ``registry`` and a startup handler that
+    sets kopf's admission server (certificates are issued now, so a bad ``--webhook-cert-dir`` fails at once).
+    ``batchop run`` calls this with :func:`options_from_args`."""
+    if not options.enabled:
+        return None
+    register_handler(registry)
+    server = build_server(options)
+
+    @kopf.on.startup(registry=registry)
+    def admission_server(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.admission.server = server
+        settings.admission.managed = None  # batchop registers the configuration itself (WebhookRegistrar)
+
+    return server
+
+
+def ca_bundle_of(config: Mapping[str, Any]) -> bytes | None:
+    """The PEM CA bundle of a webhook clientConfig (tests and troubleshooting)."""
+    value = config.get("caBundle")
+    return base64.b64decode(value) if value else None

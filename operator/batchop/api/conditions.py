@@ -1,0 +1,83 @@
+"""Status conditions: ``Ready`` and ``Synced``, Kubernetes-style.
+
+A condition is ``{type, status, reason, message, observedGeneration, lastTransitionTime}``.
+``lastTransitionTime`` changes only when ``status`` changes, so re-reporting the same state never
+produces a new status document (and so never a needless patch).
+
+- ``Synced``: did the operator make Batch match the spec? True/``Synced``; False with a terminal reason
+  (``InvalidSpec``, ``AlreadyExists``, ``AuthenticationFailed``, ``ScheduleIdImmutable``) or a recoverable
+  one (``Throttled``, ``BatchUnavailable``, ``CredentialsNotFound``, ``Conflict``, ``DeletionPending``);
+  Unknown/``ReconcileSkipped`` under ``reconcile-policy: skip``.
+- ``Ready``: is the schedule there and healthy? True/``Active``, ``Suspended``, ``Completed``;
+  False/``NotFound``, ``Pending`` or the ``Synced`` error when nothing exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from batchwire.redact import redact
+
+READY = "Ready"
+SYNCED = "Synced"
+
+TRUE = "True"
+FALSE = "False"
+UNKNOWN = "Unknown"
+
+# Reasons beyond the gateway's error reasons.
+REASON_SYNCED = "Synced"
+REASON_SKIPPED = "ReconcileSkipped"
+REASON_ID_IMMUTABLE = "ScheduleIdImmutable"
+REASON_CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
+REASON_DELETION_PENDING = "DeletionPending"
+REASON_DELETING = "Deleting"
+REASON_KUBERNETES_UNAVAILABLE = "KubernetesUnavailable"
+REASON_ACTIVE = "Active"
+REASON_SUSPENDED = "Suspended"
+REASON_COMPLETED = "Completed"
+REASON_PENDING = "Pending"
+REASON_NOT_FOUND = "NotFound"
+REASON_TERMINATING = "Terminating"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make(type_: str, status: str, reason: str, message: str = "", *, generation: int | None = None) -> dict[str, Any]:
+    """A condition without ``lastTransitionTime`` (added by :func:`merge`). Messages are redacted."""
+    cond: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": redact(message)[:1024]}
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return cond
+
+
+def merge(
+    existing: Sequence[Mapping[str, Any]] | None, updates: Sequence[Mapping[str, Any]], *, now: str | None = None
+) -> list[dict[str, Any]]:
+    """Return ``existing`` with ``updates`` applied by type, keeping ``lastTransitionTime`` when the
+    status did not change and setting it to ``now`` when it did (or when the condition is new).
+    Order: Ready, Synced, then any others as they were."""
+    stamp = now or now_iso()
+    by_type: dict[str, dict[str, Any]] = {str(c.get("type")): dict(c) for c in existing or [] if c.get("type")}
+    for update in updates:
+        type_ = str(update["type"])
+        old = by_type.get(type_)
+        new = dict(update)
+        if old is not None and old.get("status") == new.get("status") and old.get("lastTransitionTime"):
+            new["lastTransitionTime"] = old["lastTransitionTime"]
+        else:
+            new["lastTransitionTime"] = stamp
+        by_type[type_] = new
+    order = [READY, SYNCED] + [t for t in by_type if t not in (READY, SYNCED)]
+    return [by_type[t] for t in order if t in by_type]
+
+
+def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
+    for cond in conditions or []:
+        if cond.get("type") == type_:
+            return cond
+    return None

@@ -1,0 +1,182 @@
+"""``batchop demo``: the README's "try it" command, on the local stack, with nothing to configure.
+
+It starts the local stack (``batchop dev up`` with a time scale of 240, so the sample's 4-hour interval
+passes in one real minute), uploads the sample ``blob/`` tree with ``batchop blob sync``, applies
+``examples/schedule.yaml`` with ``kubectl``, shows ``kubectl get batchschedules`` while the first jobs run,
+and prints the word-count result read back from the output container with ``batchop blob get``. Ctrl-C
+stops the stack; ``--keep`` leaves it running; ``--once`` stops it after the first result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from batchwire.exitcodes import FAILURE, OK, UNAVAILABLE, CLIError
+from devstack import kube, stack
+
+REPO = Path(__file__).resolve().parents[4]
+DEMO_TIME_SCALE = 240.0
+DEMO_DIR = Path(".batchop-dev")
+TOP = 20
+#: The sample task's result file (blob/application/task.sh writes results/<jobId>/counts.tsv).
+RESULT_SUFFIXES = ("counts.tsv", ".tsv", ".txt")
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "demo",
+        help="try batchop: the seed's word-count schedule end to end on the local stack",
+        description="Start the local stack (kube-apiserver, Azurite, local Batch service, operator) with Batch "
+        "time running 240 times faster (the 4-hour schedule fires every real minute), upload blob/, apply "
+        "examples/schedule.yaml, show `kubectl get batchschedules` as jobs run, and print the word count read "
+        "back from the output container. Ctrl-C stops everything; --keep leaves the stack running.",
+    )
+    parser.add_argument("--dir", type=Path, default=DEMO_DIR, help=f"stack state directory (default: {DEMO_DIR})")
+    parser.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE,
+                        help=f"Batch virtual-clock speed (default: {DEMO_TIME_SCALE:g}: PT4H in one minute)")
+    parser.add_argument("--keep", action="store_true", help="leave the stack running when the demo ends")
+    parser.add_argument("--once", action="store_true", help="end (and stop the stack) after the first result")
+    parser.add_argument("--timeout", type=float, default=600.0,
+                        help="seconds to wait for the first result before giving up (default: 600)")
+    parser.add_argument("--schedule", type=Path, default=REPO / "examples" / "schedule.yaml",
+                        help="the BatchJobSchedule manifest to apply (default: examples/schedule.yaml)")
+    parser.add_argument("--blob-dir", type=Path, default=REPO / "blob",
+                        help="the tree to upload, one container per top-level folder (default: blob/)")
+    parser.set_defaults(func=run)
+
+
+def missing_parts(schedule: Path, blob_dir: Path) -> list[str]:
+    """What this checkout lacks for the demo (empty when it can run)."""
+    missing = []
+    if not stack.operator_available():
+        missing.append("the operator (`batchop run`, batchop/cli/commands/run.py)")
+    if importlib.util.find_spec("batchop.cli.commands.blob") is None:
+        missing.append("`batchop blob sync` / `batchop blob get` (batchop/cli/commands/blob.py)")
+    if not stack.batch_service_available():
+        missing.append("the local Batch service (the localbatch package)")
+    if not kube.crd_files(stack.CRD_DIR):
+        missing.append(f"the CRD manifests in {stack.CRD_DIR}")
+    if not schedule.is_file():
+        missing.append(f"the example manifest {schedule}")
+    if not blob_dir.is_dir() or not any(blob_dir.iterdir()):
+        missing.append(f"the sample tree {blob_dir}")
+    return missing
+
+
+def output_location(schedule: Path) -> tuple[str, str]:
+    """(container, path prefix) of the job manager task's main output in the example manifest."""
+    document = yaml.safe_load(schedule.read_text())
+    task = document["spec"]["jobSpecification"].get("jobManagerTask", {})
+    fallback: tuple[str, str] | None = None
+    for output in task.get("outputFiles", []):
+        blob = output.get("destination", {}).get("blob")
+        if not blob:
+            continue
+        path = str(blob.get("path", ""))
+        prefix = path.split("{", 1)[0]
+        location = (str(blob["container"]), prefix)
+        if "std" not in str(output.get("filePattern", "")):
+            return location
+        fallback = fallback or location
+    if fallback is None:
+        raise CLIError(f"{schedule}: spec.jobSpecification.jobManagerTask.outputFiles has no blob destination; "
+                       "the demo reads its result from there", FAILURE)
+    return fallback
+
+
+def _batchop(env: dict[str, str], *args: str, capture: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "batchop", *args], env=env, text=True, check=False,
+                          capture_output=capture)
+
+
+def _list_blobs(connection_string: str, container: str, prefix: str) -> list[str]:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import BlobServiceClient
+
+    client = BlobServiceClient.from_connection_string(connection_string).get_container_client(container)
+    try:
+        return sorted(b.name for b in client.list_blobs(name_starts_with=prefix or None))
+    except ResourceNotFoundError:
+        return []
+
+
+def run(args: argparse.Namespace) -> int:
+    missing = missing_parts(args.schedule, args.blob_dir)
+    if missing:
+        raise CLIError("the demo cannot run in this checkout yet; missing: " + "; ".join(missing), UNAVAILABLE)
+    container, prefix = output_location(args.schedule)
+    info = stack.up(args.dir, time_scale=args.time_scale)
+    keep = args.keep
+    try:
+        env = {**os.environ, **info.env()}
+        print(f"stack up in {info.startup_seconds:g} s (state in {info.dir}; env: . {Path(info.dir) / 'env'})")
+        print(f"+ batchop blob sync {args.blob_dir}")
+        if _batchop(env, "blob", "sync", str(args.blob_dir)).returncode != 0:
+            raise CLIError("batchop blob sync failed (see above)", FAILURE)
+        before = set(_list_blobs(info.storage_connection_string, container, prefix))
+        print(f"+ kubectl apply -f {args.schedule}")
+        applied = kube.kubectl(Path(info.kubeconfig), "apply", "-f", str(args.schedule))
+        sys.stdout.write(applied.stdout)
+        if applied.returncode != 0:
+            raise CLIError(f"kubectl apply failed: {applied.stderr.strip()}", FAILURE)
+        result = _watch_until_result(info, container, prefix, before, args.timeout)
+        print(f"\n+ batchop blob get {container}/{result}   (the job's output, top {TOP} lines)")
+        got = _batchop(env, "blob", "get", f"{container}/{result}", capture=True)
+        if got.returncode != 0:
+            raise CLIError(f"batchop blob get {container}/{result} failed: {got.stderr.strip()}", FAILURE)
+        lines = got.stdout.splitlines()
+        print("\n".join(lines[:TOP]) + (f"\n... ({len(lines)} lines in all)" if len(lines) > TOP else ""))
+        if args.once:
+            return OK
+        if keep:
+            print(f"\nthe stack keeps running: . {Path(info.dir) / 'env'}; stop it with: batchop dev down "
+                  f"--dir {args.dir}")
+            return OK
+        print("\nthe schedule keeps running (a job per real minute); Ctrl-C stops the demo and the stack")
+        _watch_until_result(info, container, prefix, before | {result}, float("inf"), follow=True)
+        return OK
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the stack" if not keep else "\ninterrupted; the stack keeps running")
+        raise
+    finally:
+        if not keep:
+            stack.down(args.dir)
+
+
+def _watch_until_result(info: stack.StackInfo, container: str, prefix: str, seen: set[str], timeout: float,
+                        *, follow: bool = False) -> str:
+    """Print ``kubectl get batchschedules`` when it changes; return the first new output blob (or keep going
+    forever with ``follow``, printing each new result's name)."""
+    kubeconfig = Path(info.kubeconfig)
+    deadline = time.monotonic() + timeout
+    last_table = ""
+    while time.monotonic() < deadline:
+        table = kube.kubectl(kubeconfig, "get", "batchschedules").stdout
+        if _without_age(table) != _without_age(last_table):  # AGE alone changes every poll: not news
+            print(f"\n$ kubectl get batchschedules   ({time.strftime('%H:%M:%S')})\n{table}", end="")
+            last_table = table
+        new = [b for b in _list_blobs(info.storage_connection_string, container, prefix)
+               if b not in seen and not b.rsplit("/", 1)[-1].startswith(".")]
+        results = [b for b in new if b.endswith(RESULT_SUFFIXES)] or new
+        if results and not follow:
+            return results[0]
+        for name in new:
+            print(f"new output: {container}/{name}")
+            seen.add(name)
+        time.sleep(3)
+    raise CLIError(f"no output in container {container!r} within {timeout:.0f} s; see the operator and Batch "
+                   f"logs in {Path(info.dir) / 'logs'} and `kubectl describe batchschedules`", FAILURE)
+
+
+def _without_age(table: str) -> list[list[str]]:
+    """The table's rows without the last column (``AGE``)."""
+    return [line.split()[:-1] for line in table.splitlines()]

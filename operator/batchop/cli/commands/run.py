@@ -1,0 +1,147 @@
+"""``batchop run``: the operator (kopf), reconciling BatchJobSchedules against Azure Batch.
+
+Standalone by default (no kopf peering: run one replica, ``strategy: Recreate``). Namespaces: ``-n NS``
+(repeatable, globs allowed) or ``-A`` for all. Settings come from flags, else environment variables
+(see :mod:`batchop.batch.settings`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import Any
+
+from batchop.batch import settings as config
+from batchop.observability import memory
+from batchwire.exitcodes import USAGE, CLIError
+
+log = logging.getLogger(__name__)
+
+
+def skip_optional_kopf_clients() -> None:
+    """Keep the ``kubernetes`` client library out of the operator process.
+
+    kopf imports it, when installed, only to recognise its model classes in helpers batchop never calls
+    (``kopf.adopt`` and friends); loading it costs about 19 MiB of resident memory. batchop's own requests
+    use :class:`batchop.kube.client.KubeClient`. Other commands (``batchop status``) still use the library.
+    Must run before the first ``import kopf`` of the process; a no-op after it."""
+    import sys
+
+    if "kopf" in sys.modules:
+        return
+    for name in ("kubernetes", "kubernetes_asyncio", "pykube"):
+        sys.modules.setdefault(name, None)  # type: ignore[assignment]  # "import halted": kopf's ImportError path
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "run",
+        help="run the operator: reconcile BatchJobSchedules against Azure Batch",
+        description=(
+            "Run the batchop operator (kopf). It creates, updates, suspends and deletes Azure Batch job "
+            "schedules to match BatchJobSchedule resources, and mirrors each schedule's state, latest job and "
+            "pool into the resource's status. Flags default to the environment variables shown."
+        ),
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="watch this namespace (repeatable; globs and !exclusions as kopf accepts them)",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch all namespaces")
+    parser.add_argument(
+        "--standalone",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run without kopf peering (default: on; run exactly one replica)",
+    )
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--resync-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="poll each Batch account this often; drift is put back within one interval "
+        "(env BATCHOP_RESYNC_INTERVAL, default 30)",
+    )
+    parser.add_argument(
+        "--batch-endpoint", default=None, help="default Batch account endpoint (env BATCHOP_BATCH_ENDPOINT)"
+    )
+    parser.add_argument("--batch-account", default=None, help="default Batch account name (env BATCHOP_BATCH_ACCOUNT)")
+    parser.add_argument(
+        "--batch-key",
+        default=None,
+        help="default Batch account key (env BATCHOP_BATCH_KEY; prefer the env var: flags show in ps). "
+        "No key: Entra ID (DefaultAzureCredential)",
+    )
+    parser.add_argument(
+        "--max-concurrency", type=int, default=None, help="Batch requests in flight per account (default 8)"
+    )
+    parser.add_argument(
+        "--requests-per-second", type=float, default=None, help="Batch request rate limit per account (default 20)"
+    )
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    from batchop.admission import options as webhook_options
+
+    webhook_options.add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    skip_optional_kopf_clients()
+    memory.small_tls_buffers()
+    import kopf
+
+    from batchop.controller import handlers
+    from batchwire.redact import register_secret
+
+    settings = config.from_env(
+        batch_endpoint=args.batch_endpoint,
+        batch_account=args.batch_account,
+        batch_key=args.batch_key,
+        resync_interval=args.resync_interval,
+        max_concurrency=args.max_concurrency,
+        requests_per_second=args.requests_per_second,
+    )
+    if settings.resync_interval <= 0:
+        raise CLIError("--resync-interval must be a positive number of seconds", USAGE)
+    register_secret(settings.batch_key)
+    if args.metrics_port:
+        from batchop.observability.metrics import start_metrics_server
+
+        start_metrics_server(args.metrics_port)
+    registry, _runtime = handlers.build(settings)
+    from batchop.admission import options as webhook_options
+    from batchop.admission import webhook
+
+    try:
+        webhook.install(registry, webhook_options.options_from_args(args))
+    except ValueError as exc:
+        raise CLIError(str(exc), USAGE) from exc
+    namespaces = tuple(args.namespaces or ())
+    clusterwide = bool(args.all_namespaces) or not namespaces
+    log.info(
+        "starting batchop operator (%s, resync every %ss)",
+        "all namespaces" if clusterwide else "namespaces " + ", ".join(namespaces),
+        settings.resync_interval,
+    )
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            standalone=args.standalone,
+            liveness_endpoint=args.liveness,
+            clusterwide=clusterwide,
+            namespaces=namespaces,
+        )
+    )
+    return 0

@@ -1,0 +1,362 @@
+"""Job history: keep the last N successful and M failed jobs of each schedule in Batch, like a CronJob.
+
+``spec.successfulJobsHistoryLimit`` (default 3) and ``spec.failedJobsHistoryLimit`` (default 1) count the
+*completed* jobs of a schedule, its own (``{scheduleId}:job-N``) and its run-now jobs
+(:mod:`batchop.controller.runnow`);
+older completed jobs are deleted in Batch (``DELETE /jobs/{id}``). Jobs still running are never deleted, nor
+is the job Batch names as the schedule's most recent one (so ``status.recentJob`` stays readable; with a limit
+of 0 it goes when the next job starts). ``status.recentJobs`` lists the kept jobs, newest first, with result,
+start, end, task counts and the output location (from the job manager task's ``outputFiles``, SAS removed).
+
+API budget: no request per schedule per cycle. The account poller lists jobs once per cycle anyway; this module
+turns that listing into ``state ne 'completed' or stateTransitionTime ge <watermark>``: the running jobs plus
+the ones that finished since the previous listing, in the same request (:meth:`History.list_jobs`). The first
+listing after a start, after a new schedule is tracked, and every ``resync_cycles`` cycles lists all jobs (a
+few pages once; history limits keep the account small). Beyond that: one ``taskcounts`` request per job when
+it completes (its result), one ``DELETE`` per job pushed out of the limits; results already shown in
+``status.recentJobs`` are reused after an operator restart.
+
+:func:`plan` (what to keep and delete) and :func:`output_location` are pure; :class:`History` is the
+per-account state the poller keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from batchop.controller import runnow
+from batchop.controller import status as st
+from batchwire import timestamps
+
+log = logging.getLogger(__name__)
+
+SUCCESSFUL_DEFAULT = 3
+FAILED_DEFAULT = 1
+SCHEDULED_INFIX = ":job-"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+KEPT_FIELDS = (
+    "id", "state", "creationTime", "startTime", "endTime", "terminateReason", "result", "taskCounts", "poolId",
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How many completed jobs of a schedule to keep, by result."""
+
+    successful: int = SUCCESSFUL_DEFAULT
+    failed: int = FAILED_DEFAULT
+
+
+def limits_of(spec: Mapping[str, Any] | None) -> Limits:
+    """The history limits of a resource's ``spec`` (CronJob's defaults when absent)."""
+    spec = spec or {}
+
+    def number(name: str, default: int) -> int:
+        value = spec.get(name)
+        return max(0, int(value)) if isinstance(value, int) and not isinstance(value, bool) else default
+
+    return Limits(number("successfulJobsHistoryLimit", SUCCESSFUL_DEFAULT), number("failedJobsHistoryLimit",
+                                                                                   FAILED_DEFAULT))
+
+
+def schedule_of(job_id: str, run_now_prefixes: Mapping[str, str]) -> str | None:
+    """The (lower-case) schedule id a job belongs to: ``{sid}:job-N``, or a run-now job whose prefix is known
+    (``run_now_prefixes``: run-now prefix -> schedule id); None for any other job."""
+    key = job_id.lower()
+    head, sep, number = key.rpartition(SCHEDULED_INFIX)
+    if sep and head and number.isdigit():
+        return head
+    cut = key.rfind(runnow.INFIX)
+    if cut > 0:
+        return run_now_prefixes.get(key[: cut + len(runnow.INFIX)])
+    return None
+
+
+def _time(value: Any) -> datetime:
+    if not value:
+        return _EPOCH
+    try:
+        return timestamps.parse(str(value))
+    except ValueError:
+        return _EPOCH
+
+
+def _number(job_id: str) -> int:
+    tail = job_id.rpartition(SCHEDULED_INFIX)[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+def newest_first(jobs: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Jobs ordered by creation time, newest first (job number, then id, break ties)."""
+    return sorted(jobs, key=lambda j: (_time(j.get("creationTime")), _number(str(j.get("id"))), str(j.get("id"))),
+                  reverse=True)
+
+
+@dataclass
+class Plan:
+    """What :func:`plan` decided: the jobs kept (newest first) and the ids to delete."""
+
+    keep: list[Mapping[str, Any]] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+
+
+def plan(
+    jobs: Iterable[Mapping[str, Any]],
+    results: Mapping[str, str | None],
+    limits: Limits,
+    protect: Collection[str] = (),
+) -> Plan:
+    """Keep every job not completed, every completed job whose result is not known yet, the newest
+    ``limits.successful`` successes and ``limits.failed`` failures, and the ``protect``-ed ids (lower case);
+    delete the other completed jobs. ``results`` maps lower-case job ids to ``success`` / ``failure``."""
+    out = Plan()
+    counts = {"success": 0, "failure": 0}
+    for job in newest_first(jobs):
+        key = str(job.get("id")).lower()
+        if job.get("state") in ("deleting",):
+            continue
+        result = results.get(key)
+        if job.get("state") != "completed" or result not in counts:
+            out.keep.append(job)
+            continue
+        counts[str(result)] += 1
+        limit = limits.successful if result == "success" else limits.failed
+        if counts[str(result)] <= limit or key in protect:
+            out.keep.append(job)
+        else:
+            out.delete.append(str(job.get("id")))
+    return out
+
+
+def _strip_sas(url: str) -> str:
+    return url.split("?", 1)[0]
+
+
+def output_location(job_specification: Mapping[str, Any] | None, result: str | None = None) -> dict[str, Any] | None:
+    """Where a job of this specification puts its output: ``{container, path, url}`` (SAS removed) from the job
+    manager task's first ``outputFiles`` destination whose upload condition matches ``result`` (None when none
+    does; for a job without a result yet, the first destination)."""
+    task = (job_specification or {}).get("jobManagerTask") or {}
+    wanted = ("taskfailure", "taskcompletion") if result == "failure" else ("tasksuccess", "taskcompletion")
+    found: list[tuple[bool, dict[str, Any]]] = []
+    for output in task.get("outputFiles") or []:
+        if not isinstance(output, Mapping):
+            continue
+        destination = output.get("destination") or {}
+        condition = str(((output.get("uploadOptions") or {}).get("uploadCondition")) or "tasksuccess").lower()
+        container = destination.get("container")
+        blob = destination.get("blob")
+        location: dict[str, Any] | None = None
+        if isinstance(container, Mapping) and container.get("containerUrl"):
+            url = _strip_sas(str(container["containerUrl"])).rstrip("/")
+            path = str(container.get("path") or "").strip("/")
+            from batchop.spec.conversion import blob_location
+
+            parsed = blob_location(url)
+            name = parsed.container if parsed is not None else url.rsplit("/", 1)[-1]
+            location = {"container": name, "path": path, "url": f"{url}/{path}" if path else url}
+        elif isinstance(blob, Mapping) and blob.get("container"):
+            location = {"container": str(blob["container"]), "path": str(blob.get("path") or "").strip("/")}
+        if location is not None:
+            if not location.get("path"):
+                location.pop("path")
+            found.append((condition in wanted, location))
+    for matches, location in found:
+        if matches:
+            return location
+    return found[0][1] if found and result is None else None  # nothing is uploaded for this result
+
+
+def kept_job(
+    job: Mapping[str, Any], result: str | None, counts: Mapping[str, Any] | None, output: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """One ``status.recentJobs`` item."""
+    base = st.recent_job(job, counts) or {}
+    item = {k: base[k] for k in KEPT_FIELDS if base.get(k) is not None}
+    if result and job.get("state") == "completed":
+        item["result"] = result
+    if output:
+        item["output"] = dict(output)
+    return item
+
+
+class History:
+    """Per-account job book and history enforcement (see the module docstring). Used by the poller."""
+
+    def __init__(self, *, margin: timedelta = timedelta(minutes=5), resync_cycles: int = 120,
+                 count_fetches: int = 20) -> None:
+        self.margin = margin
+        self.resync_cycles = resync_cycles
+        self.count_fetches = count_fetches
+        self.jobs: dict[str, dict[str, Any]] = {}  # job id (lower) -> wire job, jobs of tracked schedules only
+        self.owner: dict[str, str] = {}  # job id (lower) -> schedule id (lower)
+        self.results: dict[str, tuple[str | None, dict[str, Any] | None]] = {}
+        self.recent: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.watermark: datetime | None = None
+        self.deleted: list[str] = []
+        self._schedules: set[str] = set()
+        self._prefixes: dict[str, str] = {}
+        self._cycles = 0
+        self._full_pending = True
+        self._index: dict[str, list[dict[str, Any]]] | None = None
+
+    # -- the listing ------------------------------------------------------------------------------------
+
+    def list_filter(self, schedule_ids: Iterable[str]) -> str | None:
+        """The ``$filter`` of this cycle's job listing; None means a full listing."""
+        ids = {s.lower() for s in schedule_ids if s}
+        if self.watermark is None or ids - self._schedules or self._cycles >= self.resync_cycles:
+            self._full_pending = True  # cleared only by a full listing that was ingested
+        full = self._full_pending
+        self._schedules = ids
+        self._prefixes = {runnow.job_prefix(s): s for s in ids}
+        if full:
+            return None
+        assert self.watermark is not None
+        since = timestamps.format(self.watermark - self.margin)
+        return f"state ne 'completed' or stateTransitionTime ge datetime'{since}'"
+
+    async def list_jobs(self, gateway: Any, schedule_ids: Iterable[str], *, select: list[str]) -> list[dict[str, Any]]:
+        """List the jobs of this cycle (one paged request) and remember those of tracked schedules."""
+        query = self.list_filter(schedule_ids)
+        listed = await gateway.list_jobs(filter=query, select=select)
+        self.ingest(listed, full=query is None)
+        return listed
+
+    def ingest(self, listed: Sequence[Mapping[str, Any]], *, full: bool) -> None:
+        """Record a listing. A full one replaces the book; an incremental one holds every job not completed, so
+        a job the book has as running and the listing lacks is gone (deleted)."""
+        self._cycles = 0 if full else self._cycles + 1
+        if full:
+            self._full_pending = False
+        seen: dict[str, dict[str, Any]] = {}
+        for job in listed:
+            jid = str(job.get("id") or "")
+            stamp = _time(job.get("stateTransitionTime") or job.get("creationTime"))
+            if stamp > _EPOCH and (self.watermark is None or stamp > self.watermark):
+                self.watermark = stamp
+            sid = schedule_of(jid, self._prefixes)
+            if sid is not None and sid in self._schedules:
+                seen[jid.lower()] = dict(job)
+                self.owner[jid.lower()] = sid
+        if full:
+            gone = [k for k in self.jobs if k not in seen]
+        else:
+            gone = [k for k, j in self.jobs.items() if k not in seen and j.get("state") != "completed"]
+            gone += [k for k in self.jobs if self.owner.get(k) not in self._schedules]
+        for key in gone:
+            self._forget(key)
+        self.jobs.update(seen)
+        self._index = None
+
+    def _forget(self, key: str) -> None:
+        self._index = None
+        self.jobs.pop(key, None)
+        self.owner.pop(key, None)
+        self.results.pop(key, None)
+
+    def jobs_of(self, schedule_id: str) -> list[dict[str, Any]]:
+        """The known jobs of a schedule (an index rebuilt only after the book changed)."""
+        if self._index is None:
+            index: dict[str, list[dict[str, Any]]] = {}
+            for key, job in self.jobs.items():
+                index.setdefault(self.owner.get(key, ""), []).append(job)
+            self._index = index
+        return list(self._index.get(schedule_id.lower(), ()))
+
+    def recent_job_id(self, schedule_id: str | None, schedule: Mapping[str, Any] | None) -> str | None:
+        """The schedule's most recent job: Batch's ``executionInfo.recentJob``, or a newer run-now job."""
+        rid = (((schedule or {}).get("executionInfo") or {}).get("recentJob") or {}).get("id")
+        if not schedule_id:
+            return rid
+        run_now = [j for j in self.jobs_of(schedule_id) if runnow.is_run_now_job(str(j["id"]), schedule_id)]
+        if not run_now:
+            return rid
+        newest = newest_first(run_now)[0]
+        current = self.jobs.get(rid.lower()) if rid else None
+        if rid and current is None:
+            return rid  # Batch created it after the listing: it is the newest
+        if current is None or _time(newest.get("creationTime")) > _time(current.get("creationTime")):
+            return str(newest["id"])
+        return rid
+
+    # -- enforcement ------------------------------------------------------------------------------------
+
+    async def step(
+        self,
+        gateway: Any,
+        members: Sequence[Any],
+        schedules: Mapping[str, Mapping[str, Any]],
+        *,
+        counts: Mapping[str, Mapping[str, Any]],
+        previous: Callable[[Any], Mapping[str, Any]],
+        owned: Callable[[Mapping[str, Any], Any], bool],
+    ) -> None:
+        """Judge newly completed jobs, delete those beyond the limits, compute ``recentJobs`` per member.
+
+        ``counts``: task counts the poller already has (job id lower -> counts); ``previous(member)`` the
+        member's last status; ``owned(schedule, member)`` whether the operator may write to that schedule.
+        """
+        from batchop.batch.gateway import BatchError
+
+        budget = self.count_fetches
+        for member in members:
+            if not member.schedule_id:
+                continue
+            sid = str(member.schedule_id)
+            schedule = schedules.get(sid.lower())
+            jobs = self.jobs_of(sid)
+            shown = {
+                str(i.get("id")).lower(): i for i in (previous(member).get("recentJobs") or []) if i.get("result")
+            }
+            for job in jobs:
+                key = str(job["id"]).lower()
+                if job.get("state") != "completed" or self.results.get(key, (None, None))[0] is not None:
+                    continue
+                found = counts.get(key)
+                if found is None and key in shown:
+                    self.results[key] = (str(shown[key]["result"]), shown[key].get("taskCounts"))
+                    continue
+                if found is None and st.job_result(job, None) is None:
+                    if budget <= 0:
+                        continue
+                    budget -= 1
+                    found = await gateway.task_counts(str(job["id"]))
+                    if found is None:  # gone meanwhile
+                        self._forget(key)
+                        continue
+                self.results[key] = (st.job_result(job, found), dict(found) if found else None)
+            jobs = self.jobs_of(sid)
+            rid = self.recent_job_id(sid, schedule)
+            limits = getattr(member, "history", None) or Limits()
+            decided = plan(jobs, {k: v[0] for k, v in self.results.items()}, limits, {rid.lower()} if rid else ())
+            may_write = (
+                schedule is not None
+                and member.policy != "skip"
+                and not member.deleting
+                and schedule.get("state") in ("active", "disabled", "completed")
+                and owned(schedule, member)
+            )
+            if may_write:
+                for job_id in decided.delete:
+                    try:
+                        await gateway.delete_job(job_id)
+                    except BatchError as err:
+                        if err.status not in (404, 409):
+                            log.warning("could not delete job %s of %s (history limits): %s", job_id, sid, err)
+                            continue
+                    log.info("deleted job %s of schedule %s (history limits %s)", job_id, sid, limits)
+                    self.deleted.append(job_id)
+                    self._forget(job_id.lower())
+            job_spec = (schedule or {}).get("jobSpecification")
+            items = []
+            for kept in decided.keep:
+                key = str(kept["id"]).lower()
+                result, known = self.results.get(key, (None, None))
+                job_counts: Mapping[str, Any] | None = known or counts.get(key)
+                items.append(kept_job(kept, result, job_counts, output_location(job_spec, result)))
+            self.recent[member.key] = items

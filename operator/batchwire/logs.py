@@ -1,0 +1,94 @@
+"""Logging set-up for every ``batchop`` command.
+
+Logs go to stderr: as JSON lines when stderr is not a terminal (or ``--log-format json``),
+as readable text on a terminal. Every record passes through :func:`batchwire.redact.redact`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Literal
+
+from batchwire.redact import redact
+
+LogFormat = Literal["auto", "json", "text"]
+
+_STANDARD_ATTRS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "taskName"}
+    | {"settings"}  # kopf attaches its whole OperatorSettings to every per-object record: kilobytes per line
+)
+
+
+class RedactingFilter(logging.Filter):
+    """Render the message once, redact it, and freeze it into the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not kill logging
+            message = str(record.msg)
+        record.msg = redact(message)
+        record.args = None
+        return True
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, extra fields, exception."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def formatException(self, ei: object) -> str:
+        return redact(super().formatException(ei))  # type: ignore[arg-type]
+
+
+class KopfRoutineFilter(logging.Filter):
+    """kopf logs every handler's success at INFO, several lines per object per change (thousands of JSON
+    lines when 1,000 resources are applied, and CPU spent formatting them). They are routine: logged as
+    DEBUG, so only ``--log-level DEBUG`` shows them. Failures and retries keep their level."""
+
+    ROUTINE = ("succeeded.", " is processed: ")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and any(part in str(record.msg) for part in self.ROUTINE):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
+def configure(level: str | int = "INFO", fmt: LogFormat = "auto") -> None:
+    """Configure the root logger for a CLI process (idempotent)."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JSONFormatter() if use_json else TextFormatter())
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    for noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    objects = logging.getLogger("kopf.objects")
+    for old_filter in [f for f in objects.filters if isinstance(f, KopfRoutineFilter)]:
+        objects.removeFilter(old_filter)
+    objects.addFilter(KopfRoutineFilter())
