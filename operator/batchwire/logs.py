@@ -1,7 +1,8 @@
-"""Logging set-up for every ``batchop`` command.
+"""The logging set-up of every process: the ``batchop`` commands and the local Batch service.
 
-Logs go to stderr: as JSON lines when stderr is not a terminal (or ``--log-format json``),
-as readable text on a terminal. Every record passes through :func:`batchwire.redact.redact`.
+Logs go to stderr: as JSON lines when stderr is not a terminal (or ``--log-format json``), as readable
+text on a terminal. Every record passes through :func:`batchwire.redact.redact`, message and exception
+alike, so no secret reaches a log whichever process wrote it.
 """
 
 from __future__ import annotations
@@ -61,34 +62,20 @@ class TextFormatter(logging.Formatter):
         return redact(super().formatException(ei))  # type: ignore[arg-type]
 
 
-class KopfRoutineFilter(logging.Filter):
-    """kopf logs every handler's success at INFO, several lines per object per change (thousands of JSON
-    lines when 1,000 resources are applied, and CPU spent formatting them). They are routine: logged as
-    DEBUG, so only ``--log-level DEBUG`` shows them. Failures and retries keep their level."""
+def configure(level: str | int = "INFO", fmt: LogFormat = "auto", *, logger: str = "") -> logging.Logger:
+    """Send ``logger`` (the root logger by default) to stderr, redacted, in ``fmt``; idempotent.
 
-    ROUTINE = ("succeeded.", " is processed: ")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.INFO and any(part in str(record.msg) for part in self.ROUTINE):
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger().isEnabledFor(logging.DEBUG)
-        return True
-
-
-def configure(level: str | int = "INFO", fmt: LogFormat = "auto") -> None:
-    """Configure the root logger for a CLI process (idempotent)."""
+    A named logger stops propagating, so a process that hosts another component's logger (the local Batch
+    service inside a test) does not print its lines twice."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter() if use_json else TextFormatter())
     handler.addFilter(RedactingFilter())
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level if isinstance(level, int) else level.upper())
-    for noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    objects = logging.getLogger("kopf.objects")
-    for old_filter in [f for f in objects.filters if isinstance(f, KopfRoutineFilter)]:
-        objects.removeFilter(old_filter)
-    objects.addFilter(KopfRoutineFilter())
+    target = logging.getLogger(logger)
+    for old in list(target.handlers):
+        target.removeHandler(old)
+    target.addHandler(handler)
+    target.setLevel(level if isinstance(level, int) else level.upper())
+    if logger:
+        target.propagate = False
+    return target

@@ -1,9 +1,10 @@
-"""Keep secrets out of logs, events and status.
+"""Keep secrets out of logs, events and status: the one redactor of the operator and the local Batch service.
 
-Two kinds of secrets pass through batchop: SAS query strings (``sig=...``) inside URLs, and
-credentials read from Secrets or the environment (account keys, connection strings).
-:func:`redact` removes both from any text; :func:`register_secret` adds a value to the set of
-literal secrets to remove wherever it appears.
+The secret shapes that pass through either process: SAS query strings (``sig=...``) inside URLs, account
+keys inside connection strings (``AccountKey=``), ``SharedKey`` and ``Bearer`` authorization headers,
+OAuth client secrets in token requests (``client_secret=``), and literal credentials read from Secrets or
+the environment. :func:`redact` removes all of them from any text; :func:`register_secret` adds a value to
+the set of literal secrets; :func:`strip_sas` turns a SAS URL into one that is safe to show.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ _SAS_SIG = re.compile(r"(?i)(sig=)[^&\s\"'<>]+")
 _ACCOUNT_KEY = re.compile(r"(?i)(AccountKey=)[^;\s\"']+")
 _SHARED_KEY_HEADER = re.compile(r"(SharedKey [^:\s]+:)[A-Za-z0-9+/=]+")
 _BEARER = re.compile(r"(?i)(Bearer )[A-Za-z0-9._~+/=-]+")
+_CLIENT_SECRET = re.compile(r"(?i)(client_secret=)[^&\s\"']+")
+_CLIENT_ASSERTION = re.compile(r"(?i)(client_assertion=)[^&\s\"']+")
+_PATTERNS = (_SAS_SIG, _ACCOUNT_KEY, _SHARED_KEY_HEADER, _BEARER, _CLIENT_SECRET, _CLIENT_ASSERTION)
+_SAS_URL = re.compile(r"^([^?#\s]+)\?[^#\s]*\bsig=[^#\s]*(#.*)?$", re.IGNORECASE)
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -33,16 +38,22 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    """Return ``text`` with SAS signatures, account keys, auth headers and registered secrets removed."""
+    """Return ``text`` with SAS signatures, account keys, auth headers, client secrets and registered secrets
+    removed."""
     if not text:
         return text
-    text = _SAS_SIG.sub(rf"\g<1>{REDACTED}", text)
-    text = _ACCOUNT_KEY.sub(rf"\g<1>{REDACTED}", text)
-    text = _SHARED_KEY_HEADER.sub(rf"\g<1>{REDACTED}", text)
-    text = _BEARER.sub(rf"\g<1>{REDACTED}", text)
+    for pattern in _PATTERNS:
+        text = pattern.sub(rf"\g<1>{REDACTED}", text)
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def strip_sas(url: str) -> str:
+    """``url`` without its query string when that carries a SAS signature (``sig=``), so that it can be shown
+    in status, events and logs; any other URL unchanged (a query without a signature grants nothing)."""
+    match = _SAS_URL.match(url)
+    return match.group(1) if match else url

@@ -37,3 +37,12 @@ def parse(text: str) -> datetime:
 def rfc1123(value: datetime) -> str:
     """``Mon, 01 Jun 2025 12:00:00 GMT`` for ``Last-Modified`` and ``ocp-date`` headers."""
     return value.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+
+def seconds(value: datetime | None = None) -> str:
+    """``2025-06-01T12:00:00Z``: second precision, as Kubernetes writes ``metav1.Time`` (conditions, Events)
+    and as the SAS ``se=`` field takes it; ``value`` defaults to now."""
+    value = datetime.now(UTC) if value is None else value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -26,7 +26,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from localbatch import __version__, logsetup
+from batchwire import logs, redact
+from localbatch import __version__
 from localbatch.faults import parse_codes
 from localbatch.service import DEFAULT_KEY, Service, ServiceConfig
 
@@ -225,8 +226,9 @@ async def serve(config: ServiceConfig) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the service with parsed arguments (``batchop emulator`` calls this)."""
-    logsetup.configure(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "auto"))
-    logsetup.register_secret(args.key)
+    logs.configure(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "auto"), logger="localbatch")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    redact.register_secret(args.key)
     return asyncio.run(serve(config_from_args(args)))
 
 

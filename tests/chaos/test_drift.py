@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.conftest import MARK_OWNER, Kube, batch_env, command_line, converge, parallel, report, spec
+from batchop.api.names import MARK_OWNER
+from tests.chaos.conftest import Kube, batch_env, command_line, converge, parallel, report, spec
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 RESYNC = 3.0

@@ -12,7 +12,8 @@ import pytest
 
 from batchop.blob import refs as blobrefs
 from batchop.blob.refs import BlobReferenceError, has_blob_references, resolve
-from batchop.blob.sas import KeyMinter, StorageAccessError, sas_permissions, strip_sas
+from batchop.blob.sas import KeyMinter, StorageAccessError, sas_permissions
+from batchwire.redact import strip_sas
 
 KEY = base64.b64encode(b"k" * 64).decode()
 URL = "https://acct.blob.core.windows.net"

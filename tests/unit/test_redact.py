@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from batchwire import logs
+from batchop.observability import logs
 from batchwire.redact import redact, register_secret
 
 

@@ -15,9 +15,9 @@ produces a new status document (and so never a needless patch).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+from batchwire import timestamps
 from batchwire.redact import redact
 
 READY = "Ready"
@@ -44,7 +44,7 @@ REASON_TERMINATING = "Terminating"
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timestamps.seconds()
 
 
 def make(type_: str, status: str, reason: str, message: str = "", *, generation: int | None = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ PLURAL: Final = "batchschedules"
 SHORT_NAME: Final = "bjs"
 PREFIX: Final = GROUP
 """Prefix of every label, annotation, finalizer and Batch metadata name batchop writes."""
-API_VERSION_STRING: Final = f"{GROUP}/{VERSION}"
+API_GROUP_VERSION: Final = f"{GROUP}/{VERSION}"
 
 FINALIZER: Final = f"{PREFIX}/finalizer"
 """Kept on a resource while its Batch schedule may exist; removed once Batch has let go of it."""

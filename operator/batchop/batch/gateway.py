@@ -38,6 +38,7 @@ from azure.core.exceptions import (
 from azure.core.pipeline.policies import AsyncRetryPolicy
 
 from batchop.batch.breaker import Breaker, CircuitOpen
+from batchwire import API_VERSION
 from batchwire.redact import redact
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ CONFLICT = "Conflict"
 NOT_FOUND = "NotFound"
 BATCH_ERROR = "BatchError"
 
-API_VERSION = "2025-06-01"
+
 LIST_PAGE_SIZE = 1000  # Batch's maximum maxresults
 
 TERMINAL_REASONS = frozenset({INVALID_SPEC, ALREADY_EXISTS, AUTHENTICATION_FAILED, FORBIDDEN})

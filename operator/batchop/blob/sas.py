@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
@@ -112,11 +112,6 @@ def plain_url(account_url: str, container: str, blob: str | None = None) -> str:
         url += "/" + quote(blob, safe="/~")
     return url
 
-
-def strip_sas(url: str) -> str:
-    """``url`` without its query string (the SAS): safe to show in status, events and logs."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def sas_permissions(url: str) -> str:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from batchop import __version__
-from batchwire import logs
+from batchop.observability import logs
 from batchwire.exitcodes import INTERRUPTED, CLIError
 
 # Subcommand modules under batchop.cli.commands, in the order --help lists them.

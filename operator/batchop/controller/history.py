@@ -31,6 +31,7 @@ from typing import Any
 from batchop.controller import runnow
 from batchop.controller import status as st
 from batchwire import timestamps
+from batchwire.redact import strip_sas
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +133,6 @@ def plan(
     return out
 
 
-def _strip_sas(url: str) -> str:
-    return url.split("?", 1)[0]
-
 
 def output_location(job_specification: Mapping[str, Any] | None, result: str | None = None) -> dict[str, Any] | None:
     """Where a job of this specification puts its output: ``{container, path, url}`` (SAS removed) from the job
@@ -152,7 +150,7 @@ def output_location(job_specification: Mapping[str, Any] | None, result: str | N
         blob = destination.get("blob")
         location: dict[str, Any] | None = None
         if isinstance(container, Mapping) and container.get("containerUrl"):
-            url = _strip_sas(str(container["containerUrl"])).rstrip("/")
+            url = strip_sas(str(container["containerUrl"])).rstrip("/")
             path = str(container.get("path") or "").strip("/")
             from batchop.spec.conversion import blob_location
 

@@ -39,6 +39,7 @@ from batchop.controller import history as hist
 from batchop.controller import status as st
 from batchop.controller.reconcile import ObjectView, owns
 from batchop.observability import memory
+from batchwire import timestamps
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +350,7 @@ class Poller:
         )
         stale = member.last_sync is None or now - member.last_sync > timedelta(seconds=self.heartbeat)
         if changed or stale:
-            candidate["lastSyncTime"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            candidate["lastSyncTime"] = timestamps.seconds(now)
         if await self.writer.update(member.namespace, member.name, candidate, conditions):
             report.patched += 1
             member.last_sync = now

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchop.api import conditions as cond
+from batchop.api.names import FINALIZER
 from batchop.batch.credentials import Accounts, CredentialError, SecretSource, resolve
 from batchop.batch.gateway import INVALID_SPEC, BatchError
 from batchop.batch.settings import Settings
@@ -30,6 +31,7 @@ from batchop.controller.poller import Poller, Tracked
 from batchop.controller.status import EventSpec, observed_status
 from batchop.kube.client import KubeClient, StatusWriter
 from batchop.observability import metrics
+from batchwire import timestamps
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +71,6 @@ class _Hold:
         return await self.runtime._hold(self.view)
 
     async def release(self) -> None:
-        from batchop.controller.handlers import FINALIZER
 
         remove = getattr(self.runtime.kube, "remove_finalizer", None)
         if remove is not None:
@@ -242,7 +243,7 @@ class Runtime:
             outcome.status.update(
                 state=mirrored["state"],
                 nextRunTime=mirrored["nextRunTime"],
-                lastSyncTime=now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                lastSyncTime=timestamps.seconds(now),
             )
             outcome.ready = mirrored["conditions"][0]
             if entry is not None:
@@ -270,7 +271,6 @@ class Runtime:
     async def _hold(self, view: rc.ObjectView) -> bool:
         """Add our finalizer right after a schedule was created or adopted (before the status write), so a
         deletion from now on waits for the delete handler. False: the resource is already gone or going."""
-        from batchop.controller.handlers import FINALIZER
 
         add = getattr(self.kube, "add_finalizer", None)
         if add is None:
@@ -362,7 +362,7 @@ class Runtime:
                 raise BatchError(err.message, reason=err.reason, terminal=err.permanent) from err
             except ValueError as err:  # StorageConfigError names the field
                 raise BatchError(str(err), reason=INVALID_SPEC, terminal=True) from err
-            expires = resolved.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ") if resolved.expires_at else None
+            expires = timestamps.seconds(resolved.expires_at) if resolved.expires_at else None
             return resolved.job_specification, expires
 
         return resolve_blobs

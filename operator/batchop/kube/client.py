@@ -20,13 +20,13 @@ import ssl
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
 from batchop.api import conditions as cond
 from batchop.api.names import GROUP, KIND, PLURAL, VERSION
+from batchwire import timestamps
 from batchwire.redact import redact
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class KubeClient:
     async def post_event(self, obj: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event on the object (``involvedObject``), message redacted."""
         namespace = obj["namespace"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = timestamps.seconds()
         event = {
             "apiVersion": "v1",
             "kind": "Event",

@@ -19,7 +19,6 @@ through :func:`comparable` first:
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
@@ -27,10 +26,10 @@ from typing import Any
 from batchop.api.crd import shared_spec_schema
 from batchop.api.sdkmodels import DURATION_PATTERN
 from batchwire import defaults, durations, timestamps
+from batchwire.redact import strip_sas
 
 COMPARED_PROPERTIES = ("schedule", "jobSpecification", "metadata")
 
-_SAS_QUERY = re.compile(r"^(https?://[^?#\s]+)\?[^#\s]*\bsig=[^#\s]*$", re.IGNORECASE)
 
 # Read-time defaults Batch documents beyond those in batchwire.defaults.
 AUTO_POOL_DEFAULTS: dict[str, Any] = {"keepAlive": False}
@@ -63,11 +62,6 @@ def plain(value: Any) -> Any:
         return [plain(item) for item in value]
     return value
 
-
-def strip_sas(url: str) -> str:
-    """``url`` without its query string when that carries a SAS signature (``sig=``)."""
-    match = _SAS_QUERY.match(url)
-    return match.group(1) if match else url
 
 
 def _setdefaults(target: Any, values: Mapping[str, Any]) -> None:

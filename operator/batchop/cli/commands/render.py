@@ -26,7 +26,7 @@ from batchop.api.names import KIND
 from batchop.blob import refs as blobrefs
 from batchop.blob import settings as storage_config
 from batchop.spec import mapping, naming, validation, yamlio
-from batchwire import API_VERSION, durations, redact
+from batchwire import API_VERSION, durations, redact, timestamps
 from batchwire.exitcodes import INVALID, OK, CLIError
 
 PLACEHOLDER_UID = "<uid-assigned-by-kubernetes>"
@@ -42,7 +42,7 @@ class PlaceholderMinter:
         self.account_url = account_url.rstrip("/")
 
     def _sas(self, permission: str, expiry: datetime, resource: str) -> str:
-        expires = expiry.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        expires = timestamps.seconds(expiry)
         return f"sv=2025-01-05&se={quote(expires)}&sr={resource}&sp={permission}&sig={redact.REDACTED}"
 
     async def blob_url(self, container: str, blob: str, *, permission: str, expiry: datetime) -> str:
@@ -148,7 +148,7 @@ def request_body(resource: Mapping[str, Any], *, namespace: str, resolve: bool, 
             body["jobSpecification"] = resolved.job_specification
             notes.append(f"blob references resolved against {url} ({source}) with placeholder SAS "
                          f"(sig={redact.REDACTED}); the operator mints real ones, valid until about "
-                         f"{expiry.strftime('%Y-%m-%dT%H:%M:%SZ')}")
+                         f"{timestamps.seconds(expiry)}")
         else:
             notes.append("blob references shown unresolved; the operator replaces them with SAS URLs")
     return body, notes
