@@ -10,7 +10,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/batchop
 COPY pyproject.toml README.md ./
-COPY operator/ operator/
+# The operator's packages only: the local Batch service and the dev stack (operator/localbatch,
+# operator/devstack) are not part of the image.
+COPY operator/batchop/ operator/batchop/
+COPY operator/batchwire/ operator/batchwire/
 RUN /opt/batchop/bin/pip install --no-compile . \
  && /opt/batchop/bin/python -m compileall -q /opt/batchop/lib \
  && /opt/batchop/bin/python -m pip uninstall -y pip setuptools

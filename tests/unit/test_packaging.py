@@ -86,4 +86,5 @@ def test_dockerfile_rules() -> None:
     assert "COPY --from=build /opt/batchop /opt/batchop" in final
     assert 'ENTRYPOINT ["batchop"]' in final
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert ignored[ignored.index("*") + 1:][:3] == ["!pyproject.toml", "!README.md", "!operator/"]
+    assert ignored[ignored.index("*") + 1:][:4] == [
+        "!pyproject.toml", "!README.md", "!operator/batchop/", "!operator/batchwire/"]
