@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write_doc(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> None:
     perfdoc.replace_section("convergence", perfdoc.section(
-        "Convergence (issue 7.1)", command, info, table(results),
+        "Convergence", command, info, table(results),
         NOTES + f"\n\nRows taken (N may come from separate invocations): {harness.taken_line(results)}."))
 
 

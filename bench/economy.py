@@ -274,11 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         command = "python bench/economy.py " + " ".join(sys.argv[1:] if argv is None else argv)
         taken = f"\n\nRows taken (N may come from separate invocations): {harness.taken_line(results)}."
-        perfdoc.replace_section("economy", perfdoc.section("API economy at steady state (issue 7.2)", command, info,
+        perfdoc.replace_section("economy", perfdoc.section("API economy at steady state", command, info,
                                                            economy, ECONOMY_NOTES + taken))
-        perfdoc.replace_section("reaction", perfdoc.section("Reaction time (issue 7.3)", command, info, react,
+        perfdoc.replace_section("reaction", perfdoc.section("Reaction time", command, info, react,
                                                             REACTION_NOTES + taken))
-        perfdoc.replace_section("memory", perfdoc.section("Memory and CPU (issue 7.4)", command, info, memory,
+        perfdoc.replace_section("memory", perfdoc.section("Memory and CPU", command, info, memory,
                                                           MEMORY_NOTES + taken))
     return 0
 

@@ -1,4 +1,4 @@
-"""Issue 7.6: kill -9 the operator at random points while schedules are created, edited and deleted.
+"""Kill -9 the operator at random points while schedules are created, edited and deleted.
 
 Three phases run against one operator process that is SIGKILLed at a random moment inside each phase (and
 once more between phases), then restarted: create N resources, edit the command line of a third of them,

@@ -1,4 +1,4 @@
-"""Issue 7.9: schedules deleted or modified out of band are restored within one resync.
+"""Schedules deleted or modified out of band are restored within one resync.
 
 Three schedules are changed behind the operator's back with the SDK: one deleted, one with its command
 line changed, one disabled. Each must be back as declared (active, the declared command line, the owner

@@ -1,4 +1,4 @@
-"""Issue 7.7: Batch answers 20% of requests with 429 (Retry-After), 500, 503 or a reset, with latency.
+"""Batch answers 20% of requests with 429 (Retry-After), 500, 503 or a reset, with latency.
 
 Under those faults N resources are created, a third edited and a quarter deleted; everything converges
 with nothing duplicated or orphaned. Then, with a deterministic fault, a 429 is shown to be honoured: two

@@ -1,4 +1,4 @@
-"""Issue 7.8: the Batch service is down during creates and deletes.
+"""The Batch service is down during creates and deletes.
 
 Half the resources exist and are Ready; the service is stopped (its state kept in a state file); while it
 is down the other half is created and a quarter of the first half deleted. The conditions must say so:

@@ -1,4 +1,4 @@
-"""A resource deleted right after it was created must not leave its Batch schedule behind (issue 7.6/7.8).
+"""A resource deleted right after it was created must not leave its Batch schedule behind.
 
 When the operator added its finalizer only once ``status.scheduleId`` was written, a resource deleted
 while its create was in flight disappeared from Kubernetes at once, and the schedule the operator created

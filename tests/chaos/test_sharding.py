@@ -1,4 +1,4 @@
-"""Issue 7.11: two operator processes sharded by namespace never touch each other's resources.
+"""Two operator processes sharded by namespace never touch each other's resources.
 
 Operators A (``-n <ns-a>``) and B (``-n <ns-b>``) share one cluster and one Batch account. Both shards
 converge; then B is stopped and, in B's namespace, a resource is created, one edited and one deleted.
