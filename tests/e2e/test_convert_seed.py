@@ -22,7 +22,7 @@ import yaml
 from tests.fixtures.operator import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-SEED = Path("/work/shared/seed/create_jobsched.json")
+SEED = Path(__file__).resolve().parents[2] / "examples" / "legacy" / "create_jobsched.json"
 NAMESPACE = "convert-seed-e2e"
 
 

@@ -12,7 +12,7 @@ import yaml
 
 from tests.unit.test_spec_validation import modern_spec
 
-SEED = Path("/work/shared/seed/create_jobsched.json")
+SEED = Path(__file__).resolve().parents[2] / "examples" / "legacy" / "create_jobsched.json"
 
 
 def _resource(name: str, spec: dict[str, Any]) -> str:

@@ -75,7 +75,8 @@ def test_created_schedule_reads_back_equal(batch: Any) -> None:
 
 def test_converted_2016_seed_reads_back_equal(batch: Any) -> None:
     """The seed's start task has no maxTaskRetryCount: its read-time default must not look like drift."""
-    spec = conversion.convert(json.loads(Path("/work/shared/seed/create_jobsched.json").read_text())).resource["spec"]
+    seed = Path(__file__).resolve().parents[2] / "examples" / "legacy" / "create_jobsched.json"
+    spec = conversion.convert(json.loads(seed.read_text())).resource["spec"]
     spec.pop("scheduleId")
     body = _create_resolved(batch, spec)
     for observed in (_observed(batch, body["id"]), _listed(batch, body["id"])):

@@ -14,7 +14,7 @@ from batchop.cli import main as cli
 from batchop.spec import conversion
 from batchop.spec.validation import errors_only, validate_resource
 
-SEED = Path("/work/shared/seed/create_jobsched.json")
+SEED = Path(__file__).resolve().parents[2] / "examples" / "legacy" / "create_jobsched.json"
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 

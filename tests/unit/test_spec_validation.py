@@ -11,7 +11,7 @@ import pytest
 
 from batchop.spec.validation import FieldError, errors_only, format_findings, validate, validate_resource
 
-SEED = Path("/work/shared/seed/create_jobsched.json")
+SEED = Path(__file__).resolve().parents[2] / "examples" / "legacy" / "create_jobsched.json"
 
 
 def modern_spec() -> dict[str, Any]:
