@@ -21,13 +21,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchwire.azurite import ACCOUNT_KEY, ACCOUNT_NAME
 from devstack import ports, procs, system
 
 VERSION = "3.37.0"
 NAME = "azurite"
-#: Azurite's well-known development account (public, documented by Microsoft; not a secret).
-ACCOUNT_NAME = "devstoreaccount1"
-ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 
 class AzuriteError(system.PrerequisiteError):

@@ -67,7 +67,7 @@ def _start_time(pid: int) -> int | None:
 
 def _is_zombie(pid: int) -> bool:
     fields = _stat_fields(pid)
-    return bool(fields) and fields[0] in ("Z", "X")
+    return fields[0] in ("Z", "X") if fields else False
 
 
 def start(

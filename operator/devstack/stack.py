@@ -34,14 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchwire.devenv import ENV_FILE
 from batchwire.exitcodes import FAILURE, UNAVAILABLE, CLIError
 from devstack import azurite, kube, kubebuild, ports, procs, system
 
-DEFAULT_DIR = Path(".batchop-dev")
 BATCH = "batch"
 OPERATOR = "operator"
 STATE_FILE = "stack.json"
-ENV_FILE = "env"
 BATCH_START_TIMEOUT = 30.0
 OPERATOR_START_TIMEOUT = 60.0
 #: The project's CRD folder (the repository's ``crds/``); overridable for installed copies.

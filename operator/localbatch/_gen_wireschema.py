@@ -47,8 +47,9 @@ def _classify(tp: object, models: types.ModuleType, out: dict, enums: dict) -> s
         return tp.__name__
     is_model = isinstance(tp, type) and hasattr(tp, "_attr_to_rest_field")
     if is_model or getattr(tp, "__module__", "").endswith("_models"):
-        _walk(tp, models, out, enums)
-        return "model:" + tp.__name__
+        model = typing.cast(type, tp)
+        _walk(model, models, out, enums)
+        return "model:" + model.__name__
     return "any"
 
 

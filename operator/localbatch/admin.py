@@ -20,20 +20,17 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from batchwire import durations
 from localbatch import persistence
-from localbatch.api_common import SERVICE_KEY
-
-if TYPE_CHECKING:
-    from localbatch.service import Service
+from localbatch.context import SERVICE_KEY, ServiceContext
 
 
-def _svc(request: web.Request) -> Service:
-    return request.app[SERVICE_KEY]  # type: ignore[no-any-return]
+def _svc(request: web.Request) -> ServiceContext:
+    return request.app[SERVICE_KEY]
 
 
 def _authorize(request: web.Request) -> None:
@@ -96,7 +93,7 @@ async def set_faults(request: web.Request) -> web.Response:
     return web.json_response(svc.faults.to_json())
 
 
-def _clock_json(svc: Service) -> dict[str, Any]:
+def _clock_json(svc: ServiceContext) -> dict[str, Any]:
     return {"now": svc.clock.now().isoformat(), "scale": svc.clock.scale}
 
 

@@ -1,25 +1,21 @@
-"""Helpers every Batch API handler uses: the service, the request body, state guards."""
+"""Helpers every Batch API handler uses: the service context, the request body, state transitions."""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from localbatch.context import SERVICE_KEY, ServiceContext
 from localbatch.errors import BatchError
 
-if TYPE_CHECKING:
-    from localbatch.service import Service
-
 JSON = dict[str, Any]
-SERVICE_KEY: web.AppKey[Any] = web.AppKey("localbatch.service")
-"""Where the application keeps its :class:`~localbatch.service.Service`."""
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def service(request: web.Request) -> Service:
-    return request.app[SERVICE_KEY]  # type: ignore[no-any-return]
+def service(request: web.Request) -> ServiceContext:
+    return request.app[SERVICE_KEY]
 
 
 async def read_json(request: web.Request, *, required: bool = True) -> Any:

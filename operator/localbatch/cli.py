@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -28,8 +29,9 @@ from pathlib import Path
 
 from batchwire import logs, redact
 from localbatch import __version__
+from localbatch.context import DEFAULT_KEY, ServiceConfig
 from localbatch.faults import parse_codes
-from localbatch.service import DEFAULT_KEY, Service, ServiceConfig
+from localbatch.service import Service
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -73,6 +75,26 @@ def _scale(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser, *, with_logging: bool = True) -> None:
     """Add the service's flags to ``parser`` (shared by ``batchop emulator`` and ``python -m localbatch``)."""
+    _add_service_arguments(parser)
+    _add_fault_arguments(parser)
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with a self-signed certificate and accept bearer tokens from the built-in token "
+        "endpoint (Entra ID stand-in)",
+    )
+    if with_logging:
+        parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)")
+        parser.add_argument(
+            "--log-format",
+            choices=("auto", "json", "text"),
+            default="auto",
+            help="auto (default): JSON lines when stderr is not a terminal",
+        )
+
+
+def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the service listens, its account, clock, execution and state."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8090, help="port (default: 8090; 0 picks a free port)")
     parser.add_argument("--account", default="devbatch", help="Batch account name (default: devbatch)")
@@ -104,6 +126,10 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_logging: bool = True)
         default=None,
         help="keep the state in this JSON file (written atomically on change, loaded on start)",
     )
+
+
+def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
+    """Injected faults and limits: what a client of Batch must survive."""
     parser.add_argument(
         "--fault-rate", type=_rate, default=0.0, help="fraction of Batch API requests that fail (default: 0)"
     )
@@ -123,20 +149,6 @@ def add_arguments(parser: argparse.ArgumentParser, *, with_logging: bool = True)
         default=0,
         help="active jobs + job schedules allowed, 0 = unlimited (beyond: 409 ActiveJobAndScheduleQuotaReached)",
     )
-    parser.add_argument(
-        "--tls",
-        action="store_true",
-        help="serve HTTPS with a self-signed certificate and accept bearer tokens from the built-in token "
-        "endpoint (Entra ID stand-in)",
-    )
-    if with_logging:
-        parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)")
-        parser.add_argument(
-            "--log-format",
-            choices=("auto", "json", "text"),
-            default="auto",
-            help="auto (default): JSON lines when stderr is not a terminal",
-        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +191,7 @@ def banner(svc: Service) -> str:
             "workDir": str(svc.work_dir),
             "timeScale": svc.clock.scale,
             "execute": svc.config.execute,
-            "pid": __import__("os").getpid(),
+            "pid": os.getpid(),
         }
     )
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from batchwire import timestamps
 from localbatch import odata
-from localbatch.api_common import SERVICE_KEY
+from localbatch.context import SERVICE_KEY
 from localbatch.errors import BatchError
 
 JSON = dict[str, Any]

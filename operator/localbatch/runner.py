@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -29,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from batchwire import durations
+from batchwire.redact import redact
 from localbatch import transfer
 from localbatch.clock import VirtualClock
 
@@ -199,12 +199,9 @@ async def run_task(
         )
     except Exception as exc:  # asyncio.CancelledError is not an Exception: terminate still propagates
         log.exception("running the task in %s failed", run.task_dir)
-        detail = _SAS_QUERY.sub("", f"{exc.__class__.__name__}: {exc}")
+        detail = redact(f"{exc.__class__.__name__}: {exc}")
         return Outcome(None, failure("TaskRunFailed", f"the local Batch service could not run the task ({detail})",
                                      category="servererror"), 0, None, clock.now())
-
-
-_SAS_QUERY = re.compile(r"\?[^\s'\"]*")
 
 
 async def _run_task(
@@ -228,6 +225,7 @@ async def _run_task(
         return Outcome(None, argv, 0, None, clock.now())
     retries_allowed = UNLIMITED_RETRIES_CAP if run.max_retries < 0 else run.max_retries
     retry = 0
+    info: dict[str, Any] | None
     while True:
         start = clock.now()
         hooks.on_running(start, retry)

@@ -14,26 +14,23 @@ import logging
 import re
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from batchwire import timestamps
 from localbatch import admin, api_jobs, api_pools, api_schedules
-from localbatch.api_common import SERVICE_KEY
+from localbatch.context import SERVICE_KEY, ServiceContext
 from localbatch.errors import BatchError
 from localbatch.faults import ConnectionReset
 from localbatch.responses import json_response
-
-if TYPE_CHECKING:
-    from localbatch.service import Service
 
 log = logging.getLogger("localbatch.server")
 _API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.\d+\.\d+)?$")
 _UNAUTHENTICATED = {"openid_configuration", "issue_token"}
 
 
-def error_response(svc: Service, request: web.Request, error: BatchError, request_id: str) -> web.Response:
+def error_response(svc: ServiceContext, request: web.Request, error: BatchError, request_id: str) -> web.Response:
     body = error.body(base_url=svc.base_url, request_id=request_id, time=timestamps.format(svc.clock.now()))
     return json_response(body, status=error.status or 400, headers=error.headers)
 
@@ -54,7 +51,7 @@ def _check_api_version(request: web.Request) -> None:
 
 @web.middleware
 async def batch_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    svc: Service = request.app[SERVICE_KEY]
+    svc = request.app[SERVICE_KEY]
     request_id = str(uuid.uuid4())
     started = time.perf_counter()
     route = request.match_info.route
@@ -115,7 +112,7 @@ async def batch_middleware(request: web.Request, handler: Any) -> web.StreamResp
 
 
 async def openid_configuration(request: web.Request) -> web.Response:
-    svc: Service = request.app[SERVICE_KEY]
+    svc = request.app[SERVICE_KEY]
     if svc.tokens is None:
         raise BatchError("InvalidUri", status=404, values=[("Reason", "the token endpoint needs --tls")])
     return web.json_response(svc.tokens.openid_configuration(request.match_info["tenant"]))
@@ -123,7 +120,7 @@ async def openid_configuration(request: web.Request) -> web.Response:
 
 async def issue_token(request: web.Request) -> web.Response:
     """OAuth 2.0 client-credentials grant; the client secret is the account key."""
-    svc: Service = request.app[SERVICE_KEY]
+    svc = request.app[SERVICE_KEY]
     if svc.tokens is None:
         raise BatchError("InvalidUri", status=404, values=[("Reason", "the token endpoint needs --tls")])
     form = await request.post()
@@ -146,7 +143,7 @@ async def issue_token(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-def build_app(svc: Service) -> web.Application:
+def build_app(svc: ServiceContext) -> web.Application:
     app = web.Application(middlewares=[batch_middleware], client_max_size=2 * 1024 * 1024)
     app[SERVICE_KEY] = svc
     for method, path, name, handler in api_schedules.ROUTES + api_jobs.ROUTES + api_pools.ROUTES:

@@ -1,8 +1,10 @@
 """The local Batch service as one object: configuration, store, clock, engine, HTTP server.
 
-:class:`Service` binds the aiohttp application (:mod:`localbatch.server`) to a host and port,
-restores the state file, starts the engine with the service's own URL, and on :meth:`stop`
-stops accepting requests, stops the engine (killing task processes) and writes the state.
+:class:`Service` composes the parts: it binds the aiohttp application (:mod:`localbatch.server`) to
+a host and port, serving itself to the handlers as their :class:`~localbatch.context.ServiceContext`;
+restores the state file; starts the engine (:class:`localbatch.engine.Engine`, or the configured
+``engine_factory``) with the service's own URL; and on :meth:`Service.stop` stops accepting requests,
+stops the engine (killing task processes) and writes the state.
 """
 
 from __future__ import annotations
@@ -17,61 +19,22 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 
 from localbatch import persistence, tlscert
 from localbatch.auth import Authenticator
 from localbatch.clock import VirtualClock
+from localbatch.context import EngineProtocol, ServiceConfig
+from localbatch.engine import Engine
 from localbatch.errors import BatchError
 from localbatch.faults import FaultConfig, parse_codes
+from localbatch.server import build_app
 from localbatch.store import Store
 from localbatch.tokens import TokenIssuer
 
 log = logging.getLogger("localbatch.service")
-
-# A fixed, documented development key (like Azurite's): base64 of 64 bytes. Never use it in Azure.
-DEFAULT_KEY = base64.b64encode(b"batchop-local-batch-service-development-key-not-a-secret-0123456").decode()
-
-
-class EngineProtocol(Protocol):
-    """What the API layer calls on the engine (CONTRACTS.md)."""
-
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-    def schedule_changed(self, key: str) -> None: ...
-    def terminate_schedule(self, key: str) -> None: ...
-    def delete_schedule(self, key: str) -> None: ...
-    def job_created(self, key: str) -> None: ...
-    def terminate_job(self, key: str, reason: str = "UserTerminate") -> None: ...
-    def delete_job(self, key: str) -> None: ...
-    def delete_pool(self, key: str) -> None: ...
-    def counts(self, job_key: str) -> dict[str, Any]: ...
-
-
-@dataclass
-class ServiceConfig:
-    host: str = "127.0.0.1"
-    port: int = 8090
-    account: str = "devbatch"
-    key: str = DEFAULT_KEY
-    time_scale: float = 1.0
-    execute: bool = True
-    no_execute_exit_code: int = 0
-    work_dir: Path | None = None
-    state_file: Path | None = None
-    fault_rate: float = 0.0
-    fault_codes: list[str] = field(default_factory=lambda: ["429", "503"])
-    latency_ms: float = 0.0
-    retry_after: int = 1
-    tls: bool = False
-    job_quota: int = 0
-    """Active jobs + job schedules allowed (0 = unlimited); beyond it 409 ActiveJobAndScheduleQuotaReached."""
-    state_debounce: float = 0.2
-    seed: int | None = None
-    engine_factory: Callable[..., EngineProtocol] | None = None
-    """Builds the engine (keyword arguments of ``Engine``); default ``localbatch.engine.Engine``."""
 
 
 @dataclass
@@ -113,8 +76,6 @@ class Service:
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
-        from localbatch.server import build_app
-
         self.work_dir.mkdir(parents=True, exist_ok=True)
         ssl_context = None
         scheme = "http"
@@ -154,12 +115,7 @@ class Service:
         return int(sockets[0].getsockname()[1]) if sockets else self.config.port
 
     async def _start_engine(self) -> None:
-        if self.config.engine_factory is not None:
-            factory = self.config.engine_factory
-        else:
-            from localbatch.engine import Engine
-
-            factory = Engine
+        factory: Callable[..., EngineProtocol] = self.config.engine_factory or Engine
         self.engine = factory(
             store=self.store,
             clock=self.clock,

@@ -10,8 +10,8 @@ credential is ever needed by the service:
 - ``outputFiles``: ``PUT`` Block Blob (``x-ms-blob-type: BlockBlob``) of every file matching
   ``filePattern`` (``*``, ``?``, ``**`` and ``[...]``), to ``containerUrl`` + ``path``.
 
-Failures raise :class:`TransferError` carrying the Batch ``failureInfo`` code. Messages never
-contain a SAS query string.
+Failures raise :class:`TransferError` carrying the Batch ``failureInfo`` code. Messages show URLs
+through :func:`batchwire.redact.strip_sas`, never with a SAS signature.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import aiohttp
 
+from batchwire.redact import strip_sas
+
 DEFAULT_FILE_MODE = 0o770
 """Batch applies mode 0770 to downloaded files on Linux when ``fileMode`` is not set."""
 DEFAULT_STORAGE_VERSION = "2021-08-06"
@@ -40,12 +42,6 @@ class TransferError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def public_url(url: str) -> str:
-    """``url`` without its query string (a SAS token is a secret)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _headers_for(url: str) -> dict[str, str]:
@@ -120,25 +116,25 @@ async def _list_blobs(session: aiohttp.ClientSession, container_url: str, prefix
                 if resp.status in (401, 403):
                     raise TransferError(
                         "ResourceContainerAccessDenied",
-                        f"listing blobs of {public_url(container_url)} was refused ({resp.status}); the SAS needs "
+                        f"listing blobs of {strip_sas(container_url)} was refused ({resp.status}); the SAS needs "
                         "read and list permissions and must not have expired",
                     )
                 if resp.status == 404:
                     raise TransferError(
-                        "ResourceContainerNotFound", f"the container {public_url(container_url)} does not exist"
+                        "ResourceContainerNotFound", f"the container {strip_sas(container_url)} does not exist"
                     )
                 if resp.status != 200:
                     raise TransferError(
                         "ResourceContainerListMiscError",
-                        f"listing blobs of {public_url(container_url)} failed with HTTP {resp.status}",
+                        f"listing blobs of {strip_sas(container_url)} failed with HTTP {resp.status}",
                     )
         except TimeoutError:
             raise TransferError(
-                "ResourceContainerListTimedOut", f"listing blobs of {public_url(container_url)} timed out"
+                "ResourceContainerListTimedOut", f"listing blobs of {strip_sas(container_url)} timed out"
             ) from None
         except aiohttp.ClientError as exc:
             raise TransferError(
-                "ResourceContainerListMiscError", f"cannot reach {public_url(container_url)}: {exc.__class__.__name__}"
+                "ResourceContainerListMiscError", f"cannot reach {strip_sas(container_url)}: {exc.__class__.__name__}"
             ) from None
         root = ET.fromstring(body)
         for blob in root.iter("Blob"):
@@ -156,24 +152,24 @@ async def _get_to_file(session: aiohttp.ClientSession, url: str, target: Path, *
             if resp.status in (401, 403):
                 raise TransferError(
                     "BlobAccessDenied",
-                    f"downloading {public_url(url)} was refused ({resp.status}); the SAS needs read permission "
+                    f"downloading {strip_sas(url)} was refused ({resp.status}); the SAS needs read permission "
                     "and must not have expired",
                 )
             if resp.status == 404:
-                raise TransferError("BlobNotFound", f"{public_url(url)} does not exist")
+                raise TransferError("BlobNotFound", f"{strip_sas(url)} does not exist")
             if resp.status != 200:
                 raise TransferError(
-                    "BlobDownloadMiscError", f"downloading {public_url(url)} failed: HTTP {resp.status}"
+                    "BlobDownloadMiscError", f"downloading {strip_sas(url)} failed: HTTP {resp.status}"
                 )
             target.parent.mkdir(parents=True, exist_ok=True)
             with target.open("wb") as out:
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     out.write(chunk)
     except TimeoutError:
-        raise TransferError("BlobDownloadTimedOut", f"downloading {public_url(url)} timed out") from None
+        raise TransferError("BlobDownloadTimedOut", f"downloading {strip_sas(url)} timed out") from None
     except aiohttp.ClientError as exc:
         raise TransferError(
-            "BlobDownloadMiscError", f"cannot download {public_url(url)}: {exc.__class__.__name__}"
+            "BlobDownloadMiscError", f"cannot download {strip_sas(url)}: {exc.__class__.__name__}"
         ) from None
 
 
@@ -230,20 +226,20 @@ async def upload(session: aiohttp.ClientSession, item: Upload) -> None:
             if resp.status in (401, 403):
                 raise TransferError(
                     "FileUploadAccessDenied",
-                    f"uploading {item.source.name} to {public_url(url)} was refused ({resp.status}); the SAS needs "
+                    f"uploading {item.source.name} to {strip_sas(url)} was refused ({resp.status}); the SAS needs "
                     "write (and create) permission and must not have expired",
                 )
             if resp.status == 404:
                 raise TransferError(
                     "FileUploadContainerNotFound",
-                    f"the output container {public_url(item.container_url)} does not exist; create it first",
+                    f"the output container {strip_sas(item.container_url)} does not exist; create it first",
                 )
             if resp.status not in (200, 201):
-                raise TransferError("FileUploadMiscError", f"uploading to {public_url(url)} failed: HTTP {resp.status}")
+                raise TransferError("FileUploadMiscError", f"uploading to {strip_sas(url)} failed: HTTP {resp.status}")
     except TimeoutError:
-        raise TransferError("FileUploadTimedOut", f"uploading to {public_url(url)} timed out") from None
+        raise TransferError("FileUploadTimedOut", f"uploading to {strip_sas(url)} timed out") from None
     except aiohttp.ClientError as exc:
-        message = f"cannot upload to {public_url(url)}: {exc.__class__.__name__}"
+        message = f"cannot upload to {strip_sas(url)}: {exc.__class__.__name__}"
         raise TransferError("FileUploadMiscError", message) from None
 
 

@@ -25,6 +25,8 @@ from azure.storage.blob import BlobServiceClient
 from batchop.blob import refs as blobrefs
 from batchop.blob import sas
 from batchop.blob import settings as storage_config
+from batchop.spec.blobrefs import BlobReferenceError
+from batchwire.azurite import ACCOUNT_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,7 +118,7 @@ def test_sync_creates_skips_unchanged_prunes_and_keeps_outputs(
     # nothing secret in anything the CLI printed
     for result in (dry, first, second, third, pruned):
         text = (result.stdout + result.stderr).decode()
-        assert storage_config.AZURITE_KEY not in text and "sig=" not in text
+        assert ACCOUNT_KEY not in text and "sig=" not in text
 
 
 def test_get_prints_downloads_and_lists(tmp_path: Path, connection_string: str, service: BlobServiceClient) -> None:
@@ -241,13 +243,13 @@ def test_resolve_reports_missing_container_and_refused_key(connection_string: st
     spec = {"jobManagerTask": {"id": "t", "commandLine": "x", "resourceFiles": [
         {"blob": {"container": f"missing-{uuid.uuid4().hex[:8]}", "path": "a"}, "filePath": "a"}]}}
     minter = sas.minter_for(None, None, {"AZURE_STORAGE_CONNECTION_STRING": connection_string})
-    with pytest.raises(blobrefs.BlobReferenceError) as info:
+    with pytest.raises(BlobReferenceError) as info:
         asyncio.run(blobrefs.resolve(spec, minter=minter, schedule_id="s", expiry=datetime.now(UTC) + timedelta(1)))
     assert info.value.reason == "ContainerNotFound" and info.value.permanent
     assert info.value.field == "spec.jobSpecification.jobManagerTask.resourceFiles[0].blob.container"
 
     url, name, _ = storage_config.parse_connection_string(connection_string)
     wrong = sas.KeyMinter(url, name, base64.b64encode(b"1" * 64).decode())
-    with pytest.raises(blobrefs.BlobReferenceError) as info:
+    with pytest.raises(BlobReferenceError) as info:
         asyncio.run(blobrefs.resolve(spec, minter=wrong, schedule_id="s", expiry=datetime.now(UTC) + timedelta(1)))
     assert info.value.reason == "StorageAuthenticationFailed" and info.value.permanent

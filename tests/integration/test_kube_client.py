@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 
@@ -32,8 +33,9 @@ def namespace(kube: Any) -> Iterator[str]:
 @pytest.fixture
 async def client(kube: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeClient]:
     monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    c = KubeClient()
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())  # as the operator gets its credentials
+    assert info is not None
+    c = KubeClient(info)
     try:
         yield c
     finally:

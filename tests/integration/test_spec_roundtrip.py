@@ -6,7 +6,6 @@ anything Batch does to a schedule (defaults, duration format, metadata order), i
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -18,9 +17,8 @@ import pytest
 from azure.batch import models as batch_models
 
 from batchop.blob import refs as blobrefs
-from batchop.blob.settings import AZURITE_BLOB_URL
-from batchop.cli.commands.render import PlaceholderMinter
 from batchop.spec import conversion, diff, mapping
+from batchwire import azurite
 from tests.unit.test_spec_diff import resolved_spec
 
 
@@ -43,10 +41,9 @@ def _create_resolved(batch: Any, spec: dict[str, Any]) -> dict[str, Any]:
     """Create with blob references resolved the operator's way (placeholder SAS: nothing is downloaded here)."""
     schedule_id = f"roundtrip-{uuid.uuid4().hex[:8]}"
     body = mapping.desired_schedule(spec, schedule_id=schedule_id, owner="default/roundtrip", uid="uid-1")
-    resolved = asyncio.run(blobrefs.resolve(body["jobSpecification"], minter=PlaceholderMinter(AZURITE_BLOB_URL),
-                                            schedule_id=schedule_id, expiry=datetime.now(UTC) + timedelta(days=1),
-                                            check=False))
-    body["jobSpecification"] = resolved.job_specification
+    body["jobSpecification"] = blobrefs.resolve_offline(body["jobSpecification"], account_url=azurite.BLOB_URL,
+                                                        schedule_id=schedule_id,
+                                                        expiry=datetime.now(UTC) + timedelta(days=1))
     batch.create_job_schedule(batch_models.BatchJobScheduleCreateOptions(body))
     return body
 

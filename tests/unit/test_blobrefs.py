@@ -1,4 +1,5 @@
-"""Blob references -> SAS URLs: shapes, permission sets, placeholders, container checks (no network)."""
+"""Blob references -> SAS URLs: shapes, permission sets, placeholders, container checks (no network); the offline
+rules of batchop.spec.blobrefs and the resolution of batchop.blob.refs."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from batchop.blob import refs as blobrefs
-from batchop.blob.refs import BlobReferenceError, has_blob_references, resolve
-from batchop.blob.sas import KeyMinter, StorageAccessError, sas_permissions
+from batchop.blob.refs import resolve, resolve_offline
+from batchop.blob.sas import PLACEHOLDER_STORAGE_URL, KeyMinter, StorageAccessError, sas_permissions
+from batchop.spec import blobrefs
+from batchop.spec.blobrefs import BlobReferenceError, has_blob_references
 from batchwire.redact import strip_sas
 
 KEY = base64.b64encode(b"k" * 64).decode()
@@ -219,3 +221,18 @@ def test_validate_references_offline() -> None:
     spec["jobManagerTask"]["outputFiles"][1]["destination"]["blob"]["path"] = "{jobId}"
     problems = blobrefs.validate_references(spec)
     assert [p.field for p in problems] == ["spec.jobSpecification.jobManagerTask.outputFiles[1].destination.blob.path"]
+
+
+def test_resolve_offline_shows_placeholder_sas_without_storage() -> None:
+    """What render and import show: the operator's URLs, signed by nothing (sig=REDACTED), no container check."""
+    spec = job_spec()
+    resolved = resolve_offline(spec, account_url=PLACEHOLDER_STORAGE_URL + "/", schedule_id="s", expiry=EXPIRY)
+    task_file = resolved["jobManagerTask"]["resourceFiles"][0]
+    assert task_file["httpUrl"].startswith(f"{PLACEHOLDER_STORAGE_URL}/application/")
+    assert "sig=REDACTED" in task_file["httpUrl"] and sas_permissions(task_file["httpUrl"]) == "r"
+    assert parse_qs(urlsplit(task_file["httpUrl"]).query)["se"] == ["2030-01-02T03:04:05Z"]
+    assert spec == job_spec(), "the input is not modified"
+    bad = job_spec()
+    bad["jobManagerTask"]["outputFiles"][0]["destination"]["blob"]["path"] = "{jobId}/out"
+    with pytest.raises(BlobReferenceError, match=r"\{jobId\}"):
+        resolve_offline(bad, account_url=PLACEHOLDER_STORAGE_URL, schedule_id="s", expiry=EXPIRY)

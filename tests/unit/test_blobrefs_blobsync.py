@@ -79,7 +79,9 @@ def test_split_target() -> None:
 
 
 def test_sync_notes_top_level_files_before_touching_storage(tmp_path: Path) -> None:
-    from batchop.blob.settings import AZURITE_ACCOUNT, AZURITE_KEY, StorageSettings
+    from batchop.blob.settings import StorageSettings
+    from batchwire.azurite import ACCOUNT_KEY as AZURITE_KEY
+    from batchwire.azurite import ACCOUNT_NAME as AZURITE_ACCOUNT
 
     (tmp_path / "data").mkdir()
     (tmp_path / "stray.txt").write_text("x")

@@ -1,4 +1,4 @@
-"""batchop.spec.cel_rules: every CEL rule evaluated with a real CEL interpreter (cel-python) on good and bad
+"""batchop.api.cel_rules: every CEL rule evaluated with a real CEL interpreter (cel-python) on good and bad
 values, each bad value also refused by batchop.spec.validation (the rules are a subset of the webhook), and the
 rules placed on the generated spec schema."""
 
@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from batchop.api import cel_rules
+from batchop.api.cel_rules import RULES, CelRule
 from batchop.api.crd import spec_schema
-from batchop.spec import cel_rules, validation
-from batchop.spec.cel_rules import RULES, CelRule
+from batchop.spec import validation
 
 celpy = pytest.importorskip("celpy")
 

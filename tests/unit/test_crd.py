@@ -1,10 +1,15 @@
-"""The BatchJobSchedule CRD: generated from the SDK, up to date, structural, and shaped as agreed."""
+"""The BatchJobSchedule CRD: generated from the SDK, up to date (the packaged spec schema too), structural, and
+shaped as agreed."""
 
 from __future__ import annotations
 
+import configparser
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from batchop.api import crd as crdmod
-from batchop.api import crdgen, sdkmodels
+from batchop.api import crdgen, legacy, patterns, sdkmodels
+from batchop.api import schema as packaged
 from batchwire import durations
+
+REPO = Path(__file__).resolve().parents[2]
 
 CRD = yaml.safe_load(crdgen.CRD_PATH.read_text())
 VERSION = CRD["spec"]["versions"][0]
@@ -32,13 +40,57 @@ def test_regenerating_changes_nothing() -> None:
     assert crdgen.main(["--check"]) == 0
 
 
+def test_packaged_spec_schema_is_what_the_generator_produces() -> None:
+    """Validation reads the packaged file; it must be the generator's spec schema, as in the CRD."""
+    assert crdgen.SCHEMA_PATH.read_text(encoding="utf-8") == packaged.dump(crdmod.spec_schema()), (
+        "run: python -m batchop.api.crdgen --write")
+    assert packaged.spec_schema() == crdmod.spec_schema() == SPEC
+    assert packaged.shared_spec_schema() is packaged.shared_spec_schema()
+    assert packaged.spec_schema() is not packaged.shared_spec_schema()
+
+
+def test_packaged_spec_schema_ships_in_the_wheel() -> None:
+    """setuptools package data names the file the loader opens."""
+    import tomllib
+
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert packaged.SCHEMA_FILE in package_data["batchop.api"]
+    assert Path(packaged.schema_path()).parent == Path(packaged.__file__).resolve().parent
+
+
+def test_validation_never_loads_the_sdk_models() -> None:
+    """The run-time path (validation, normalisation, conversion) reads the packaged schema only."""
+    code = ("import sys; import batchop.spec.validation as v, batchop.spec.normalize, batchop.spec.conversion; "
+            "v.validate({}); print(sorted(m for m in sys.modules if m.split('.')[0] == 'azure' "
+            "or m in ('batchop.api.crd', 'batchop.api.sdkmodels')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={"PYTHONPATH": str(REPO / "operator")},
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_every_run_time_api_module_is_held_to_the_purity_contract() -> None:
+    """.importlinter lists batchop.api module by module; only the generator may be left out."""
+    config = configparser.ConfigParser()
+    config.read(REPO / ".importlinter")
+    listed = set(config["importlinter:contract:spec-pure"]["source_modules"].split())
+    modules = {f"batchop.api.{path.stem}" for path in (REPO / "operator/batchop/api").glob("*.py")}
+    generator = {"batchop.api.crd", "batchop.api.sdkmodels", "batchop.api.crdgen"}
+    assert modules - {"batchop.api.__init__"} - generator == listed - {"batchop.api", "batchop.spec", "batchop.spec.**"}
+    assert {"batchop.api", "batchop.spec", "batchop.spec.**"} <= listed
+
+
 def test_check_fails_on_a_stale_file(tmp_path: Any) -> None:
-    assert crdgen.main(["--check", "--dir", str(tmp_path)]) == 1  # missing
-    assert crdgen.main(["--write", "--dir", str(tmp_path)]) == 0
-    assert crdgen.main(["--check", "--dir", str(tmp_path)]) == 0
+    paths = ["--dir", str(tmp_path), "--schema", str(tmp_path / packaged.SCHEMA_FILE)]
+    assert crdgen.main(["--check", *paths]) == 1  # missing
+    assert crdgen.main(["--write", *paths]) == 0
+    assert crdgen.main(["--check", *paths]) == 0
     stale = tmp_path / crdgen.FILE_NAME
     stale.write_text(stale.read_text().replace("targetDedicatedNodes", "targetDedicatedNode", 1))
-    assert crdgen.main(["--check", "--dir", str(tmp_path)]) == 1
+    assert crdgen.main(["--check", *paths]) == 1
+    crdgen.main(["--write", *paths])
+    copy = tmp_path / packaged.SCHEMA_FILE
+    copy.write_text(copy.read_text().replace("targetDedicatedNodes", "targetDedicatedNode", 1))
+    assert crdgen.main(["--check", *paths]) == 1
 
 
 def test_cel_rules_only_in_the_cel_variant() -> None:
@@ -47,7 +99,7 @@ def test_cel_rules_only_in_the_cel_variant() -> None:
     cel = yaml.safe_load(crdgen.CEL_CRD_PATH.read_text())
     rules = cel["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
     assert any("oldSelf.scheduleId" in rule["rule"] for rule in rules)
-    # Apart from the rules (and the maxLength batchop.spec.cel_rules gives the strings it matches), the same CRD.
+    # Apart from the rules (and the maxLength batchop.api.cel_rules gives the strings it matches), the same CRD.
     def strip(node: Any) -> Any:
         if isinstance(node, dict):
             return {k: strip(v) for k, v in node.items() if k != "x-kubernetes-validations"}
@@ -141,7 +193,7 @@ def test_enums_durations_and_timestamps() -> None:
     container = POOL["properties"]["virtualMachineConfiguration"]["properties"]["containerConfiguration"]
     assert "dockerCompatible" in container["properties"]["type"]["enum"]
     schedule = SPEC["properties"]["schedule"]["properties"]
-    assert schedule["recurrenceInterval"]["pattern"] == sdkmodels.DURATION_PATTERN
+    assert schedule["recurrenceInterval"]["pattern"] == patterns.DURATION_PATTERN
     assert schedule["doNotRunUntil"]["format"] == "date-time"
     assert auto["properties"]["autoPoolIdPrefix"]["maxLength"] == 20
 
@@ -181,12 +233,12 @@ def test_legacy_names_are_forbidden_not_pruned(path: tuple[str, ...], replacemen
     node = POOL
     for name in path:
         node = node["properties"][name]
-    assert crdmod.is_forbidden(node)
+    assert legacy.is_forbidden(node)
     assert replacement in node["description"]
     assert node["x-kubernetes-int-or-string"] is True
     (only,) = node["enum"]  # the API server's message then names the fix
     assert only.startswith("none: ") and replacement in only
-    assert crdmod.is_forbidden(MANAGER["properties"]["resourceFiles"]["items"]["properties"]["blobSource"])
+    assert legacy.is_forbidden(MANAGER["properties"]["resourceFiles"]["items"]["properties"]["blobSource"])
 
 
 def test_status_fields() -> None:
@@ -209,7 +261,7 @@ def test_status_fields() -> None:
 
 # --- the duration pattern agrees with batchwire's parser -------------------------------------------------
 
-_DURATION = re.compile(sdkmodels.DURATION_PATTERN)
+_DURATION = re.compile(patterns.DURATION_PATTERN)
 
 
 @pytest.mark.parametrize("text", ["PT4H", "P1D", "PT1H30M", "PT0S", "PT0.5S", "P1DT12H", "P2W", "PT01H00M00S",

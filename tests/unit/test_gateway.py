@@ -16,6 +16,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
+from batchop.api import conditions as cond
 from batchop.batch import gateway as gw
 
 
@@ -68,7 +69,7 @@ def test_400_is_terminal_and_names_the_rejected_property() -> None:
         ),
     )
     err = gw.classify(exc)
-    assert err.terminal and err.reason == gw.INVALID_SPEC
+    assert err.terminal and err.reason == cond.REASON_INVALID_SPEC
     assert err.code == "InvalidPropertyValue" and err.field == "recurrenceInterval"
     assert "recurrenceInterval" in err.message and "PT10S" in err.message and "at least 1 minute" in err.message
     assert "RequestId" not in err.message
@@ -80,20 +81,20 @@ def test_auth_failures_are_terminal() -> None:
         error(HttpResponseError, 403, batch_error("AuthenticationFailed", "Server failed to authenticate")),
     ):
         err = gw.classify(exc)
-        assert err.terminal and err.reason == gw.AUTHENTICATION_FAILED
+        assert err.terminal and err.reason == cond.REASON_AUTHENTICATION_FAILED
         assert "Secret" in err.message
 
 
 @pytest.mark.parametrize(
     ("status", "code", "reason"),
     [
-        (429, "TooManyRequests", gw.THROTTLED),
-        (503, "ServerBusy", gw.BATCH_UNAVAILABLE),
-        (500, "InternalError", gw.BATCH_UNAVAILABLE),
-        (412, "ConditionNotMet", gw.CONFLICT),
-        (409, "JobScheduleBeingDeleted", gw.CONFLICT),
-        (409, "ActiveJobAndScheduleQuotaReached", gw.QUOTA_REACHED),
-        (404, "JobScheduleNotFound", gw.NOT_FOUND),
+        (429, "TooManyRequests", cond.REASON_THROTTLED),
+        (503, "ServerBusy", cond.REASON_BATCH_UNAVAILABLE),
+        (500, "InternalError", cond.REASON_BATCH_UNAVAILABLE),
+        (412, "ConditionNotMet", cond.REASON_CONFLICT),
+        (409, "JobScheduleBeingDeleted", cond.REASON_CONFLICT),
+        (409, "ActiveJobAndScheduleQuotaReached", cond.REASON_QUOTA_REACHED),
+        (404, "JobScheduleNotFound", cond.REASON_NOT_FOUND),
     ],
 )
 def test_recoverable_errors(status: int, code: str, reason: str) -> None:
@@ -112,7 +113,7 @@ def test_exists_keeps_its_code_for_the_ownership_check() -> None:
 def test_connection_errors_and_timeouts_are_unavailable() -> None:
     for exc in (ServiceRequestError("refused"), TimeoutError(), ConnectionResetError()):
         err = gw.classify(exc)
-        assert err.reason == gw.BATCH_UNAVAILABLE and not err.terminal
+        assert err.reason == cond.REASON_BATCH_UNAVAILABLE and not err.terminal
 
 
 def test_messages_are_redacted() -> None:
@@ -168,7 +169,7 @@ async def test_concurrency_limit_and_404_as_none() -> None:
     assert results == [None] * 8
     assert client.peak == 2
     assert gateway.stats.requests["get_schedule"] == 8
-    assert gateway.stats.errors[gw.NOT_FOUND] == 8
+    assert gateway.stats.errors[cond.REASON_NOT_FOUND] == 8
 
 
 def test_accounts_keep_working_credentials_for_the_poller_and_follow_rotation() -> None:
@@ -219,7 +220,7 @@ async def test_breaker_fails_fast_while_unreachable_and_closes_on_an_answer() ->
     for _ in range(3):  # three requests get no answer: the breaker opens
         with pytest.raises(gw.BatchError) as caught:
             await gateway.get_schedule("s")
-        assert caught.value.reason == gw.BATCH_UNAVAILABLE
+        assert caught.value.reason == cond.REASON_BATCH_UNAVAILABLE
     for _ in range(20):  # then nothing is sent, and each caller learns it at once
         with pytest.raises(gw.BatchError) as caught:
             await gateway.get_schedule("s")

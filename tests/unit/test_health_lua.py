@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from batchop.api import conditions as cond
+from batchop.api.conditions import REASON_ACCOUNT_NOT_CONFIGURED
 from batchop.batch import gateway
-from batchop.batch.credentials import REASON_ACCOUNT_NOT_CONFIGURED
 from batchop.controller import status
 
 lupa = pytest.importorskip("lupa.lua51")
@@ -129,13 +129,13 @@ SCENARIOS: list[tuple[str, dict[str, Any], str]] = [
     ("deletion pending", {"batch_state": "active", "job_result": None,
                           "synced": (cond.FALSE, cond.REASON_DELETION_PENDING)}, "Progressing"),
     ("invalid spec, nothing created", {"batch_state": None, "job_result": None,
-                                       "synced": (cond.FALSE, gateway.INVALID_SPEC), "observed": 2}, "Degraded"),
+                                       "synced": (cond.FALSE, cond.REASON_INVALID_SPEC), "observed": 2}, "Degraded"),
     ("invalid edit of an existing schedule", {"batch_state": "active", "job_result": "success",
-                                              "synced": (cond.FALSE, gateway.INVALID_SPEC)}, "Degraded"),
+                                              "synced": (cond.FALSE, cond.REASON_INVALID_SPEC)}, "Degraded"),
     ("id owned by someone else", {"batch_state": None, "job_result": None,
-                                  "synced": (cond.FALSE, gateway.ALREADY_EXISTS)}, "Degraded"),
+                                  "synced": (cond.FALSE, cond.REASON_ALREADY_EXISTS)}, "Degraded"),
     ("auth refused", {"batch_state": None, "job_result": None,
-                      "synced": (cond.FALSE, gateway.AUTHENTICATION_FAILED)}, "Degraded"),
+                      "synced": (cond.FALSE, cond.REASON_AUTHENTICATION_FAILED)}, "Degraded"),
     ("scheduleId changed", {"batch_state": "active", "job_result": None,
                             "synced": (cond.FALSE, cond.REASON_ID_IMMUTABLE)}, "Degraded"),
     ("secret missing", {"batch_state": None, "job_result": None,
@@ -147,11 +147,11 @@ SCENARIOS: list[tuple[str, dict[str, Any], str]] = [
     ("storage briefly down", {"batch_state": "active", "job_result": None,
                               "synced": (cond.FALSE, "StorageUnavailable")}, "Progressing"),
     ("throttled before create", {"batch_state": None, "job_result": None,
-                                 "synced": (cond.FALSE, gateway.THROTTLED)}, "Progressing"),
+                                 "synced": (cond.FALSE, cond.REASON_THROTTLED)}, "Progressing"),
     ("Batch down, schedule exists", {"batch_state": "active", "job_result": None,
-                                     "synced": (cond.FALSE, gateway.BATCH_UNAVAILABLE)}, "Progressing"),
+                                     "synced": (cond.FALSE, cond.REASON_BATCH_UNAVAILABLE)}, "Progressing"),
     ("old invalid spec, new edit pending", {"batch_state": None, "job_result": None,
-                                            "synced": (cond.FALSE, gateway.INVALID_SPEC), "observed": 1},
+                                            "synced": (cond.FALSE, cond.REASON_INVALID_SPEC), "observed": 1},
      "Progressing"),
     ("observe only, exists", {"batch_state": "active", "job_result": "success",
                               "synced": (cond.UNKNOWN, cond.REASON_SKIPPED), "observed": None}, "Healthy"),
@@ -172,7 +172,7 @@ def test_scenarios(what: str, kwargs: dict[str, Any], expected: str) -> None:
 def test_degraded_messages_say_why() -> None:
     _, message = health(build(batch_state="active", job_result="scheduling-error", synced=SYNCED_OK))
     assert "failed" in message and "vmSize" in message
-    _, message = health(build(batch_state=None, job_result=None, synced=(cond.FALSE, gateway.INVALID_SPEC)))
+    _, message = health(build(batch_state=None, job_result=None, synced=(cond.FALSE, cond.REASON_INVALID_SPEC)))
     assert message.startswith("InvalidSpec")
 
 
@@ -186,9 +186,10 @@ def test_terminal_reasons_match_the_operator() -> None:
 ALL_SYNCED = [None, SYNCED_OK, (cond.TRUE, cond.REASON_COMPLETED), (cond.TRUE, cond.REASON_DELETING),
               (cond.UNKNOWN, cond.REASON_SKIPPED), (cond.FALSE, cond.REASON_DELETION_PENDING),
               (cond.FALSE, cond.REASON_ID_IMMUTABLE), (cond.FALSE, cond.REASON_CREDENTIALS_NOT_FOUND)] + [
-    (cond.FALSE, r) for r in (gateway.INVALID_SPEC, gateway.ALREADY_EXISTS, gateway.AUTHENTICATION_FAILED,
-                              gateway.FORBIDDEN, gateway.THROTTLED, gateway.BATCH_UNAVAILABLE, gateway.QUOTA_REACHED,
-                              gateway.CONFLICT, gateway.NOT_FOUND, gateway.BATCH_ERROR,
+    (cond.FALSE, r) for r in (cond.REASON_INVALID_SPEC, cond.REASON_ALREADY_EXISTS, cond.REASON_AUTHENTICATION_FAILED,
+                              cond.REASON_FORBIDDEN, cond.REASON_THROTTLED, cond.REASON_BATCH_UNAVAILABLE,
+                              cond.REASON_QUOTA_REACHED, cond.REASON_CONFLICT, cond.REASON_NOT_FOUND,
+                              cond.REASON_BATCH_ERROR,
                               REASON_ACCOUNT_NOT_CONFIGURED, "ContainerNotFound", "StorageAuthenticationFailed",
                               "StorageUnavailable")]
 ALL_STATES = [None, "active", "disabled", "completed", "terminating", "deleting"]

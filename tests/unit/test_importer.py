@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from batchop.cli.commands.import_ import placeholder_resolver
 from batchop.spec import importer, mapping, validation
 from batchwire import defaults
 
@@ -68,7 +69,9 @@ def test_sas_urls_become_blob_references_and_the_check_still_finds_nothing() -> 
     assert result.resource["spec"]["storage"] == {"accountUrl": "https://acct.blob.core.windows.net"}
     assert "SECRET" not in str(result.resource)
     assert any(n.kind == "removed-sas" for n in result.notes)
-    assert importer.unchanged_check(result.resource, schedule, storage_url=result.storage_accounts[0]) == []
+    resolver = placeholder_resolver(result.storage_accounts[0])
+    assert importer.unchanged_check(result.resource, schedule, resolve_blobs=resolver) == []
+    assert importer.unchanged_check(result.resource, schedule) != [], "unresolved references differ from URLs"
 
 
 def test_the_check_names_what_would_change() -> None:

@@ -18,7 +18,8 @@ from azure.batch import BatchClient
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
-from localbatch.service import Service, ServiceConfig
+from localbatch.context import ServiceConfig
+from localbatch.service import Service
 
 POOL = {"poolId": "p"}
 

@@ -9,8 +9,14 @@ from typing import Any
 import pytest
 
 from batchop.api import conditions as cond
+from batchop.api.names import ANNOTATION_ADOPT, ANNOTATION_RECONCILE_POLICY
 from batchop.batch.gateway import BatchError, classify
-from batchop.controller import reconcile as rc
+from batchop.controller.finalizer import FinalizerHold
+from batchop.controller.reconcile.apply import apply
+from batchop.controller.reconcile.delete import delete
+from batchop.controller.reconcile.ports import Model, default_model
+from batchop.controller.reconcile.view import ObjectView
+from batchop.controller.tracking import Tracker
 
 UID = "0b8f6a52-uid"
 
@@ -27,7 +33,7 @@ def spec(**extra: Any) -> dict[str, Any]:
     return out
 
 
-def view(**kw: Any) -> rc.ObjectView:
+def view(**kw: Any) -> ObjectView:
     defaults: dict[str, Any] = {
         "namespace": "team",
         "name": "report",
@@ -38,7 +44,7 @@ def view(**kw: Any) -> rc.ObjectView:
         "status": {},
     }
     defaults.update(kw)
-    return rc.ObjectView(**defaults)
+    return ObjectView(**defaults)
 
 
 class FakeGateway:
@@ -114,13 +120,13 @@ class FakeGateway:
 
 
 @pytest.fixture
-def model() -> rc.Model:
-    return rc.default_model()
+def model() -> Model:
+    return default_model()
 
 
-async def test_create_with_owner_marks_then_nothing_to_do(model: rc.Model) -> None:
+async def test_create_with_owner_marks_then_nothing_to_do(model: Model) -> None:
     gw = FakeGateway()
-    out = await rc.apply(view(), gw, model=model)
+    out = await apply(view(), gw, model=model)
     assert out.synced["status"] == cond.TRUE and out.synced["reason"] == cond.REASON_SYNCED
     assert out.writes == ["create"]
     assert out.status["scheduleId"] == "team_report"
@@ -129,25 +135,25 @@ async def test_create_with_owner_marks_then_nothing_to_do(model: rc.Model) -> No
     assert marks == {"azurebatch.dev/owner": "team/report", "azurebatch.dev/uid": UID}
     # a second pass against Batch's normalised, defaulted copy writes nothing
     gw.calls.clear()
-    again = await rc.apply(view(status=out.status), gw, model=model)
+    again = await apply(view(status=out.status), gw, model=model)
     assert again.writes == [] and gw.ops() == ["get"]
 
 
-async def test_crash_between_create_and_status_continues_without_duplicate(model: rc.Model) -> None:
+async def test_crash_between_create_and_status_continues_without_duplicate(model: Model) -> None:
     gw = FakeGateway()
-    await rc.apply(view(), gw, model=model)  # status never written (crash)
+    await apply(view(), gw, model=model)  # status never written (crash)
     gw.calls.clear()
     gw.schedules["team_report"]["state"] = "active"
-    out = await rc.apply(view(), gw, model=model)  # the re-run after the restart
+    out = await apply(view(), gw, model=model)  # the re-run after the restart
     assert out.synced["status"] == cond.TRUE
     assert gw.ops()[:2] == ["create", "get"], "no id recorded: create first, Batch's JobScheduleExists answers"
     assert "create" not in out.writes and out.status["scheduleId"] == "team_report"
     assert len(gw.schedules) == 1
 
 
-async def test_create_race_answered_by_marks(model: rc.Model) -> None:
+async def test_create_race_answered_by_marks(model: Model) -> None:
     gw = FakeGateway()
-    await rc.apply(view(), gw, model=model)
+    await apply(view(), gw, model=model)
     existing = gw.schedules.pop("team_report")
 
     async def get_then_appear(schedule_id: str) -> Any:
@@ -162,19 +168,19 @@ async def test_create_race_answered_by_marks(model: rc.Model) -> None:
         await FakeGateway.create_schedule(gw, body)
 
     gw.create_schedule = create  # type: ignore[method-assign]
-    out = await rc.apply(view(), gw, model=model)
+    out = await apply(view(), gw, model=model)
     assert out.synced["status"] == cond.TRUE
     assert len(gw.schedules) == 1
 
 
-async def test_foreign_schedule_is_terminal_even_with_adopt(model: rc.Model) -> None:
+async def test_foreign_schedule_is_terminal_even_with_adopt(model: Model) -> None:
     gw = FakeGateway()
-    await rc.apply(
+    await apply(
         view(namespace="other", name="thing", uid="other-uid", spec=spec(scheduleId="shared")), gw, model=model
     )
     etag = gw.schedules["shared"]["eTag"]
-    out = await rc.apply(
-        view(spec=spec(scheduleId="shared"), annotations={rc.ANNOTATION_ADOPT: "true"}), gw, model=model
+    out = await apply(
+        view(spec=spec(scheduleId="shared"), annotations={ANNOTATION_ADOPT: "true"}), gw, model=model
     )
     assert out.synced["reason"] == "AlreadyExists" and out.terminal
     assert "other/thing" in out.synced["message"]
@@ -182,7 +188,7 @@ async def test_foreign_schedule_is_terminal_even_with_adopt(model: rc.Model) -> 
     assert gw.schedules["shared"]["eTag"] == etag
 
 
-async def test_unowned_schedule_adopted_only_when_asked(model: rc.Model) -> None:
+async def test_unowned_schedule_adopted_only_when_asked(model: Model) -> None:
     gw = FakeGateway()
     gw.schedules["legacy"] = {
         **gw._stored(
@@ -194,11 +200,11 @@ async def test_unowned_schedule_adopted_only_when_asked(model: rc.Model) -> None
         ),
         "state": "active",
     }
-    refused = await rc.apply(view(spec=spec(scheduleId="legacy")), gw, model=model)
+    refused = await apply(view(spec=spec(scheduleId="legacy")), gw, model=model)
     assert refused.synced["reason"] == "AlreadyExists"
     assert "adopt" in refused.synced["message"]
-    adopted = await rc.apply(
-        view(spec=spec(scheduleId="legacy"), annotations={rc.ANNOTATION_ADOPT: "true"}), gw, model=model
+    adopted = await apply(
+        view(spec=spec(scheduleId="legacy"), annotations={ANNOTATION_ADOPT: "true"}), gw, model=model
     )
     assert adopted.synced["status"] == cond.TRUE
     assert "adopt" in adopted.writes
@@ -207,132 +213,132 @@ async def test_unowned_schedule_adopted_only_when_asked(model: rc.Model) -> None
     assert gw.schedules["legacy"]["schedule"]["recurrenceInterval"] == "PT1H"
 
 
-async def test_update_patches_only_changed_properties_with_etag(model: rc.Model) -> None:
+async def test_update_patches_only_changed_properties_with_etag(model: Model) -> None:
     gw = FakeGateway()
-    first = await rc.apply(view(), gw, model=model)
+    first = await apply(view(), gw, model=model)
     etag = gw.schedules["team_report"]["eTag"]
     gw.calls.clear()
     changed = spec()
     changed["schedule"]["recurrenceInterval"] = "PT02H00M00S"
-    out = await rc.apply(view(spec=changed, generation=2, status=first.status), gw, model=model)
+    out = await apply(view(spec=changed, generation=2, status=first.status), gw, model=model)
     assert gw.calls[-1] == ("patch", ("team_report", ["schedule"], etag))
     assert out.status["observedGeneration"] == 2
 
 
-async def test_412_is_recoverable(model: rc.Model) -> None:
+async def test_412_is_recoverable(model: Model) -> None:
     gw = FakeGateway()
-    await rc.apply(view(), gw, model=model)
+    await apply(view(), gw, model=model)
     gw.fail["patch"] = BatchError("moved", reason="Conflict", terminal=False, status=412)
     changed = spec(schedule={"recurrenceInterval": "PT3H"})
-    out = await rc.apply(view(spec=changed), gw, model=model)
+    out = await apply(view(spec=changed), gw, model=model)
     assert out.synced["reason"] == "Conflict" and out.retry_after is not None
 
 
-async def test_suspend_and_resume(model: rc.Model) -> None:
+async def test_suspend_and_resume(model: Model) -> None:
     gw = FakeGateway()
-    await rc.apply(view(), gw, model=model)
-    out = await rc.apply(view(spec=spec(suspend=True)), gw, model=model)
+    await apply(view(), gw, model=model)
+    out = await apply(view(spec=spec(suspend=True)), gw, model=model)
     assert out.writes == ["disable"] and gw.schedules["team_report"]["state"] == "disabled"
-    out = await rc.apply(view(spec=spec(suspend=True)), gw, model=model)
+    out = await apply(view(spec=spec(suspend=True)), gw, model=model)
     assert out.writes == []
-    out = await rc.apply(view(spec=spec(suspend=False)), gw, model=model)
+    out = await apply(view(spec=spec(suspend=False)), gw, model=model)
     assert out.writes == ["enable"]
 
 
-async def test_invalid_spec_sends_no_request(model: rc.Model) -> None:
+async def test_invalid_spec_sends_no_request(model: Model) -> None:
     gw = FakeGateway()
-    out = await rc.apply(view(spec=spec(schedule={"recurrenceInterval": "PT30S"})), gw, model=model)
+    out = await apply(view(spec=spec(schedule={"recurrenceInterval": "PT30S"})), gw, model=model)
     assert out.synced["reason"] == "InvalidSpec" and out.terminal
     assert "spec.schedule.recurrenceInterval" in out.synced["message"]
     assert gw.calls == []
 
 
-async def test_changed_schedule_id_refused(model: rc.Model) -> None:
+async def test_changed_schedule_id_refused(model: Model) -> None:
     gw = FakeGateway()
-    out = await rc.apply(view(spec=spec(scheduleId="new-id"), status={"scheduleId": "team_report"}), gw, model=model)
+    out = await apply(view(spec=spec(scheduleId="new-id"), status={"scheduleId": "team_report"}), gw, model=model)
     assert out.synced["reason"] == cond.REASON_ID_IMMUTABLE and out.terminal
     assert "team_report" in out.synced["message"] and "new-id" in out.synced["message"]
     assert gw.calls == []
 
 
-async def test_skip_policy_never_writes(model: rc.Model) -> None:
+async def test_skip_policy_never_writes(model: Model) -> None:
     gw = FakeGateway()
-    out = await rc.apply(view(annotations={rc.ANNOTATION_RECONCILE_POLICY: "skip"}), gw, model=model)
+    out = await apply(view(annotations={ANNOTATION_RECONCILE_POLICY: "skip"}), gw, model=model)
     assert gw.ops() == ["get"]
     assert out.synced["status"] == cond.UNKNOWN and out.ready and out.ready["reason"] == cond.REASON_NOT_FOUND
 
 
-async def test_unavailable_is_recoverable_with_retry_after(model: rc.Model) -> None:
+async def test_unavailable_is_recoverable_with_retry_after(model: Model) -> None:
     gw = FakeGateway()
     gw.fail["get"] = BatchError("busy", reason="Throttled", terminal=False, status=429, retry_after=7)
-    out = await rc.apply(view(), gw, model=model)
+    out = await apply(view(), gw, model=model)
     assert out.synced["reason"] == "Throttled" and out.retry_after == 7
 
 
-async def test_delete_policy_delete_terminates_deletes_and_waits(model: rc.Model) -> None:
+async def test_delete_policy_delete_terminates_deletes_and_waits(model: Model) -> None:
     gw = FakeGateway()
-    created = await rc.apply(view(), gw, model=model)
+    created = await apply(view(), gw, model=model)
     obj = view(status=created.status)
-    step = await rc.delete(obj, gw)
+    step = await delete(obj, gw)
     assert not step.done and step.writes == ["terminate"]
     gw.schedules["team_report"]["state"] = "completed"
-    step = await rc.delete(obj, gw)
+    step = await delete(obj, gw)
     assert not step.done and step.writes == ["delete"]
     del gw.schedules["team_report"]
-    step = await rc.delete(obj, gw)
+    step = await delete(obj, gw)
     assert step.done
 
 
-async def test_delete_orphan_strips_marks(model: rc.Model) -> None:
+async def test_delete_orphan_strips_marks(model: Model) -> None:
     gw = FakeGateway()
     s = spec(deletionPolicy="Orphan", metadata=[{"name": "team", "value": "x"}])
-    created = await rc.apply(view(spec=s), gw, model=model)
-    step = await rc.delete(view(spec=s, status=created.status), gw)
+    created = await apply(view(spec=s), gw, model=model)
+    step = await delete(view(spec=s, status=created.status), gw)
     assert step.done and step.writes == ["orphan"]
     assert gw.schedules["team_report"]["metadata"] == [{"name": "team", "value": "x"}]
 
 
-async def test_delete_releases_at_once_when_nothing_exists(model: rc.Model) -> None:
+async def test_delete_releases_at_once_when_nothing_exists(model: Model) -> None:
     gw = FakeGateway()
-    assert (await rc.delete(view(), gw)).done and gw.calls == []
-    assert (await rc.delete(view(status={"scheduleId": "team_report"}), gw)).done
+    assert (await delete(view(), gw)).done and gw.calls == []
+    assert (await delete(view(status={"scheduleId": "team_report"}), gw)).done
 
 
-async def test_delete_waits_while_batch_unreachable(model: rc.Model) -> None:
+async def test_delete_waits_while_batch_unreachable(model: Model) -> None:
     gw = FakeGateway()
-    created = await rc.apply(view(), gw, model=model)
+    created = await apply(view(), gw, model=model)
     gw.fail["get"] = classify(OSError("connection refused"))
-    step = await rc.delete(view(status=created.status), gw)
+    step = await delete(view(status=created.status), gw)
     assert not step.done and step.retry_after
     assert step.synced["reason"] == cond.REASON_DELETION_PENDING
     assert "team_report" in step.synced["message"]
 
 
-async def test_delete_never_touches_someone_elses_schedule(model: rc.Model) -> None:
+async def test_delete_never_touches_someone_elses_schedule(model: Model) -> None:
     gw = FakeGateway()
-    await rc.apply(view(uid="someone-else"), gw, model=model)
-    step = await rc.delete(view(status={"scheduleId": "team_report"}), gw)
+    await apply(view(uid="someone-else"), gw, model=model)
+    step = await delete(view(status={"scheduleId": "team_report"}), gw)
     assert step.done and "terminate" not in gw.ops()
 
 
-async def test_force_patches_job_specification_for_sas_renewal(model: rc.Model) -> None:
+async def test_force_patches_job_specification_for_sas_renewal(model: Model) -> None:
     gw = FakeGateway()
-    await rc.apply(view(), gw, model=model)
-    out = await rc.apply(view(), gw, model=model, force=("jobSpecification",))
+    await apply(view(), gw, model=model)
+    out = await apply(view(), gw, model=model, force=("jobSpecification",))
     assert out.writes == ["patch:jobSpecification"]
 
 
-async def test_marks_removed_behind_our_back_are_restored_not_treated_as_foreign(model: rc.Model) -> None:
+async def test_marks_removed_behind_our_back_are_restored_not_treated_as_foreign(model: Model) -> None:
     gw = FakeGateway()
-    created = await rc.apply(view(), gw, model=model)
+    created = await apply(view(), gw, model=model)
     gw.schedules["team_report"]["metadata"] = []
-    out = await rc.apply(view(status=created.status), gw, model=model)
+    out = await apply(view(status=created.status), gw, model=model)
     assert out.synced["status"] == cond.TRUE, out.synced
     assert out.writes == ["patch:metadata"]
     marks = {m["name"]: m["value"] for m in gw.schedules["team_report"]["metadata"]}
     assert marks["azurebatch.dev/uid"] == UID
     # without our status record the same unmarked schedule is not ours
-    refused = await rc.apply(view(uid="new-uid"), gw, model=model)
+    refused = await apply(view(uid="new-uid"), gw, model=model)
     assert refused.synced["reason"] == "AlreadyExists"
 
 
@@ -349,25 +355,25 @@ class RecordingHold:
         self.calls.append("release")
 
 
-async def test_finalizer_is_held_before_the_create_and_released_when_batch_refuses(model: rc.Model) -> None:
+async def test_finalizer_is_held_before_the_create_and_released_when_batch_refuses(model: Model) -> None:
     gw = FakeGateway()
     hold = RecordingHold()
-    out = await rc.apply(view(), gw, model=model, hold=hold)
+    out = await apply(view(), gw, model=model, hold=hold)
     assert hold.calls == ["acquire"] and out.writes == ["create"]
     # a resource already being deleted creates nothing
     gw = FakeGateway()
     gone = RecordingHold(allow=False)
-    out = await rc.apply(view(), gw, model=model, hold=gone)
+    out = await apply(view(), gw, model=model, hold=gone)
     assert gw.ops() == [] and not out.done
     # Batch refuses the create for good: the finalizer goes again; a recoverable failure keeps it
     gw = FakeGateway()
     gw.fail["create"] = BatchError("bad", reason="InvalidSpec", terminal=True, status=400, code="InvalidPropertyValue")
     hold = RecordingHold()
-    out = await rc.apply(view(), gw, model=model, hold=hold)
+    out = await apply(view(), gw, model=model, hold=hold)
     assert out.synced["reason"] == "InvalidSpec" and hold.calls == ["acquire", "release"]
     gw.fail["create"] = BatchError("busy", reason="BatchUnavailable", terminal=False, status=503)
     hold = RecordingHold()
-    await rc.apply(view(), gw, model=model, hold=hold)
+    await apply(view(), gw, model=model, hold=hold)
     assert hold.calls == ["acquire"]
 
 
@@ -378,67 +384,63 @@ class FailingKube:
         raise OSError("connection refused")
 
 
-async def test_no_create_without_the_finalizer_when_the_api_server_fails(model: rc.Model) -> None:
-    from batchop.batch.settings import Settings
-    from batchop.controller.runtime import Runtime, _Hold
-
-    runtime = Runtime(Settings(), kube=FailingKube(), model=model)
+async def test_no_create_without_the_finalizer_when_the_api_server_fails(model: Model) -> None:
     gw = FakeGateway()
-    out = await rc.apply(view(), gw, model=model, hold=_Hold(runtime, view()))
+    out = await apply(view(), gw, model=model, hold=FinalizerHold(FailingKube(), view()))
     assert "create" not in gw.ops(), "created a schedule that a deletion in the same moment would orphan"
     assert out.synced["reason"] == cond.REASON_KUBERNETES_UNAVAILABLE and out.retry_after and not out.done
 
 
-async def test_new_resource_creates_first_and_lets_go_of_a_foreign_collision(model: rc.Model) -> None:
+async def test_new_resource_creates_first_and_lets_go_of_a_foreign_collision(model: Model) -> None:
     gw = FakeGateway()
     hold = RecordingHold()
-    out = await rc.apply(view(), gw, model=model, hold=hold)
+    out = await apply(view(), gw, model=model, hold=hold)
     assert gw.ops() == ["create", "get"] and out.writes == ["create"]  # no GET before the create
     other = view(uid="someone-else")
     hold = RecordingHold()
     gw.calls.clear()
-    out = await rc.apply(other, gw, model=model, hold=hold)
+    out = await apply(other, gw, model=model, hold=hold)
     assert gw.ops() == ["create", "get"] and out.synced["reason"] == "AlreadyExists"
     assert hold.calls == ["acquire", "release"], "a finalizer stayed on a resource that owns nothing in Batch"
 
 
-async def test_locks_of_deleted_resources_are_dropped(model: rc.Model) -> None:
+async def test_locks_of_deleted_resources_are_dropped() -> None:
     """One lock per resource ever seen would grow with churn: a DELETED event drops it, unless a reconcile
     or delete still holds it, which then drops it when it ends."""
     import asyncio
 
-    from batchop.batch.settings import Settings
-    from batchop.controller.runtime import Runtime
-
-    runtime = Runtime(Settings(), model=model)
-    body = {"metadata": {"namespace": "ns", "name": "gone", "uid": "u1"}}
-    runtime._lock(("ns", "gone"))
-    runtime.observe(body, "DELETED")
-    assert ("ns", "gone") not in runtime._locks
+    tracker = Tracker()
+    key = ("ns", "gone")
+    tracker.observe({"metadata": {"namespace": "ns", "name": "gone", "uid": "u1"}}, {})
+    async with tracker.locked(key):
+        pass
+    assert key in tracker.locks, "the lock of a tracked resource is kept"
+    tracker.forget(key)
+    assert key not in tracker.locks
 
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def holder() -> None:
-        async with runtime._locked(("ns", "gone")):
+        async with tracker.locked(key):
             entered.set()
             await release.wait()
 
     second = asyncio.Event()
 
     async def waiter() -> None:
-        async with runtime._locked(("ns", "gone")):
+        async with tracker.locked(key):
             await second.wait()
 
     task = asyncio.create_task(holder())
     await entered.wait()
     waiting = asyncio.create_task(waiter())
     await asyncio.sleep(0)  # the waiter is queued on the lock
-    runtime.observe(body, "DELETED")
-    assert ("ns", "gone") in runtime._locks, "dropped a lock that a running reconcile holds"
-    lock = runtime._locks[("ns", "gone")]
+    tracker.forget(key)
+    assert key in tracker.locks, "dropped a lock that a running reconcile holds"
+    lock = tracker.locks[key]
     release.set()
     await task  # the holder ended; the waiter holds the lock now: it must stay the one lock for the key
-    assert runtime._locks.get(("ns", "gone")) is lock and lock.locked()
+    assert tracker.locks.get(key) is lock and lock.locked()
     second.set()
     await waiting
-    assert ("ns", "gone") not in runtime._locks and not runtime._lock_users
+    assert key not in tracker.locks and not tracker.lock_users

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from batchop.blob.sas import PLACEHOLDER_STORAGE_URL
 from batchop.cli import main as cli
 from batchop.cli.commands import render
 from tests.unit.test_spec_validation import modern_spec
@@ -110,7 +111,7 @@ def test_timestamps_stay_strings_as_kubectl_sends_them(tmp_path: Path, capsys: p
 
 
 def test_storage_url_sources() -> None:
-    assert render.storage_url_for({}, None, {})[0] == render.PLACEHOLDER_STORAGE_URL
+    assert render.storage_url_for({}, None, {})[0] == PLACEHOLDER_STORAGE_URL
     assert render.storage_url_for({}, "https://x.blob.core.windows.net/", {})[0] == "https://x.blob.core.windows.net"
     env = {"BATCHOP_STORAGE_URL": "https://envacct.blob.core.windows.net"}
     assert render.storage_url_for({}, None, env)[0] == "https://envacct.blob.core.windows.net"

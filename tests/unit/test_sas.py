@@ -1,4 +1,4 @@
-"""SAS minting, storage settings and the renewal decision (no network)."""
+"""SAS minting and storage settings (no network); the renewal decision is tested in test_spec_sas_lifetime.py."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from batchop.blob import sas
 from batchop.blob import settings as storage_config
-from batchop.blob.sas import KeyMinter, UserDelegationMinter, minter_for, renewal_due, required_until
+from batchop.blob.sas import KeyMinter, UserDelegationMinter, minter_for
 from batchop.blob.settings import StorageConfigError
-from batchwire import redact
+from batchwire import azurite, redact
 from batchwire.redact import strip_sas
 
 KEY = base64.b64encode(b"secret-key-bytes" * 4).decode()
@@ -34,8 +34,8 @@ def test_key_minter_blob_sas_fields() -> None:
 
 
 def test_http_allowed_only_for_plain_http_endpoints() -> None:
-    azurite = KeyMinter(storage_config.AZURITE_BLOB_URL, storage_config.AZURITE_ACCOUNT, storage_config.AZURITE_KEY)
-    url = asyncio.run(azurite.container_url("input", permission=sas.READ_LIST, expiry=NOW))
+    minter = KeyMinter(azurite.BLOB_URL, azurite.ACCOUNT_NAME, azurite.ACCOUNT_KEY)
+    url = asyncio.run(minter.container_url("input", permission=sas.READ_LIST, expiry=NOW))
     assert url.startswith("http://127.0.0.1:10000/devstoreaccount1/input?")
     assert parse_qs(urlsplit(url).query)["spr"] == ["https,http"]
     assert sas.sas_permissions(url) == "rl"
@@ -68,7 +68,7 @@ def test_minter_for_sources() -> None:
     assert isinstance(no_secret, UserDelegationMinter)
 
     dev = minter_for(None, None, {"AZURE_STORAGE_CONNECTION_STRING": "UseDevelopmentStorage=true"})
-    assert dev.account_url == storage_config.AZURITE_BLOB_URL
+    assert dev.account_url == azurite.BLOB_URL
 
 
 def test_storage_config_errors_name_the_field() -> None:
@@ -84,8 +84,6 @@ def test_storage_config_errors_name_the_field() -> None:
         storage_config.resolve({"sasLifetime": "PT10S"}, None, {"BATCHOP_STORAGE_URL": "https://a.blob.x"})
     with pytest.raises(StorageConfigError, match="has no AccountKey"):
         storage_config.parse_connection_string("BlobEndpoint=https://a.blob.core.windows.net;SharedAccessSignature=x")
-    assert storage_config.parse_lifetime(None) == timedelta(days=7)
-    assert storage_config.parse_lifetime("PT2M30S") == timedelta(seconds=150)
 
 
 def test_cli_settings_fall_back_to_dev_stack_env_then_azurite(tmp_path: object) -> None:
@@ -93,72 +91,14 @@ def test_cli_settings_fall_back_to_dev_stack_env_then_azurite(tmp_path: object) 
 
     env_file = Path(str(tmp_path)) / "env"
     settings = storage_config.for_cli(env={}, env_file=env_file)
-    assert settings.account_url == storage_config.AZURITE_BLOB_URL and settings.source == "Azurite development account"
+    assert settings.account_url == azurite.BLOB_URL and settings.source == "Azurite development account"
     env_file.write_text(
         "export AZURE_STORAGE_CONNECTION_STRING='DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-        f"AccountKey={storage_config.AZURITE_KEY};BlobEndpoint=http://127.0.0.1:41234/devstoreaccount1'\n"
+        f"AccountKey={azurite.ACCOUNT_KEY};BlobEndpoint=http://127.0.0.1:41234/devstoreaccount1'\n"
     )
     settings = storage_config.for_cli(env={}, env_file=env_file)
     assert settings.account_url == "http://127.0.0.1:41234/devstoreaccount1"
-    assert storage_config.AZURITE_KEY not in repr(settings)
-
-
-# -- renewal ---------------------------------------------------------------------------------------
-def test_renewal_not_due_while_the_next_job_is_covered() -> None:
-    expires = NOW + timedelta(days=7)
-    assert not renewal_due(expires, now=NOW, next_run_time=NOW + timedelta(hours=4), max_wall_clock="PT1H")
-
-
-def test_renewal_due_when_the_next_job_could_outlive_the_sas() -> None:
-    # next run in 4 h, a job may run 1 h: a SAS expiring in 5 h (no margin left) must be renewed now
-    expires = NOW + timedelta(hours=5)
-    assert renewal_due(expires, now=NOW, next_run_time=NOW + timedelta(hours=4), max_wall_clock="PT1H")
-    # ... but one expiring in 6 h covers that job with margin
-    assert not renewal_due(NOW + timedelta(hours=6), now=NOW, next_run_time=NOW + timedelta(hours=4),
-                           max_wall_clock=timedelta(hours=1))
-
-
-def test_renewal_uses_a_default_window_for_unbounded_jobs() -> None:
-    unbounded = "P10675199DT2H48M5.4775807S"
-    next_run = NOW + timedelta(hours=4)
-    assert renewal_due(NOW + timedelta(hours=20), now=NOW, next_run_time=next_run, max_wall_clock=unbounded)
-    assert not renewal_due(NOW + timedelta(days=2), now=NOW, next_run_time=next_run, max_wall_clock=None)
-
-
-def test_renewal_without_next_run_assumes_a_job_may_start_now() -> None:
-    assert required_until(now=NOW, next_run_time=None, max_wall_clock="PT10M") == NOW + timedelta(minutes=11)
-    assert required_until(now=NOW, next_run_time=NOW - timedelta(hours=1), max_wall_clock="PT10M") == (
-        NOW + timedelta(minutes=11)
-    )
-    assert renewal_due(None, now=NOW, next_run_time=None, max_wall_clock=None)
-    assert renewal_due(NOW - timedelta(seconds=1), now=NOW, next_run_time=None, max_wall_clock="PT1M")
-
-
-def test_fresh_sas_of_a_sufficient_lifetime_is_not_due_again() -> None:
-    """No renewal loop: right after minting with lifetime > minimum_lifetime, renewal is not due."""
-    recurrence, window = timedelta(minutes=1), timedelta(seconds=30)
-    lifetime = sas.minimum_lifetime(recurrence, window) + timedelta(seconds=1)
-    for elapsed in range(0, 60, 5):  # any moment within a recurrence, the next run at most one interval away
-        now = NOW + timedelta(seconds=elapsed)
-        next_run = NOW + recurrence
-        assert not renewal_due(now + lifetime, now=now, next_run_time=next_run, max_wall_clock=window)
-
-
-def test_max_wall_clock_of_a_job_spec() -> None:
-    assert sas.max_wall_clock({"constraints": {"maxWallClockTime": "PT1H"}}) == timedelta(hours=1)
-    manager = {"jobManagerTask": {"constraints": {"maxWallClockTime": "PT10M", "maxTaskRetryCount": 2}}}
-    assert sas.max_wall_clock(manager) == timedelta(minutes=30)
-    manager["jobManagerTask"]["killJobOnCompletion"] = False
-    assert sas.max_wall_clock(manager) is None
-    assert sas.max_wall_clock({"constraints": {"maxWallClockTime": "P10675199DT2H48M5.4775807S"}}) is None
-
-
-def test_check_lifetime() -> None:
-    job = {"constraints": {"maxWallClockTime": "PT1H"}}
-    assert sas.check_lifetime({"sasLifetime": "P7D"}, {"recurrenceInterval": "PT4H"}, job) is None
-    problem = sas.check_lifetime({"sasLifetime": "PT4H"}, {"recurrenceInterval": "PT4H"}, job)
-    assert problem is not None and problem.field == "spec.storage.sasLifetime"
-    assert "PT5H6M1S" in problem.message
+    assert azurite.ACCOUNT_KEY not in repr(settings)
 
 
 def test_user_delegation_sas_fields_and_key_reuse(monkeypatch: pytest.MonkeyPatch) -> None:

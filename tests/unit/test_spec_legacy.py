@@ -1,11 +1,12 @@
-"""Names and images of earlier Batch API versions: the table the CRD, validation and convert share."""
+"""Names and images of earlier Batch API versions: the tables the CRD, validation and convert share
+(:mod:`batchop.api.legacy`, :mod:`batchop.spec.images`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from batchop.api import sdkmodels
-from batchop.spec import legacy
+from batchop.api import legacy, sdkmodels
+from batchop.spec import images
 
 
 def test_every_legacy_field_is_gone_from_the_sdk_models() -> None:
@@ -41,7 +42,7 @@ def test_lookup() -> None:
      ("batch.node.ubuntu 22.04", False), ("batch.node.ubuntu 24.04", False), ("batch.node.windows amd64", False)],
 )
 def test_retired_node_agents(agent: str, retired: bool) -> None:
-    assert legacy.retired_node_agent(agent) is retired
+    assert images.retired_node_agent(agent) is retired
 
 
 @pytest.mark.parametrize(
@@ -57,4 +58,4 @@ def test_retired_node_agents(agent: str, retired: bool) -> None:
     ],
 )
 def test_retired_images(image: dict[str, str], retired: bool) -> None:
-    assert legacy.retired_image(image) is retired
+    assert images.retired_image(image) is retired

@@ -9,7 +9,7 @@ from batchop.api import conditions as cond
 from batchop.batch.gateway import GatewayStats
 from batchop.controller import status as st
 from batchop.controller.poller import Poller, Tracked
-from batchop.kube.client import StatusWriter, merge_patch
+from batchop.kube.status_writer import StatusWriter, merge_patch
 
 SCHEDULE = {
     "id": "team_report",

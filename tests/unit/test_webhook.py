@@ -274,3 +274,33 @@ def test_install_registers_the_handler_and_the_server(tmp_path: Path) -> None:
     (startup,) = registry._activities.get_all_handlers()
     startup.fn(settings=settings)
     assert settings.admission.server is server and settings.admission.managed is None
+
+
+SERVICE_ACCOUNT_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+@pytest.mark.skipif(SERVICE_ACCOUNT_TOKEN.exists(), reason="in a pod the service account wins over KUBECONFIG")
+def test_the_registrar_hands_the_client_kopfs_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchop.kube.client import KubeClient
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443/"}}],
+        "users": [{"name": "u", "user": {"token": "t0ken"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    client = KubeClient(webhook.kube_login())
+    assert client.server == "https://127.0.0.1:6443"
+    assert client._headers() == {"Authorization": "Bearer t0ken"}
+
+
+@pytest.mark.skipif(SERVICE_ACCOUNT_TOKEN.exists(), reason="in a pod the service account is always there")
+def test_no_credentials_is_a_kube_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchop.kube.client import KubeError
+
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config either
+    with pytest.raises(KubeError, match="no Kubernetes credentials"):
+        webhook.kube_login()

@@ -36,6 +36,9 @@ class WebhookOptions:
         return self.port > 0
 
 
+_DEFAULTS = WebhookOptions()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``--webhook-*`` flags to ``batchop run`` (each also read from ``BATCHOP_WEBHOOK_*``)."""
     env = os.environ.get
@@ -43,11 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--webhook-port", type=int, default=int(env(f"{_ENV_PREFIX}PORT", "0") or 0),
                        help="serve the validating admission webhook on this HTTPS port (0: no webhook; "
                             "env BATCHOP_WEBHOOK_PORT)")
-    group.add_argument("--webhook-listen", default=env(f"{_ENV_PREFIX}LISTEN", "0.0.0.0"),
-                       help="address to listen on (default 0.0.0.0; env BATCHOP_WEBHOOK_LISTEN)")
-    group.add_argument("--webhook-host", default=env(f"{_ENV_PREFIX}HOST", "127.0.0.1"),
+    group.add_argument("--webhook-listen", default=env(f"{_ENV_PREFIX}LISTEN", _DEFAULTS.listen),
+                       help=f"address to listen on (default {_DEFAULTS.listen}; env BATCHOP_WEBHOOK_LISTEN)")
+    group.add_argument("--webhook-host", default=env(f"{_ENV_PREFIX}HOST", _DEFAULTS.host),
                        help="without --webhook-service: the host the API server calls "
-                            "(https://HOST:PORT/validate; default 127.0.0.1; env BATCHOP_WEBHOOK_HOST)")
+                            f"(https://HOST:PORT/validate; default {_DEFAULTS.host}; env BATCHOP_WEBHOOK_HOST)")
     group.add_argument("--webhook-service", default=env(f"{_ENV_PREFIX}SERVICE") or None,
                        help="in a cluster: the webhook Service's name (its namespace: --webhook-namespace or "
                             "$POD_NAMESPACE); the configuration shipped in manifests/webhook/ gets the caBundle "
@@ -63,12 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> WebhookOptions:
+    """The options of a ``batchop run`` command line (one parsed with :func:`add_arguments`' flags)."""
     return WebhookOptions(
-        port=int(getattr(args, "webhook_port", 0) or 0),
-        listen=getattr(args, "webhook_listen", "0.0.0.0") or "0.0.0.0",
-        host=getattr(args, "webhook_host", "127.0.0.1") or "127.0.0.1",
-        service=getattr(args, "webhook_service", None),
-        namespace=getattr(args, "webhook_namespace", None),
-        cert_dir=getattr(args, "webhook_cert_dir", None),
-        configuration=getattr(args, "webhook_configuration", CONFIGURATION_NAME) or CONFIGURATION_NAME,
+        port=int(args.webhook_port or 0),
+        listen=args.webhook_listen or _DEFAULTS.listen,
+        host=args.webhook_host or _DEFAULTS.host,
+        service=args.webhook_service,
+        namespace=args.webhook_namespace,
+        cert_dir=args.webhook_cert_dir,
+        configuration=args.webhook_configuration or _DEFAULTS.configuration,
     )

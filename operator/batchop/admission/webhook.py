@@ -44,6 +44,7 @@ import kopf
 
 from batchop.admission.options import CONFIGURATION_NAME, WebhookOptions, add_arguments, options_from_args
 from batchop.api.names import GROUP, PLURAL, VERSION
+from batchop.kube.client import KubeClient, KubeError
 from batchop.spec import validation
 
 __all__ = ["CONFIGURATION_NAME", "WebhookOptions", "add_arguments", "options_from_args"]  # re-exported
@@ -258,6 +259,17 @@ def _write_atomically(path: Path, data: bytes) -> None:
 # -- the webhook configuration ----------------------------------------------------------------------------------
 
 
+def kube_login(settings: kopf.OperatorSettings | None = None) -> kopf.ConnectionInfo:
+    """The credentials kopf itself logs in with (service account, else kubeconfig), for
+    :class:`batchop.kube.client.KubeClient`: the registrar writes with the same identity the operator watches
+    with. :class:`batchop.kube.client.KubeError` when there are none."""
+    settings = settings if settings is not None else kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise KubeError.no_credentials()
+    return info
+
+
 def webhook_entry(client_config: Mapping[str, Any]) -> dict[str, Any]:
     """The one webhook of the configuration, as batchop registers it (and as manifests/webhook/ ships it)."""
     return {
@@ -300,28 +312,29 @@ class WebhookRegistrar:
     name: str = CONFIGURATION_NAME
     service: tuple[str, str] | None = None
 
-    def client_config(self, url: str, ca_bundle: str | None) -> dict[str, Any]:
+    def client_config(self, url: str | None, ca_bundle: str | None) -> dict[str, Any]:
+        """The ``clientConfig`` to register; ``url`` (the server's, from kopf) is needed only without a Service."""
         config: dict[str, Any]
         if self.service is not None:
             namespace, service = self.service
             config = {"service": {"namespace": namespace, "name": service, "path": f"/{HANDLER_ID}",
                                   "port": SERVICE_PORT}}
-        else:
+        elif url:
             config = {"url": f"{url.rstrip('/')}/{HANDLER_ID}"}
+        else:
+            raise ValueError("the webhook server reported no URL and there is no --webhook-service to use instead")
         if ca_bundle:
             config["caBundle"] = ca_bundle
         return config
 
-    async def register(self, url: str, ca_bundle: str | None) -> None:
+    async def register(self, url: str | None, ca_bundle: str | None) -> None:
         await self.apply(self.client_config(url, ca_bundle))
 
     async def apply(self, client_config: dict[str, Any]) -> None:
         """Create the configuration (local mode), or patch its ``caBundle`` / webhook entry, with the
         operator's own raw API client (:class:`batchop.kube.client.KubeClient`: no client library loaded)."""
-        from batchop.kube.client import KubeClient, KubeError
-
         path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{self.name}"
-        kube = KubeClient()
+        kube = KubeClient(kube_login())
         try:
             current = await kube.request("GET", path)
             if current is None:
@@ -375,7 +388,7 @@ class RegisteringWebhookServer(kopf.WebhookServer):
         self.authority = authority
         self.renew_check_interval = renew_check_interval
 
-    async def __call__(self, fn: Any) -> AsyncIterator[Any]:  # type: ignore[override]
+    async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
         renewer = asyncio.create_task(self._renew_forever()) if self.authority is not None else None
         try:
             async for client_config in super().__call__(fn):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from batchop.api.types import Condition
 from batchwire import timestamps
 from batchwire.redact import redact
 
@@ -27,11 +28,24 @@ TRUE = "True"
 FALSE = "False"
 UNKNOWN = "Unknown"
 
-# Reasons beyond the gateway's error reasons.
+# Reasons of a failed Batch request (batchop.batch.gateway.classify). Terminal: the spec, the credentials or
+# the id must change. Recoverable: the operator retries by itself.
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_ALREADY_EXISTS = "AlreadyExists"
+REASON_AUTHENTICATION_FAILED = "AuthenticationFailed"
+REASON_FORBIDDEN = "Forbidden"
+REASON_THROTTLED = "Throttled"
+REASON_BATCH_UNAVAILABLE = "BatchUnavailable"
+REASON_QUOTA_REACHED = "QuotaReached"
+REASON_CONFLICT = "Conflict"
+REASON_BATCH_ERROR = "BatchError"
+
+# The other reasons.
 REASON_SYNCED = "Synced"
 REASON_SKIPPED = "ReconcileSkipped"
 REASON_ID_IMMUTABLE = "ScheduleIdImmutable"
 REASON_CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
+REASON_ACCOUNT_NOT_CONFIGURED = "AccountNotConfigured"
 REASON_DELETION_PENDING = "DeletionPending"
 REASON_DELETING = "Deleting"
 REASON_KUBERNETES_UNAVAILABLE = "KubernetesUnavailable"
@@ -47,9 +61,9 @@ def now_iso() -> str:
     return timestamps.seconds()
 
 
-def make(type_: str, status: str, reason: str, message: str = "", *, generation: int | None = None) -> dict[str, Any]:
+def make(type_: str, status: str, reason: str, message: str = "", *, generation: int | None = None) -> Condition:
     """A condition without ``lastTransitionTime`` (added by :func:`merge`). Messages are redacted."""
-    cond: dict[str, Any] = {"type": type_, "status": status, "reason": reason, "message": redact(message)[:1024]}
+    cond: Condition = {"type": type_, "status": status, "reason": reason, "message": redact(message)[:1024]}
     if generation is not None:
         cond["observedGeneration"] = generation
     return cond

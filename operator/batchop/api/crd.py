@@ -1,4 +1,4 @@
-"""The BatchJobSchedule CustomResourceDefinition, assembled in code.
+"""The BatchJobSchedule CustomResourceDefinition, assembled in code: the generator behind ``crds/``.
 
 ``spec.schedule``, ``spec.jobSpecification`` and ``spec.metadata`` come from the ``azure-batch`` SDK
 models (:mod:`batchop.api.sdkmodels`), amended with:
@@ -6,13 +6,17 @@ models (:mod:`batchop.api.sdkmodels`), amended with:
 - blob references: ``resourceFiles[].blob {container, path | prefix}`` and
   ``outputFiles[].destination.blob {container, path}``, which the operator resolves into SAS URLs;
 - forbidden properties for the field names of earlier API versions (``targetDedicated``, ``runElevated``,
-  ``blobSource`` ...), so that the API server refuses them instead of pruning them silently;
+  ``blobSource`` ..., :mod:`batchop.api.legacy`), so that the API server refuses them instead of pruning
+  them silently;
 - ``oneOf`` rules Batch documents in prose (one source per resource file, ``poolId`` or
   ``autoPoolSpecification``).
 
 The operator's own fields (``scheduleId``, ``suspend``, ``deletionPolicy``, ``account``, ``storage``,
-history limits), the status and printer columns are declared here, and CEL rules for a variant of the CRD
-for Kubernetes >= 1.25 (``crds/cel/``). ``python -m batchop.api.crdgen --write`` writes both to ``crds/``.
+history limits), the status and printer columns are declared here, and the CEL rules of
+:mod:`batchop.api.cel_rules` for a variant of the CRD for Kubernetes >= 1.25 (``crds/cel/``).
+``python -m batchop.api.crdgen --write`` writes both to ``crds/``, and the ``spec`` schema to the file
+:mod:`batchop.api.schema` reads at run time: nothing outside the generator and its tests imports this
+module, so the SDK's models are never loaded by the operator to validate a resource.
 """
 
 from __future__ import annotations
@@ -23,40 +27,19 @@ from typing import Any
 
 from azure.batch import models as batch_models
 
+from batchop.api import cel_rules
+from batchop.api.legacy import PASTED_TOP_LEVEL, forbidden, legacy_fields_of
 from batchop.api.names import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
-from batchop.api.sdkmodels import DURATION_NOTE, DURATION_PATTERN, JSONSchema, model_schema
-from batchop.spec.legacy import PASTED_TOP_LEVEL, legacy_fields_of
-
-BLOB_CONTAINER_PATTERN = r"^[a-z0-9](?:-?[a-z0-9])+$"
-"""Blob container names: 3-63 lowercase letters, digits and single hyphens, starting and ending alphanumeric."""
-DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-SCHEDULE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
-
-FORBIDDEN_PREFIX = "REMOVED from the Batch API:"
-
-READY_CONDITION = "Ready"
-SYNCED_CONDITION = "Synced"
-
-
-def forbidden(message: str) -> JSONSchema:
-    """A property that is known only to be refused, so the API server names the fix instead of pruning it.
-
-    Its only allowed value is the fix itself, so the API server's own answer reads
-    ``targetDedicated: Unsupported value: 1: supported values: "none: ... use targetDedicatedNodes"``
-    (tried on kube-apiserver 1.20; ``not: {}`` refuses too but says only "must not validate the schema").
-    ``x-kubernetes-int-or-string`` keeps it structural without a ``type`` (the old fields were integers,
-    booleans and strings). :mod:`batchop.spec.validation` refuses any value, that one included.
-    """
-    return {
-        "description": f"{FORBIDDEN_PREFIX} {message}",
-        "x-kubernetes-int-or-string": True,
-        "enum": [f"none: {message}"],
-    }
-
-
-def is_forbidden(schema: JSONSchema) -> bool:
-    return str(schema.get("description", "")).startswith(FORBIDDEN_PREFIX)
+from batchop.api.patterns import (
+    BLOB_CONTAINER_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    DURATION_NOTE,
+    DURATION_PATTERN,
+    SCHEDULE_ID_PATTERN,
+    URL_PATTERN,
+)
+from batchop.api.schema import JSONSchema
+from batchop.api.sdkmodels import model_schema
 
 
 def _secret_ref(what: str) -> JSONSchema:
@@ -190,9 +173,8 @@ def _job_fields() -> dict[str, JSONSchema]:
     }
 
 
-def status_schema() -> JSONSchema:
-    """The status the operator writes (through the status subresource only)."""
-    scheduling_error = _object(
+def _scheduling_error() -> JSONSchema:
+    return _object(
         "Why Batch could not schedule the job (for example its auto pool failed).",
         {
             "category": _string("usererror or servererror."),
@@ -205,8 +187,10 @@ def status_schema() -> JSONSchema:
             },
         },
     )
-    recent_job = _object("The schedule's most recent job.", {**_job_fields(), "schedulingError": scheduling_error})
-    kept_job = _object(
+
+
+def _kept_job() -> JSONSchema:
+    return _object(
         "A finished or running job kept by the history limits.",
         {
             **_job_fields(),
@@ -220,7 +204,10 @@ def status_schema() -> JSONSchema:
             ),
         },
     )
-    condition = _object(
+
+
+def _condition() -> JSONSchema:
+    return _object(
         "A condition of the resource.",
         {
             "type": _string("Ready: the Batch schedule exists as declared and is healthy. Synced: the last "
@@ -235,6 +222,24 @@ def status_schema() -> JSONSchema:
         },
         required=["type", "status"],
     )
+
+
+def _pool_status() -> JSONSchema:
+    return _object(
+        "The pool of the most recent job.",
+        {
+            "id": _string("Pool id."),
+            "state": _string("active or deleting."),
+            "allocationState": _string("steady, resizing or stopping."),
+            "currentDedicatedNodes": _integer("Dedicated nodes now in the pool."),
+            "currentLowPriorityNodes": _integer("Spot/low-priority nodes now in the pool."),
+        },
+    )
+
+
+def status_schema() -> JSONSchema:
+    """The status the operator writes (through the status subresource only)."""
+    recent_job = _object("The schedule's most recent job.", {**_job_fields(), "schedulingError": _scheduling_error()})
     return _object(
         "The observed state of the Batch job schedule, written by the operator.",
         {
@@ -248,18 +253,9 @@ def status_schema() -> JSONSchema:
             "recentJobs": {
                 "description": "The jobs kept by successfulJobsHistoryLimit and failedJobsHistoryLimit, newest first.",
                 "type": "array",
-                "items": kept_job,
+                "items": _kept_job(),
             },
-            "pool": _object(
-                "The pool of the most recent job.",
-                {
-                    "id": _string("Pool id."),
-                    "state": _string("active or deleting."),
-                    "allocationState": _string("steady, resizing or stopping."),
-                    "currentDedicatedNodes": _integer("Dedicated nodes now in the pool."),
-                    "currentLowPriorityNodes": _integer("Spot/low-priority nodes now in the pool."),
-                },
-            ),
+            "pool": _pool_status(),
             "sas": _object(
                 "SAS tokens the operator minted for blob references.",
                 {"expiresAt": _timestamp("When the SAS tokens now in the Batch schedule expire.")},
@@ -269,7 +265,7 @@ def status_schema() -> JSONSchema:
             "conditions": {
                 "description": "Ready and Synced.",
                 "type": "array",
-                "items": condition,
+                "items": _condition(),
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["type"],
             },
@@ -289,18 +285,8 @@ def batch_schemas() -> dict[str, JSONSchema]:
     }
 
 
-CEL_RULES: list[JSONSchema] = [
-    {
-        "rule": "!has(oldSelf.scheduleId) || (has(self.scheduleId) && self.scheduleId == oldSelf.scheduleId)",
-        "message": "spec.scheduleId is immutable once set: create a new resource for a new schedule id",
-    }
-]
-"""CEL rules of ``spec`` (Kubernetes >= 1.25). Not in the default CRD: kubectl's client-side validation against
-an older API server refuses the unknown ``x-kubernetes-validations`` field, so they ship as a variant."""
-
-
-@functools.cache
-def _spec_schema() -> JSONSchema:
+def _described_batch_schemas() -> dict[str, JSONSchema]:
+    """:func:`batch_schemas` with descriptions that say how each part relates to Batch's own shapes."""
     batch = batch_schemas()
     batch["schedule"]["description"] = (
         "When Batch creates jobs (Batch's BatchJobScheduleConfiguration). " + batch["schedule"]["description"]
@@ -312,7 +298,44 @@ def _spec_schema() -> JSONSchema:
     batch["metadata"]["description"] = (
         "Batch metadata of the schedule. Names starting with azurebatch.dev/ are reserved for the operator."
     )
-    properties: dict[str, JSONSchema] = {
+    return batch
+
+
+def _account() -> JSONSchema:
+    return _object(
+        "The Batch account. Default: the operator's (BATCHOP_BATCH_ENDPOINT, BATCHOP_BATCH_ACCOUNT, "
+        "BATCHOP_BATCH_KEY).",
+        {
+            "endpoint": _string("The account endpoint, e.g. https://myaccount.westeurope.batch.azure.com.",
+                                pattern=URL_PATTERN),
+            "credentialsSecretRef": _secret_ref(
+                "the keys accountName and accountKey (Shared Key). Without it the operator uses "
+                "Microsoft Entra ID (DefaultAzureCredential, e.g. AKS workload identity)"
+            ),
+        },
+    )
+
+
+def _storage() -> JSONSchema:
+    return _object(
+        "The storage account that blob references point into. Default: the operator's "
+        "(AZURE_STORAGE_CONNECTION_STRING or BATCHOP_STORAGE_URL).",
+        {
+            "accountUrl": _string("The blob endpoint, e.g. https://mystorage.blob.core.windows.net.",
+                                  pattern=URL_PATTERN),
+            "credentialsSecretRef": _secret_ref(
+                "the key connectionString, or accountName and accountKey. Without it the operator uses "
+                "Microsoft Entra ID (user delegation SAS)"
+            ),
+            "sasLifetime": _string(f"How long minted SAS tokens live (default P7D). {DURATION_NOTE}",
+                                   pattern=DURATION_PATTERN),
+        },
+    )
+
+
+def _operator_fields() -> dict[str, JSONSchema]:
+    """The ``spec`` fields that are batchop's own, not Batch's."""
+    return {
         "scheduleId": _string(
             "The Batch job schedule id: letters, digits, hyphens and underscores, at most 64 characters. "
             "Default: derived from namespace and name (namespace_name, shortened with a stable hash suffix). "
@@ -331,32 +354,8 @@ def _spec_schema() -> JSONSchema:
             enum=["Delete", "Orphan"],
             default="Delete",
         ),
-        "account": _object(
-            "The Batch account. Default: the operator's (BATCHOP_BATCH_ENDPOINT, BATCHOP_BATCH_ACCOUNT, "
-            "BATCHOP_BATCH_KEY).",
-            {
-                "endpoint": _string("The account endpoint, e.g. https://myaccount.westeurope.batch.azure.com.",
-                                    pattern=URL_PATTERN),
-                "credentialsSecretRef": _secret_ref(
-                    "the keys accountName and accountKey (Shared Key). Without it the operator uses "
-                    "Microsoft Entra ID (DefaultAzureCredential, e.g. AKS workload identity)"
-                ),
-            },
-        ),
-        "storage": _object(
-            "The storage account that blob references point into. Default: the operator's "
-            "(AZURE_STORAGE_CONNECTION_STRING or BATCHOP_STORAGE_URL).",
-            {
-                "accountUrl": _string("The blob endpoint, e.g. https://mystorage.blob.core.windows.net.",
-                                      pattern=URL_PATTERN),
-                "credentialsSecretRef": _secret_ref(
-                    "the key connectionString, or accountName and accountKey. Without it the operator uses "
-                    "Microsoft Entra ID (user delegation SAS)"
-                ),
-                "sasLifetime": _string(f"How long minted SAS tokens live (default P7D). {DURATION_NOTE}",
-                                       pattern=DURATION_PATTERN),
-            },
-        ),
+        "account": _account(),
+        "storage": _storage(),
         "successfulJobsHistoryLimit": _integer(
             "How many successful jobs of the schedule to keep in Batch; older ones are deleted.",
             minimum=0, default=3,
@@ -365,8 +364,12 @@ def _spec_schema() -> JSONSchema:
             "How many failed jobs of the schedule to keep in Batch; older ones are deleted.",
             minimum=0, default=1,
         ),
-        **batch,
     }
+
+
+@functools.cache
+def _spec_schema() -> JSONSchema:
+    properties: dict[str, JSONSchema] = {**_operator_fields(), **_described_batch_schemas()}
     for name, message in PASTED_TOP_LEVEL.items():
         properties[name] = forbidden(message)
     return {
@@ -379,13 +382,9 @@ def _spec_schema() -> JSONSchema:
 
 
 def spec_schema() -> JSONSchema:
-    """The ``spec`` schema (a fresh copy: callers may change it)."""
+    """The generated ``spec`` schema (a fresh copy: callers may change it); the operator reads the packaged copy,
+    :func:`batchop.api.schema.shared_spec_schema`."""
     return copy.deepcopy(_spec_schema())
-
-
-def shared_spec_schema() -> JSONSchema:
-    """The ``spec`` schema, built once and shared: callers must not change it (validation, normalisation)."""
-    return _spec_schema()
 
 
 def printer_columns() -> list[JSONSchema]:
@@ -408,13 +407,12 @@ def printer_columns() -> list[JSONSchema]:
 
 
 def crd(*, cel: bool = False) -> dict[str, Any]:
-    """The whole CustomResourceDefinition (apiextensions.k8s.io/v1); ``cel`` adds :data:`CEL_RULES` (>= 1.25)."""
+    """The whole CustomResourceDefinition (apiextensions.k8s.io/v1); ``cel`` adds the rules of
+    :mod:`batchop.api.cel_rules` (Kubernetes >= 1.25)."""
     spec = spec_schema()
     if cel:
-        from batchop.spec import cel_rules  # field-level rules (durations, blob references, autoscale)
-
         spec = cel_rules.apply(spec)
-        spec["x-kubernetes-validations"] = copy.deepcopy(CEL_RULES)
+        spec["x-kubernetes-validations"] = [dict(rule) for rule in cel_rules.SPEC_RULES]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

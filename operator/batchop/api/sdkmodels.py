@@ -6,8 +6,8 @@ The SDK (API 2025-06-01) is the contract for the Batch wire format, so the CRD's
 - properties: each model's rest fields (``Model._attr_to_rest_field``), under their wire names;
 - types: the attribute type hints (``typing.get_type_hints``): models recurse, ``list[...]`` become
   arrays, ``dict[str, str]`` string maps, ``datetime`` RFC 3339 strings, ``timedelta`` ISO-8601
-  duration strings (with :data:`DURATION_PATTERN`), enums (``models/_enums.py``) ``enum`` lists of
-  their wire values;
+  duration strings (with :data:`batchop.api.patterns.DURATION_PATTERN`), enums (``models/_enums.py``)
+  ``enum`` lists of their wire values;
 - ``required``: hints that are not ``Optional``;
 - descriptions: the ``:ivar name: ...`` lines of the class docstrings.
 
@@ -28,25 +28,18 @@ from typing import Any
 
 from azure.batch import models as batch_models
 
-JSONSchema = dict[str, Any]
+from batchop.api.patterns import BATCH_ID_PATTERN, BATCH_ID_PREFIX_PATTERN, DURATION_NOTE, DURATION_PATTERN
+from batchop.api.schema import JSONSchema
+
 Customize = Callable[[str, JSONSchema], None]
-
-# ISO-8601 durations Batch accepts: weeks, days, hours, minutes, (fractional) seconds; at least one part,
-# and a 'T' only before a time part. RE2 syntax (what the Kubernetes API server uses), no lookarounds.
-_SECONDS = r"\d+(?:\.\d+)?S"
-_TIME = rf"T(?:\d+H(?:\d+M)?(?:{_SECONDS})?|\d+M(?:{_SECONDS})?|{_SECONDS})"
-DURATION_PATTERN = rf"^P(?:(?:\d+W)?(?:\d+D)?{_TIME}|(?:\d+W)?\d+D|\d+W)$"
-"""The ``pattern`` of every duration property (``PT4H``, ``P1D``, ``PT1H30M``, ``PT0.5S``)."""
-
-DURATION_NOTE = "An ISO-8601 duration such as PT30M, PT4H, P1D or P1DT12H (Batch writes it back normalised)."
 
 # Constraints the REST API documents in prose, made machine-checked. Keyed by (model, wire name).
 EXTRA_CONSTRAINTS: dict[tuple[str, str], JSONSchema] = {
-    ("BatchAutoPoolSpecification", "autoPoolIdPrefix"): {"maxLength": 20, "pattern": r"^[A-Za-z0-9_-]*$"},
+    ("BatchAutoPoolSpecification", "autoPoolIdPrefix"): {"maxLength": 20, "pattern": BATCH_ID_PREFIX_PATTERN},
     ("BatchJobSpecification", "priority"): {"minimum": -1000, "maximum": 1000},
-    ("BatchJobManagerTask", "id"): {"maxLength": 64, "pattern": r"^[A-Za-z0-9_-]+$"},
-    ("BatchJobPreparationTask", "id"): {"maxLength": 64, "pattern": r"^[A-Za-z0-9_-]+$"},
-    ("BatchJobReleaseTask", "id"): {"maxLength": 64, "pattern": r"^[A-Za-z0-9_-]+$"},
+    ("BatchJobManagerTask", "id"): {"maxLength": 64, "pattern": BATCH_ID_PATTERN},
+    ("BatchJobPreparationTask", "id"): {"maxLength": 64, "pattern": BATCH_ID_PATTERN},
+    ("BatchJobReleaseTask", "id"): {"maxLength": 64, "pattern": BATCH_ID_PATTERN},
     ("BatchJobConstraints", "maxTaskRetryCount"): {"minimum": -1},
     ("BatchTaskConstraints", "maxTaskRetryCount"): {"minimum": -1},
     ("BatchStartTask", "maxTaskRetryCount"): {"minimum": -1},
@@ -99,7 +92,7 @@ def ivar_descriptions(cls: type) -> dict[str, str]:
 
 def rest_fields(cls: type) -> dict[str, Any]:
     """``{python attribute name: rest field}``; the SDK computes the map on first instantiation."""
-    cls({})  # type: ignore[call-arg]
+    cls({})
     return dict(cls._attr_to_rest_field)  # type: ignore[attr-defined]
 
 

@@ -22,22 +22,19 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from batchop.api import conditions as cond
 from batchop.batch.gateway import Gateway, Limits
 from batchop.batch.settings import Settings, account_from_endpoint
 from batchwire.redact import register_secret
 
 log = logging.getLogger(__name__)
 
-REASON_CREDENTIALS_NOT_FOUND = "CredentialsNotFound"
-REASON_ACCOUNT_NOT_CONFIGURED = "AccountNotConfigured"
-
-
 class CredentialError(Exception):
     """The object's account or credentials cannot be resolved; ``reason`` goes into ``Synced``."""
 
-    def __init__(self, message: str, reason: str = REASON_CREDENTIALS_NOT_FOUND) -> None:
+    def __init__(self, message: str, reason: str = cond.REASON_CREDENTIALS_NOT_FOUND) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason
@@ -62,10 +59,17 @@ class AccountRef:
         return f"{self.endpoint_key}|{self.account_name}|{digest}"
 
 
+class SecretReader(Protocol):
+    """Reads one Secret: its decoded data and ``resourceVersion``, None when it does not exist
+    (:meth:`batchop.kube.client.KubeClient.get_secret`)."""
+
+    async def get_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None: ...
+
+
 class SecretSource:
     """Reads Secrets with a short cache: ``get(ns, name) -> (data, resourceVersion) | None``."""
 
-    def __init__(self, client: Any, ttl: float = 10.0) -> None:
+    def __init__(self, client: SecretReader, ttl: float = 10.0) -> None:
         self.client = client
         self.ttl = ttl
         self._cache: dict[tuple[str, str], tuple[float, tuple[dict[str, str], str] | None]] = {}
@@ -92,7 +96,7 @@ async def resolve(namespace: str, spec: Mapping[str, Any], settings: Settings, s
         raise CredentialError(
             "no Batch account: set spec.account.endpoint (and credentialsSecretRef), or start the operator with "
             "--batch-endpoint / BATCHOP_BATCH_ENDPOINT",
-            REASON_ACCOUNT_NOT_CONFIGURED,
+            cond.REASON_ACCOUNT_NOT_CONFIGURED,
         )
     ref = account.get("credentialsSecretRef") or {}
     secret_name = ref.get("name") if isinstance(ref, Mapping) else None

@@ -37,29 +37,21 @@ from azure.core.exceptions import (
 )
 from azure.core.pipeline.policies import AsyncRetryPolicy
 
+from batchop.api import conditions as cond
+from batchop.batch import settings
 from batchop.batch.breaker import Breaker, CircuitOpen
 from batchwire import API_VERSION
 from batchwire.redact import redact
 
 log = logging.getLogger(__name__)
 
-# Condition reasons for errors. Terminal: the spec, the credentials or the id must change. Recoverable:
-# the operator retries by itself.
-INVALID_SPEC = "InvalidSpec"
-ALREADY_EXISTS = "AlreadyExists"
-AUTHENTICATION_FAILED = "AuthenticationFailed"
-FORBIDDEN = "Forbidden"
-THROTTLED = "Throttled"
-BATCH_UNAVAILABLE = "BatchUnavailable"
-QUOTA_REACHED = "QuotaReached"
-CONFLICT = "Conflict"
-NOT_FOUND = "NotFound"
-BATCH_ERROR = "BatchError"
-
-
 LIST_PAGE_SIZE = 1000  # Batch's maximum maxresults
 
-TERMINAL_REASONS = frozenset({INVALID_SPEC, ALREADY_EXISTS, AUTHENTICATION_FAILED, FORBIDDEN})
+# Reasons (batchop.api.conditions) of failures that no retry mends: the spec, the credentials or the id must
+# change. Every other failure is retried.
+TERMINAL_REASONS = frozenset(
+    {cond.REASON_INVALID_SPEC, cond.REASON_ALREADY_EXISTS, cond.REASON_AUTHENTICATION_FAILED, cond.REASON_FORBIDDEN}
+)
 
 # Keys Batch uses in an error's ``values`` to name what it refused.
 _FIELD_KEYS = ("PropertyName", "propertyName", "FieldName", "ParameterName", "HeaderName", "QueryParameterName")
@@ -100,7 +92,7 @@ class BatchError(Exception):
 
 
 def _error_body(exc: HttpResponseError) -> dict[str, Any]:
-    response = getattr(exc, "response", None)
+    response: Any = exc.response  # an azure-core HTTP response, legacy or new: both have json() and headers
     if response is None:
         return {}
     try:
@@ -114,7 +106,7 @@ def _error_body(exc: HttpResponseError) -> dict[str, Any]:
 
 
 def _retry_after(exc: HttpResponseError) -> float | None:
-    response = getattr(exc, "response", None)
+    response: Any = exc.response
     if response is None:
         return None
     value = response.headers.get("Retry-After") if response.headers else None
@@ -132,6 +124,107 @@ def unreachable(exc: BaseException) -> bool:
     return isinstance(exc, ServiceRequestError | ServiceResponseError | asyncio.TimeoutError | OSError)
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """What Batch said in an error answer: status, error code, message and the ``values`` it named."""
+
+    status: int | None
+    code: str | None
+    message: str
+    values: dict[str, str]
+
+    @classmethod
+    def of(cls, exc: HttpResponseError) -> _Answer:
+        body = _error_body(exc)
+        code = body.get("code") or (exc.error.code if exc.error is not None else None)
+        raw_message = body.get("message")
+        if isinstance(raw_message, dict):
+            raw_message = raw_message.get("value")
+        message = str(raw_message or exc.message or exc.reason or "").split("\nRequestId:")[0].strip()
+        values: dict[str, str] = {}
+        for item in body.get("values") or []:
+            if isinstance(item, dict) and "key" in item:
+                values[str(item["key"])] = str(item.get("value", ""))
+        if not values and exc.error is not None:
+            for item in exc.error.details or []:
+                if item.code:
+                    values[item.code] = str(item.message or "")
+        return cls(exc.status_code, code, message, values)
+
+    @property
+    def field(self) -> str | None:
+        """The property Batch rejected, when it named one."""
+        return next((self.values[k] for k in _FIELD_KEYS if self.values.get(k)), None)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """How one kind of error answer reads: its reason, whether it is terminal, the message (``{code}``,
+    ``{code_or_status}`` and ``{message}`` filled in), and whether the service's ``Retry-After`` applies."""
+
+    reason: str
+    terminal: bool
+    text: str
+    retry_after: bool = False
+
+    def error(self, answer: _Answer, retry_after: float | None) -> BatchError:
+        text = self.text.format(code=answer.code, code_or_status=answer.code or answer.status, message=answer.message)
+        return BatchError(text, reason=self.reason, terminal=self.terminal, status=answer.status, code=answer.code,
+                          field=answer.field, values=answer.values,
+                          retry_after=retry_after if self.retry_after else None)
+
+
+_AUTHENTICATION = _Rule(
+    cond.REASON_AUTHENTICATION_FAILED, True,
+    "Batch refused the credentials ({code_or_status}): {message}. Check the account name and key in the "
+    "credentials Secret (or the workload identity's role assignment)",
+)
+_UNAVAILABLE = _Rule(
+    cond.REASON_BATCH_UNAVAILABLE, False, "Batch is unavailable ({code_or_status}): {message}", retry_after=True
+)
+_OTHER = _Rule(cond.REASON_BATCH_ERROR, False, "Batch request failed ({code_or_status}): {message}")
+_BY_STATUS = {
+    403: _Rule(cond.REASON_FORBIDDEN, True, "Batch refused the request ({code}): {message}"),
+    404: _Rule(cond.REASON_NOT_FOUND, False, "not found ({code}): {message}"),
+    408: _UNAVAILABLE,
+    412: _Rule(cond.REASON_CONFLICT, False, "the schedule changed meanwhile ({code}): {message}"),
+    429: _Rule(cond.REASON_THROTTLED, False, "Batch is throttling requests ({code}): {message}", retry_after=True),
+}
+_SCHEDULE_EXISTS = _Rule(cond.REASON_ALREADY_EXISTS, False, "{code}: {message}")
+_QUOTA = _Rule(cond.REASON_QUOTA_REACHED, False, "Batch quota reached ({code}): {message}")
+_CONFLICT = _Rule(cond.REASON_CONFLICT, False, "Batch conflict ({code}): {message}")
+
+
+def _rule(exc: HttpResponseError, answer: _Answer) -> _Rule:
+    """The rule for an answer other than 400 (see :func:`classify`)."""
+    status, code = answer.status, answer.code
+    if status == 401 or isinstance(exc, ClientAuthenticationError) or code == "AuthenticationFailed":
+        return _AUTHENTICATION
+    if status == 409:
+        if code == "JobScheduleExists":
+            return _SCHEDULE_EXISTS
+        return _QUOTA if code and "Quota" in code else _CONFLICT
+    if status in _BY_STATUS:
+        return _BY_STATUS[status]
+    return _UNAVAILABLE if status is not None and status >= 500 else _OTHER
+
+
+def _invalid_spec(answer: _Answer) -> BatchError:
+    """A 400: what Batch refused, by property (and value) when it said so."""
+    values, field_name = answer.values, answer.field
+    reason_text = values.get("Reason") or values.get("reason")
+    text = f"Batch rejected the request ({answer.code})"
+    if field_name:
+        text += f": property '{field_name}'"
+        if "PropertyValue" in values:
+            text += f" value {values['PropertyValue']!r}"
+    text += f": {answer.message}" if answer.message else ""
+    if reason_text and reason_text not in text:
+        text += f" ({reason_text})"
+    return BatchError(text, reason=cond.REASON_INVALID_SPEC, terminal=True, status=answer.status, code=answer.code,
+                      field=field_name, values=values)
+
+
 def classify(exc: BaseException) -> BatchError:
     """Turn any exception from the SDK into a :class:`BatchError` with reason and terminality.
 
@@ -146,79 +239,15 @@ def classify(exc: BaseException) -> BatchError:
     if isinstance(exc, BatchError):
         return exc
     if unreachable(exc):
-        return BatchError(f"Batch is unreachable: {exc}", reason=BATCH_UNAVAILABLE, terminal=False)
+        return BatchError(f"Batch is unreachable: {exc}", reason=cond.REASON_BATCH_UNAVAILABLE, terminal=False)
     if not isinstance(exc, HttpResponseError):
         if isinstance(exc, AzureError):
-            return BatchError(f"Batch request failed: {exc}", reason=BATCH_UNAVAILABLE, terminal=False)
-        return BatchError(f"unexpected error talking to Batch: {exc!r}", reason=BATCH_ERROR, terminal=False)
-
-    status = exc.status_code
-    body = _error_body(exc)
-    code = body.get("code") or (exc.error.code if exc.error is not None else None)
-    raw_message = body.get("message")
-    if isinstance(raw_message, dict):
-        raw_message = raw_message.get("value")
-    message = str(raw_message or exc.message or exc.reason or "").split("\nRequestId:")[0].strip()
-    values: dict[str, str] = {}
-    for item in body.get("values") or []:
-        if isinstance(item, dict) and "key" in item:
-            values[str(item["key"])] = str(item.get("value", ""))
-    if not values and exc.error is not None:
-        for item in exc.error.details or []:
-            if item.code:
-                values[item.code] = str(item.message or "")
-    field_name = next((values[k] for k in _FIELD_KEYS if values.get(k)), None)
-    retry_after = _retry_after(exc)
-    kw: dict[str, Any] = {"status": status, "code": code, "field": field_name, "values": values}
-
-    if status == 400:
-        reason_text = values.get("Reason") or values.get("reason")
-        text = f"Batch rejected the request ({code})"
-        if field_name:
-            text += f": property '{field_name}'"
-            if "PropertyValue" in values:
-                text += f" value {values['PropertyValue']!r}"
-        text += f": {message}" if message else ""
-        if reason_text and reason_text not in text:
-            text += f" ({reason_text})"
-        return BatchError(text, reason=INVALID_SPEC, terminal=True, **kw)
-    if status == 401 or isinstance(exc, ClientAuthenticationError) or code == "AuthenticationFailed":
-        return BatchError(
-            f"Batch refused the credentials ({code or status}): {message}. Check the account name and key in the "
-            "credentials Secret (or the workload identity's role assignment)",
-            reason=AUTHENTICATION_FAILED,
-            terminal=True,
-            **kw,
-        )
-    if status == 403:
-        return BatchError(f"Batch refused the request ({code}): {message}", reason=FORBIDDEN, terminal=True, **kw)
-    if status == 404:
-        return BatchError(f"not found ({code}): {message}", reason=NOT_FOUND, terminal=False, **kw)
-    if status == 409:
-        if code == "JobScheduleExists":
-            return BatchError(f"{code}: {message}", reason=ALREADY_EXISTS, terminal=False, **kw)
-        if code and "Quota" in code:
-            return BatchError(f"Batch quota reached ({code}): {message}", reason=QUOTA_REACHED, terminal=False, **kw)
-        return BatchError(f"Batch conflict ({code}): {message}", reason=CONFLICT, terminal=False, **kw)
-    if status == 412:
-        return BatchError(f"the schedule changed meanwhile ({code}): {message}", reason=CONFLICT, terminal=False, **kw)
-    if status == 429:
-        return BatchError(
-            f"Batch is throttling requests ({code}): {message}",
-            reason=THROTTLED,
-            terminal=False,
-            retry_after=retry_after,
-            **{k: v for k, v in kw.items()},
-        )
-    if (status is not None and status >= 500) or status == 408:
-        return BatchError(
-            f"Batch is unavailable ({code or status}): {message}",
-            reason=BATCH_UNAVAILABLE,
-            terminal=False,
-            retry_after=retry_after,
-            **kw,
-        )
-    return BatchError(f"Batch request failed ({code or status}): {message}", reason=BATCH_ERROR, terminal=False, **kw)
+            return BatchError(f"Batch request failed: {exc}", reason=cond.REASON_BATCH_UNAVAILABLE, terminal=False)
+        return BatchError(f"unexpected error talking to Batch: {exc!r}", reason=cond.REASON_BATCH_ERROR, terminal=False)
+    answer = _Answer.of(exc)
+    if answer.status == 400:
+        return _invalid_spec(answer)
+    return _rule(exc, answer).error(answer, _retry_after(exc))
 
 
 class TokenBucket:
@@ -261,11 +290,11 @@ class GatewayStats:
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-account request limits and retry settings."""
+    """Per-account request limits (by default the operator's, :mod:`batchop.batch.settings`) and retry settings."""
 
-    max_concurrency: int = 8
-    requests_per_second: float = 20.0
-    burst: int = 20
+    max_concurrency: int = settings.DEFAULTS.max_concurrency
+    requests_per_second: float = settings.DEFAULTS.requests_per_second
+    burst: int = int(settings.DEFAULTS.requests_per_second)
     retry_total: int = 4
     retry_backoff_factor: float = 0.8
     retry_backoff_max: float = 30.0
@@ -283,7 +312,7 @@ def _encoded_path_transport() -> Any:
     import yarl
     from azure.core.pipeline.transport import AioHttpTransport
 
-    class EncodedPathTransport(AioHttpTransport):  # type: ignore[misc]
+    class EncodedPathTransport(AioHttpTransport):
         async def send(self, request: Any, **config: Any) -> Any:
             url = request.url
             if isinstance(url, str) and "%" in url.split("?", 1)[0]:
@@ -367,9 +396,9 @@ class Gateway:
             try:
                 self.breaker.before()
             except CircuitOpen as exc:
-                self.stats.errors[BATCH_UNAVAILABLE] += 1
+                self.stats.errors[cond.REASON_BATCH_UNAVAILABLE] += 1
                 raise BatchError(
-                    str(exc), reason=BATCH_UNAVAILABLE, terminal=False, retry_after=exc.retry_after
+                    str(exc), reason=cond.REASON_BATCH_UNAVAILABLE, terminal=False, retry_after=exc.retry_after
                 ) from None
             self.stats.requests[op] += 1
             try:

@@ -48,6 +48,10 @@ def account_from_endpoint(endpoint: str | None) -> str | None:
     return host.split(".")[0]
 
 
+DEFAULTS = Settings()
+"""Every setting's default (the dataclass's): flags and help texts read them from here."""
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     return float(raw) if raw not in (None, "") else default
@@ -60,10 +64,10 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         "batch_endpoint": env.get("BATCHOP_BATCH_ENDPOINT") or None,
         "batch_account": env.get("BATCHOP_BATCH_ACCOUNT") or None,
         "batch_key": env.get("BATCHOP_BATCH_KEY") or None,
-        "resync_interval": _float(env, "BATCHOP_RESYNC_INTERVAL", 30.0),
-        "max_concurrency": int(_float(env, "BATCHOP_MAX_CONCURRENCY", 8)),
-        "requests_per_second": _float(env, "BATCHOP_REQUESTS_PER_SECOND", 20.0),
-        "secret_cache_seconds": _float(env, "BATCHOP_SECRET_CACHE_SECONDS", 10.0),
+        "resync_interval": _float(env, "BATCHOP_RESYNC_INTERVAL", DEFAULTS.resync_interval),
+        "max_concurrency": int(_float(env, "BATCHOP_MAX_CONCURRENCY", DEFAULTS.max_concurrency)),
+        "requests_per_second": _float(env, "BATCHOP_REQUESTS_PER_SECOND", DEFAULTS.requests_per_second),
+        "secret_cache_seconds": _float(env, "BATCHOP_SECRET_CACHE_SECONDS", DEFAULTS.secret_cache_seconds),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

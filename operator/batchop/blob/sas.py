@@ -1,4 +1,4 @@
-"""Minting least-privilege SAS for blob references, and deciding when to renew them.
+"""Minting least-privilege SAS for blob references.
 
 Three permission sets, nothing more (Batch's needs, see docs/blob-storage.md):
 
@@ -8,17 +8,19 @@ Three permission sets, nothing more (Batch's needs, see docs/blob-storage.md):
 - :data:`WRITE_CREATE` ``cw``: a container Batch uploads output files into
   (``outputFiles[].destination.container.containerUrl``).
 
-Two kinds of minter behind one :class:`SasMinter` protocol, chosen by :func:`minter_for`:
+Two kinds of minter behind one :class:`SasMinter` protocol, chosen by :func:`minter_for`, and a third that
+signs nothing:
 
 - :class:`KeyMinter`: service SAS signed with the account key (a Secret, or the operator's
   ``AZURE_STORAGE_CONNECTION_STRING``); Azurite supports these.
 - :class:`UserDelegationMinter`: user-delegation SAS signed with a key that Storage issues to the
   operator's Entra ID identity (``DefaultAzureCredential``, e.g. AKS workload identity). Such a SAS
   lives at most 7 days (:attr:`SasMinter.max_lifetime`); the identity needs the role "Storage Blob
-  Delegator" (or any role with ``generateUserDelegationKey``) plus data access to the containers.
+  Delegator" (or any role with ``generateUserDelegationKey``) plus data access to the containers;
+- :class:`PlaceholderMinter`: URLs of the right shape with ``sig=REDACTED``, contacting nothing, for
+  ``batchop render`` and the self-check of ``batchop import``.
 
-:func:`renewal_due` decides when the SAS inside a schedule must be re-minted: before the next job
-the schedule will start could outlive it.
+How long the SAS live and when they must be renewed is the policy of :mod:`batchop.spec.sas_lifetime`.
 
 SAS strings are secrets: nothing here logs them, and :mod:`batchwire.redact` strips ``sig=`` anywhere.
 """
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote, urlsplit
@@ -41,7 +42,8 @@ from azure.core.exceptions import (
 
 from batchop.blob import settings as storage_config
 from batchop.blob.settings import StorageSettings
-from batchwire import durations
+from batchop.spec.sas_lifetime import lifetime_of
+from batchwire import redact, timestamps
 
 
 def generate_blob_sas(*args: Any, **kwargs: Any) -> str:
@@ -65,8 +67,8 @@ WRITE_CREATE = "cw"
 
 #: Clock-skew allowance: a SAS (or delegation key) starts this long before it is minted.
 START_SKEW = timedelta(minutes=5)
-#: When a job's wall clock is unbounded, assume a job runs at most this long (docs/blob-storage.md).
-DEFAULT_JOB_WINDOW = timedelta(days=1)
+PLACEHOLDER_STORAGE_URL = "https://STORAGE-ACCOUNT.blob.core.windows.net"
+"""The blob endpoint shown when no storage account is configured (``batchop render``, ``batchop import``)."""
 
 
 class StorageAccessError(Exception):
@@ -293,6 +295,32 @@ class UserDelegationMinter(_ClientMinter):
         return f"{plain_url(self.account_url, container)}?{token}"
 
 
+class PlaceholderMinter:
+    """A :class:`SasMinter` that mints nothing: URLs of the right shape with ``sig=REDACTED``.
+
+    Shows blob references resolved the way the operator resolves them without contacting a storage
+    account (``batchop render``, the self-check of ``batchop import``): every container passes the check.
+    """
+
+    max_lifetime: timedelta | None = None
+
+    def __init__(self, account_url: str) -> None:
+        self.account_url = account_url.rstrip("/")
+
+    def _sas(self, permission: str, expiry: datetime, resource: str) -> str:
+        expires = timestamps.seconds(expiry)
+        return f"sv=2025-01-05&se={quote(expires)}&sr={resource}&sp={permission}&sig={redact.REDACTED}"
+
+    async def blob_url(self, container: str, blob: str, *, permission: str, expiry: datetime) -> str:
+        return f"{plain_url(self.account_url, container, blob)}?{self._sas(permission, expiry, 'b')}"
+
+    async def container_url(self, container: str, *, permission: str, expiry: datetime) -> str:
+        return f"{plain_url(self.account_url, container)}?{self._sas(permission, expiry, 'c')}"
+
+    async def check_container(self, container: str) -> None:
+        return None
+
+
 def minter_from_settings(settings: StorageSettings, *, credential: Any = None) -> SasMinter:
     """The minter for resolved settings: key-signed when there is a key, user delegation otherwise."""
     if settings.account_key:
@@ -315,133 +343,9 @@ def minter_for(
     return minter_from_settings(storage_config.resolve(storage_spec, secret_data, defaults), credential=credential)
 
 
-def lifetime_of(storage_spec: Mapping[str, Any] | None) -> timedelta:
-    """``spec.storage.sasLifetime`` parsed (default P7D)."""
-    return storage_config.parse_lifetime((storage_spec or {}).get("sasLifetime"))
-
-
 def expiry_for(storage_spec: Mapping[str, Any] | None, *, now: datetime, minter: SasMinter | None = None) -> datetime:
     """When SAS minted ``now`` expire: ``now + sasLifetime``, capped by the minter's maximum (7 days for Entra)."""
     lifetime = lifetime_of(storage_spec)
     if minter is not None and minter.max_lifetime is not None:
         lifetime = min(lifetime, minter.max_lifetime)
     return _as_utc(now) + lifetime
-
-
-# -- renewal ---------------------------------------------------------------------------------------
-def _duration(value: timedelta | str | None) -> timedelta | None:
-    """A bounded duration, or None for absent / Batch's 'unlimited' (TimeSpan.MaxValue-ish) values."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        ticks = durations.parse_ticks(value)
-        if ticks >= durations.MAX_TICKS // 2:
-            return None
-        value = timedelta(microseconds=ticks // 10)
-    if value >= timedelta(days=3650):
-        return None
-    return value
-
-
-def max_wall_clock(job_spec: Mapping[str, Any]) -> timedelta | None:
-    """How long one job of this ``jobSpecification`` can last at most, or None when unbounded.
-
-    The job's own ``constraints.maxWallClockTime`` bounds it; failing that, a job manager task that
-    ends the job (``killJobOnCompletion`` true, the default) bounds it by its own
-    ``constraints.maxWallClockTime`` (retries ignored: an approximation on the long side is fine).
-    """
-    job_limit = _duration((job_spec.get("constraints") or {}).get("maxWallClockTime"))
-    manager = job_spec.get("jobManagerTask") or {}
-    task_limit = None
-    if manager and manager.get("killJobOnCompletion", True) is not False:
-        task_limit = _duration((manager.get("constraints") or {}).get("maxWallClockTime"))
-        if task_limit is not None:
-            retries = int((manager.get("constraints") or {}).get("maxTaskRetryCount") or 0)
-            if retries < 0:
-                task_limit = None
-            else:
-                task_limit = task_limit * (retries + 1)
-    bounded = [d for d in (job_limit, task_limit) if d is not None]
-    return min(bounded) if bounded else None
-
-
-def renewal_margin(window: timedelta) -> timedelta:
-    """Slack added after a job's window: a tenth of it, at least 30 s, at most 15 min (clock skew, uploads)."""
-    return min(timedelta(minutes=15), max(timedelta(seconds=30), window / 10))
-
-
-def required_until(
-    *, now: datetime, next_run_time: datetime | None, max_wall_clock: timedelta | str | None
-) -> datetime:
-    """Until when the SAS in the schedule must stay valid: the end of the next job it could start, plus margin.
-
-    The next job starts at ``next_run_time`` (at once when None or past, e.g. a run-now or a disabled
-    schedule being enabled) and reads resource files, then uploads outputs, up to its wall clock later.
-    """
-    start = _as_utc(now)
-    if next_run_time is not None:
-        start = max(start, _as_utc(next_run_time))
-    window = _duration(max_wall_clock) if not isinstance(max_wall_clock, timedelta) else max_wall_clock
-    if window is None:
-        window = DEFAULT_JOB_WINDOW
-    return start + window + renewal_margin(window)
-
-
-def renewal_due(
-    expires_at: datetime | None,
-    *,
-    now: datetime,
-    next_run_time: datetime | None,
-    max_wall_clock: timedelta | str | None,
-) -> bool:
-    """True when the schedule's SAS must be re-minted (PATCH of ``jobSpecification``) now.
-
-    That is when the SAS could expire under the next job the schedule will start: before
-    ``next_run_time + max_wall_clock + margin`` (:func:`required_until`). It then fires right after
-    Batch advances ``nextRunTime`` past the last job the old SAS covers, a whole recurrence before the
-    job that needs the new one. ``expires_at`` None (unknown, e.g. after adoption) is due.
-    """
-    if expires_at is None:
-        return True
-    needed = required_until(now=now, next_run_time=next_run_time, max_wall_clock=max_wall_clock)
-    return _as_utc(expires_at) <= needed
-
-
-def minimum_lifetime(recurrence_interval: timedelta | str | None, max_wall_clock: timedelta | str | None) -> timedelta:
-    """The shortest ``sasLifetime`` that renewal can keep ahead of: one recurrence plus one job window plus margin.
-
-    With a shorter lifetime a freshly minted SAS would already be due for renewal.
-    """
-    recurrence = _duration(recurrence_interval) or timedelta(0)
-    window = _duration(max_wall_clock) if not isinstance(max_wall_clock, timedelta) else max_wall_clock
-    if window is None:
-        window = DEFAULT_JOB_WINDOW
-    return recurrence + window + renewal_margin(window)
-
-
-@dataclass(frozen=True)
-class LifetimeProblem:
-    field: str
-    message: str
-
-
-def check_lifetime(
-    storage_spec: Mapping[str, Any] | None, schedule: Mapping[str, Any] | None, job_spec: Mapping[str, Any]
-) -> LifetimeProblem | None:
-    """A problem when ``spec.storage.sasLifetime`` is too short for this schedule (see :func:`minimum_lifetime`)."""
-    lifetime = lifetime_of(storage_spec)
-    recurrence = (schedule or {}).get("recurrenceInterval")
-    window = max_wall_clock(job_spec)
-    minimum = minimum_lifetime(recurrence, window)
-    if lifetime > minimum:
-        return None
-    shown = durations.format_ticks((int(minimum.total_seconds()) + 1) * durations.TICKS_PER_SECOND)
-    why = f"one recurrence ({recurrence}) plus " if recurrence else ""
-    window_text = durations.format_ticks(int(window.total_seconds()) * durations.TICKS_PER_SECOND) if window else (
-        "a default of P1D for an unbounded maxWallClockTime")
-    return LifetimeProblem(
-        "spec.storage.sasLifetime",
-        f"{(storage_spec or {}).get('sasLifetime') or 'P7D'} is too short: a SAS must outlive {why}one job "
-        f"({window_text}) plus margin; use at least {shown}, or bound the job with "
-        "jobSpecification.constraints.maxWallClockTime",
-    )

@@ -7,8 +7,8 @@ Three sources, most specific first:
    With no Secret the operator's own Entra ID identity is used (user-delegation SAS).
 2. The operator's defaults from its environment: ``AZURE_STORAGE_CONNECTION_STRING`` (account key),
    or ``BATCHOP_STORAGE_URL`` (Entra ID).
-3. For the CLI only (:func:`for_cli`): ``<dev stack dir>/env`` written by ``batchop dev up``, then
-   Azurite's well-known development account on its default port.
+3. For the CLI only (:func:`for_cli`): the env file ``batchop dev up`` writes (:mod:`batchwire.devenv`),
+   then Azurite's well-known development account on its default port (:mod:`batchwire.azurite`).
 
 :class:`StorageSettings` is the result; it never prints its key (``repr`` hides it) and registers
 every key with :mod:`batchwire.redact`.
@@ -24,15 +24,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from batchwire import durations, redact
+from batchop.spec.sas_lifetime import DEFAULT_SAS_LIFETIME, LifetimeError, lifetime_of
+from batchwire import azurite, devenv, redact
 
-#: Azurite's well-known development account (public, documented by Microsoft; not a secret).
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-AZURITE_BLOB_URL = "http://127.0.0.1:10000/devstoreaccount1"
-
-DEFAULT_SAS_LIFETIME = timedelta(days=7)
-MIN_SAS_LIFETIME = timedelta(minutes=1)
 #: Storage refuses user-delegation keys (and so their SAS) valid for more than 7 days.
 MAX_USER_DELEGATION_LIFETIME = timedelta(days=7)
 
@@ -82,7 +76,7 @@ def account_name_from_url(url: str) -> str:
     return host.split(".")[0]
 
 
-def parse_connection_string(text: str) -> tuple[str, str, str | None]:
+def parse_connection_string(text: str) -> tuple[str, str, str]:
     """Return ``(account_url, account_name, account_key)`` from an Azure Storage connection string.
 
     Understands ``UseDevelopmentStorage=true`` (Azurite), ``BlobEndpoint``, ``DefaultEndpointsProtocol``
@@ -99,7 +93,7 @@ def parse_connection_string(text: str) -> tuple[str, str, str | None]:
         parts[name.strip().lower()] = value.strip()
     if parts.get("usedevelopmentstorage", "").lower() == "true":
         proxy = parts.get("developmentstorageproxyuri", "http://127.0.0.1").rstrip("/")
-        return f"{proxy}:10000/{AZURITE_ACCOUNT}", AZURITE_ACCOUNT, AZURITE_KEY
+        return f"{proxy}:{azurite.BLOB_PORT}/{azurite.ACCOUNT_NAME}", azurite.ACCOUNT_NAME, azurite.ACCOUNT_KEY
     key = parts.get("accountkey") or None
     name = parts.get("accountname", "")
     endpoint = parts.get("blobendpoint", "").rstrip("/")
@@ -122,20 +116,6 @@ def parse_connection_string(text: str) -> tuple[str, str, str | None]:
     return endpoint, name, key
 
 
-def parse_lifetime(value: Any, field_name: str = "spec.storage.sasLifetime") -> timedelta:
-    """Parse ``sasLifetime`` (ISO-8601 duration; default P7D, at least PT1M)."""
-    if value in (None, ""):
-        return DEFAULT_SAS_LIFETIME
-    try:
-        ticks = durations.parse_ticks(str(value))
-    except durations.DurationError as exc:
-        raise StorageConfigError(field_name, str(exc)) from None
-    lifetime = timedelta(microseconds=ticks // 10)
-    if lifetime < MIN_SAS_LIFETIME:
-        raise StorageConfigError(field_name, f"{value} is shorter than the minimum PT1M; use e.g. P7D (the default)")
-    return lifetime
-
-
 def _decode(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8")
@@ -154,7 +134,6 @@ def from_secret(secret_data: Mapping[str, Any], *, account_url: str | None, secr
             url, name, key = parse_connection_string(data["connectionString"])
         except StorageConfigError as exc:
             raise StorageConfigError(field_name, f"key connectionString {exc.message}") from None
-        assert key is not None
         return (account_url or url).rstrip("/"), name, key
     if data.get("accountKey"):
         key = data["accountKey"].strip()
@@ -185,7 +164,10 @@ def resolve(
     ``defaults`` is the operator's environment (or its ``batchop run`` flags under the same names).
     """
     spec = dict(storage_spec or {})
-    lifetime = parse_lifetime(spec.get("sasLifetime"))
+    try:
+        lifetime = lifetime_of(spec)
+    except LifetimeError as exc:
+        raise StorageConfigError(exc.field, exc.message) from None
     account_url = (spec.get("accountUrl") or "").rstrip("/") or None
     if account_url is not None and not account_url.startswith(("https://", "http://")):
         raise StorageConfigError("spec.storage.accountUrl", f"{account_url!r} is not an http(s) URL, e.g. "
@@ -218,40 +200,6 @@ def resolve(
     )
 
 
-def read_env_file(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines (optional ``export``, optional quotes) of a dev-stack env file; {} if absent."""
-    values: dict[str, str] = {}
-    try:
-        text = path.read_text()
-    except OSError:
-        return values
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export "):]
-        name, sep, value = line.partition("=")
-        if sep:
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-                value = value[1:-1]
-            values[name.strip()] = value
-    return values
-
-
-def dev_stack_env_file(state_dir: Path | None = None) -> Path:
-    """The env file ``batchop dev up`` writes: ``<dir>/env`` (``--dir`` default ``.batchop-dev``)."""
-    if state_dir is None:
-        try:
-            from devstack import stack
-
-            state_dir = Path(stack.DEFAULT_DIR)
-        except Exception:  # the dev stack module is optional for the CLI's storage settings
-            state_dir = Path(".batchop-dev")
-    return state_dir / "env"
-
-
 def for_cli(
     *,
     connection_string: str | None = None,
@@ -280,9 +228,10 @@ def for_cli(
     if env.get(ENV_STORAGE_URL):
         url = env[ENV_STORAGE_URL].rstrip("/")
         return StorageSettings(url, account_name_from_url(url), None, source=f"{ENV_STORAGE_URL} with Entra ID")
-    path = env_file if env_file is not None else dev_stack_env_file()
-    stack = read_env_file(path)
+    path = env_file if env_file is not None else devenv.env_file()
+    stack = devenv.read_env_file(path)
     if stack.get(ENV_CONNECTION_STRING):
         url, name, key = parse_connection_string(stack[ENV_CONNECTION_STRING])
         return StorageSettings(url.rstrip("/"), name, key, source=f"{path}")
-    return StorageSettings(AZURITE_BLOB_URL, AZURITE_ACCOUNT, AZURITE_KEY, source="Azurite development account")
+    return StorageSettings(azurite.BLOB_URL, azurite.ACCOUNT_NAME, azurite.ACCOUNT_KEY,
+                           source="Azurite development account")

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -41,10 +41,11 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings, ExponentialRetry
 
+from batchop.api.patterns import BLOB_CONTAINER_PATTERN
 from batchop.blob.settings import StorageSettings
 from batchwire.exitcodes import FAILURE, INVALID, UNAVAILABLE, CLIError
 
-_CONTAINER = re.compile(r"^[a-z0-9](?:-?[a-z0-9])+$")
+_CONTAINER = re.compile(BLOB_CONTAINER_PATTERN)
 CHUNK = 4 * 1024 * 1024
 WORKERS = 8
 
@@ -68,7 +69,7 @@ def service_client(settings: StorageSettings) -> BlobServiceClient:
 def storage_error(exc: Exception, settings: StorageSettings, action: str) -> CLIError:
     """A CLIError for a storage failure: names the account and credential source, never the secret."""
     if isinstance(exc, ClientAuthenticationError) or (
-        isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) == 403
+        isinstance(exc, HttpResponseError) and exc.status_code == 403
     ):
         return CLIError(f"{action}: {settings.account_url} refused the credential from {settings.source} "
                         f"({_error_code(exc) or 'AuthenticationFailed'}); check the key or the Entra "
@@ -100,6 +101,11 @@ def _hidden(part: str) -> bool:
     return part.startswith(".")
 
 
+def _is_container_name(name: str) -> bool:
+    """3-63 characters of :data:`batchop.api.patterns.BLOB_CONTAINER_PATTERN`."""
+    return 3 <= len(name) <= 63 and _CONTAINER.match(name) is not None
+
+
 @dataclass
 class LocalContainer:
     name: str
@@ -117,7 +123,7 @@ def scan(root: Path) -> list[LocalContainer]:
                        INVALID)
     containers: list[LocalContainer] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not _hidden(p.name)):
-        if not (3 <= len(folder.name) <= 63) or not _CONTAINER.match(folder.name):
+        if not _is_container_name(folder.name):
             raise CLIError(f"folder {folder} cannot be a blob container: container names are 3-63 lowercase letters, "
                            "digits and single hyphens; rename the folder", INVALID)
         container = LocalContainer(folder.name, folder)
@@ -251,18 +257,7 @@ def sync(
     except Exception as exc:
         raise storage_error(exc, settings, "listing blobs") from None
     result = SyncResult(plans)
-    prefix = "would " if dry_run else ""
-    for item in plans:
-        if not item.exists:
-            print(f"{item.name}: {prefix}create container", file=out)
-            if not dry_run:
-                try:
-                    service.create_container(item.name)
-                except ResourceExistsError:
-                    pass
-                except Exception as exc:
-                    raise storage_error(exc, settings, f"creating container {item.name}") from None
-                result.created.append(item.name)
+    _create_containers(service, settings, result, dry_run=dry_run, out=out)
     uploads = [(item.name, name, path, md5) for item in plans for name, path, md5 in item.upload]
     deletes = [(item.name, name) for item in plans for name in item.delete]
     if dry_run:
@@ -271,67 +266,100 @@ def sync(
         for container, name in deletes:
             print(f"{container}/{name}: would delete", file=out)
     else:
-        total = sum(path.stat().st_size for _, _, path, _ in uploads)
-        progress = Progress(len(uploads), total, stream=out)
-        if uploads:
-            print(f"uploading {len(uploads)} file(s), {_size(total)}", file=out)
-
-        def upload_one(container: str, name: str, path: Path, md5: str) -> int:
-            content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-            settings_ = ContentSettings(content_type=content_type, content_md5=bytearray(base64.b64decode(md5)))
-            size = path.stat().st_size
-            with path.open("rb") as data:
-                service.get_blob_client(container, name).upload_blob(
-                    data, overwrite=True, content_settings=settings_, length=size, max_concurrency=2
-                )
-            return size
-
-        def delete_one(container: str, name: str) -> int:
-            try:
-                service.get_blob_client(container, name).delete_blob(delete_snapshots="include")
-            except ResourceNotFoundError:
-                pass
-            return 0
-
-        jobs: dict[Any, tuple[str, str, bool]] = {}
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for container, name, path, md5 in uploads:
-                jobs[pool.submit(upload_one, container, name, path, md5)] = (container, name, True)
-            for container, name in deletes:
-                jobs[pool.submit(delete_one, container, name)] = (container, name, False)
-            for future in as_completed(jobs):
-                container, name, is_upload = jobs[future]
-                try:
-                    size = future.result()
-                except Exception as exc:
-                    error = storage_error(exc, settings, f"{'uploading' if is_upload else 'deleting'} "
-                                                         f"{container}/{name}")
-                    result.failed.append(str(error))
-                    print(f"  FAILED {error}", file=out)
-                    continue
-                if is_upload:
-                    result.uploaded += 1
-                    progress.done(f"{container}/{name}", size)
-                else:
-                    result.deleted += 1
-                    print(f"  deleted {container}/{name}", file=out)
+        _transfer(service, settings, result, uploads, deletes, workers=workers, out=out)
     for item in plans:
-        parts = [f"{len(item.upload)} {prefix}upload" if dry_run else f"{len(item.upload)} uploaded",
-                 f"{len(item.unchanged)} unchanged"]
-        if item.delete:
-            parts.append(f"{len(item.delete)} {'to delete' if dry_run else 'deleted'}")
-        if item.extra:
-            why = "placeholder-only folder: outputs kept" if item.create_only else "use --delete to prune"
-            parts.append(f"{len(item.extra)} remote-only kept ({why})")
-        print(f"{item.name}: {', '.join(parts)}", file=out)
+        print(f"{item.name}: {_summary(item, dry_run=dry_run)}", file=out)
     return result
+
+
+Upload = tuple[str, str, Path, str]
+"""(container, blob name, file, MD5 base64)."""
+
+
+def _create_containers(service: BlobServiceClient, settings: StorageSettings, result: SyncResult, *,
+                       dry_run: bool, out: IO[str]) -> None:
+    prefix = "would " if dry_run else ""
+    for item in result.plans:
+        if item.exists:
+            continue
+        print(f"{item.name}: {prefix}create container", file=out)
+        if dry_run:
+            continue
+        try:
+            service.create_container(item.name)
+        except ResourceExistsError:
+            pass
+        except Exception as exc:
+            raise storage_error(exc, settings, f"creating container {item.name}") from None
+        result.created.append(item.name)
+
+
+def _upload_one(service: BlobServiceClient, container: str, name: str, path: Path, md5: str) -> int:
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    content = ContentSettings(content_type=content_type, content_md5=bytearray(base64.b64decode(md5)))
+    size = path.stat().st_size
+    with path.open("rb") as data:
+        service.get_blob_client(container, name).upload_blob(
+            data, overwrite=True, content_settings=content, length=size, max_concurrency=2
+        )
+    return size
+
+
+def _delete_one(service: BlobServiceClient, container: str, name: str) -> int:
+    try:
+        service.get_blob_client(container, name).delete_blob(delete_snapshots="include")
+    except ResourceNotFoundError:
+        pass
+    return 0
+
+
+def _transfer(service: BlobServiceClient, settings: StorageSettings, result: SyncResult, uploads: list[Upload],
+              deletes: list[tuple[str, str]], *, workers: int, out: IO[str]) -> None:
+    """Run the uploads and deletes on ``workers`` threads, reporting progress; failures go to ``result.failed``."""
+    total = sum(path.stat().st_size for _, _, path, _ in uploads)
+    progress = Progress(len(uploads), total, stream=out)
+    if uploads:
+        print(f"uploading {len(uploads)} file(s), {_size(total)}", file=out)
+    jobs: dict[Future[int], tuple[str, str, bool]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for container, name, path, md5 in uploads:
+            jobs[pool.submit(_upload_one, service, container, name, path, md5)] = (container, name, True)
+        for container, name in deletes:
+            jobs[pool.submit(_delete_one, service, container, name)] = (container, name, False)
+        for future in as_completed(jobs):
+            container, name, is_upload = jobs[future]
+            try:
+                size = future.result()
+            except Exception as exc:
+                error = storage_error(exc, settings, f"{'uploading' if is_upload else 'deleting'} {container}/{name}")
+                result.failed.append(str(error))
+                print(f"  FAILED {error}", file=out)
+                continue
+            if is_upload:
+                result.uploaded += 1
+                progress.done(f"{container}/{name}", size)
+            else:
+                result.deleted += 1
+                print(f"  deleted {container}/{name}", file=out)
+
+
+def _summary(item: ContainerPlan, *, dry_run: bool) -> str:
+    """One container's line at the end: uploads, unchanged, deletes and what was kept."""
+    parts = [f"{len(item.upload)} would upload" if dry_run else f"{len(item.upload)} uploaded",
+             f"{len(item.unchanged)} unchanged"]
+    if item.delete:
+        parts.append(f"{len(item.delete)} {'to delete' if dry_run else 'deleted'}")
+    if item.extra:
+        why = "placeholder-only folder: outputs kept" if item.create_only else "use --delete to prune"
+        parts.append(f"{len(item.extra)} remote-only kept ({why})")
+    return ", ".join(parts)
 
 
 # -- get -------------------------------------------------------------------------------------------
 def split_target(target: str) -> tuple[str, str]:
     """``container[/path]`` -> (container, path)."""
     container, _, path = target.strip().lstrip("/").partition("/")
-    if not (3 <= len(container) <= 63) or not _CONTAINER.match(container):
+    if not _is_container_name(container):
         raise CLIError(f"{container!r} is not a blob container name (3-63 lowercase letters, digits, hyphens): "
                        "use CONTAINER[/PATH]", INVALID)
     return container, path

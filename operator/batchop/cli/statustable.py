@@ -12,16 +12,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from batchop.api import conditions
 from batchwire import timestamps
 
 NONE = "<none>"
 
 
 def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return cond
-    return {}
+    return conditions.find((obj.get("status") or {}).get("conditions"), type_) or {}
 
 
 def age(created: str | None, now: datetime) -> str:
@@ -85,7 +83,7 @@ def schedule_row(obj: Mapping[str, Any], now: datetime, *, namespace: bool) -> l
         state = "active (suspending)"
     row += [
         str(meta.get("name")),
-        str(_condition(obj, "Ready").get("status") or NONE),
+        str(_condition(obj, conditions.READY).get("status") or NONE),
         str(state),
         str((spec.get("schedule") or {}).get("recurrenceInterval") or "once"),
         when(status.get("nextRunTime")),
@@ -118,9 +116,9 @@ def job_rows(obj: Mapping[str, Any]) -> list[list[str]]:
 def problems(obj: Mapping[str, Any]) -> list[str]:
     """The message of each condition that is not True (what to fix), for display under the row."""
     out = []
-    for type_ in ("Synced", "Ready"):
+    for type_ in (conditions.SYNCED, conditions.READY):
         cond = _condition(obj, type_)
-        if cond and cond.get("status") != "True" and cond.get("message"):
+        if cond and cond.get("status") != conditions.TRUE and cond.get("message"):
             out.append(f"{type_} {cond.get('status')} ({cond.get('reason')}): {cond.get('message')}")
     return out
 

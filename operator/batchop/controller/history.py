@@ -26,10 +26,13 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
+from batchop.api.types import KeptJob, OutputLocation
+from batchop.batch.gateway import BatchError
 from batchop.controller import runnow
 from batchop.controller import status as st
+from batchop.spec.conversion import blob_location
 from batchwire import timestamps
 from batchwire.redact import strip_sas
 
@@ -50,6 +53,31 @@ class Limits:
 
     successful: int = SUCCESSFUL_DEFAULT
     failed: int = FAILED_DEFAULT
+
+
+class HistoryGateway(Protocol):
+    """The Batch calls of the history limits (:class:`batchop.batch.gateway.Gateway` has them all)."""
+
+    async def list_jobs(
+        self, *, filter: str | None = None, select: list[str] | None = None
+    ) -> list[dict[str, Any]]: ...
+    async def task_counts(self, job_id: str) -> dict[str, Any] | None: ...
+    async def delete_job(self, job_id: str) -> None: ...
+
+
+class Member(Protocol):
+    """A resource whose schedule's jobs are kept (:class:`batchop.controller.tracking.Tracked`)."""
+
+    @property
+    def schedule_id(self) -> str | None: ...
+    @property
+    def policy(self) -> str: ...
+    @property
+    def deleting(self) -> bool: ...
+    @property
+    def history(self) -> Limits | None: ...
+    @property
+    def key(self) -> tuple[str, str]: ...
 
 
 def limits_of(spec: Mapping[str, Any] | None) -> Limits:
@@ -152,8 +180,6 @@ def output_location(job_specification: Mapping[str, Any] | None, result: str | N
         if isinstance(container, Mapping) and container.get("containerUrl"):
             url = strip_sas(str(container["containerUrl"])).rstrip("/")
             path = str(container.get("path") or "").strip("/")
-            from batchop.spec.conversion import blob_location
-
             parsed = blob_location(url)
             name = parsed.container if parsed is not None else url.rsplit("/", 1)[-1]
             location = {"container": name, "path": path, "url": f"{url}/{path}" if path else url}
@@ -171,14 +197,14 @@ def output_location(job_specification: Mapping[str, Any] | None, result: str | N
 
 def kept_job(
     job: Mapping[str, Any], result: str | None, counts: Mapping[str, Any] | None, output: Mapping[str, Any] | None
-) -> dict[str, Any]:
+) -> KeptJob:
     """One ``status.recentJobs`` item."""
-    base = st.recent_job(job, counts) or {}
-    item = {k: base[k] for k in KEPT_FIELDS if base.get(k) is not None}
+    base: Mapping[str, Any] = st.recent_job(job, counts) or {}
+    item = cast(KeptJob, {k: base[k] for k in KEPT_FIELDS if base.get(k) is not None})
     if result and job.get("state") == "completed":
         item["result"] = result
     if output:
-        item["output"] = dict(output)
+        item["output"] = cast(OutputLocation, dict(output))
     return item
 
 
@@ -193,7 +219,7 @@ class History:
         self.jobs: dict[str, dict[str, Any]] = {}  # job id (lower) -> wire job, jobs of tracked schedules only
         self.owner: dict[str, str] = {}  # job id (lower) -> schedule id (lower)
         self.results: dict[str, tuple[str | None, dict[str, Any] | None]] = {}
-        self.recent: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.recent: dict[tuple[str, str], list[KeptJob]] = {}
         self.watermark: datetime | None = None
         self.deleted: list[str] = []
         self._schedules: set[str] = set()
@@ -212,13 +238,14 @@ class History:
         full = self._full_pending
         self._schedules = ids
         self._prefixes = {runnow.job_prefix(s): s for s in ids}
-        if full:
+        if full or self.watermark is None:  # no watermark: the listing is full anyway
             return None
-        assert self.watermark is not None
         since = timestamps.format(self.watermark - self.margin)
         return f"state ne 'completed' or stateTransitionTime ge datetime'{since}'"
 
-    async def list_jobs(self, gateway: Any, schedule_ids: Iterable[str], *, select: list[str]) -> list[dict[str, Any]]:
+    async def list_jobs(
+        self, gateway: HistoryGateway, schedule_ids: Iterable[str], *, select: list[str]
+    ) -> list[dict[str, Any]]:
         """List the jobs of this cycle (one paged request) and remember those of tracked schedules."""
         query = self.list_filter(schedule_ids)
         listed = await gateway.list_jobs(filter=query, select=select)
@@ -286,8 +313,8 @@ class History:
 
     async def step(
         self,
-        gateway: Any,
-        members: Sequence[Any],
+        gateway: HistoryGateway,
+        members: Sequence[Member],
         schedules: Mapping[str, Mapping[str, Any]],
         *,
         counts: Mapping[str, Mapping[str, Any]],
@@ -299,62 +326,86 @@ class History:
         ``counts``: task counts the poller already has (job id lower -> counts); ``previous(member)`` the
         member's last status; ``owned(schedule, member)`` whether the operator may write to that schedule.
         """
-        from batchop.batch.gateway import BatchError
-
-        budget = self.count_fetches
+        budget = self.count_fetches  # task-count reads left this cycle, shared by all members
         for member in members:
             if not member.schedule_id:
                 continue
             sid = str(member.schedule_id)
             schedule = schedules.get(sid.lower())
-            jobs = self.jobs_of(sid)
-            shown = {
-                str(i.get("id")).lower(): i for i in (previous(member).get("recentJobs") or []) if i.get("result")
-            }
-            for job in jobs:
-                key = str(job["id"]).lower()
-                if job.get("state") != "completed" or self.results.get(key, (None, None))[0] is not None:
-                    continue
-                found = counts.get(key)
-                if found is None and key in shown:
-                    self.results[key] = (str(shown[key]["result"]), shown[key].get("taskCounts"))
-                    continue
-                if found is None and st.job_result(job, None) is None:
-                    if budget <= 0:
-                        continue
-                    budget -= 1
-                    found = await gateway.task_counts(str(job["id"]))
-                    if found is None:  # gone meanwhile
-                        self._forget(key)
-                        continue
-                self.results[key] = (st.job_result(job, found), dict(found) if found else None)
-            jobs = self.jobs_of(sid)
+            budget = await self._judge(gateway, sid, previous(member), counts, budget)
             rid = self.recent_job_id(sid, schedule)
-            limits = getattr(member, "history", None) or Limits()
-            decided = plan(jobs, {k: v[0] for k, v in self.results.items()}, limits, {rid.lower()} if rid else ())
-            may_write = (
-                schedule is not None
-                and member.policy != "skip"
-                and not member.deleting
-                and schedule.get("state") in ("active", "disabled", "completed")
-                and owned(schedule, member)
-            )
-            if may_write:
-                for job_id in decided.delete:
-                    try:
-                        await gateway.delete_job(job_id)
-                    except BatchError as err:
-                        if err.status not in (404, 409):
-                            log.warning("could not delete job %s of %s (history limits): %s", job_id, sid, err)
-                            continue
-                    log.info("deleted job %s of schedule %s (history limits %s)", job_id, sid, limits)
-                    self.deleted.append(job_id)
-                    self._forget(job_id.lower())
-            job_spec = (schedule or {}).get("jobSpecification")
-            items = []
-            for kept in decided.keep:
-                key = str(kept["id"]).lower()
-                result, known = self.results.get(key, (None, None))
-                job_counts: Mapping[str, Any] | None = known or counts.get(key)
-                items.append(kept_job(kept, result, job_counts, output_location(job_spec, result)))
-            self.recent[member.key] = items
+            limits = member.history or Limits()
+            results = {k: v[0] for k, v in self.results.items()}
+            decided = plan(self.jobs_of(sid), results, limits, {rid.lower()} if rid else ())
+            if _may_write(member, schedule, owned):
+                await self._delete(gateway, sid, decided.delete, limits)
+            self.recent[member.key] = self._kept(decided.keep, counts, (schedule or {}).get("jobSpecification"))
+
+    async def _judge(
+        self,
+        gateway: HistoryGateway,
+        sid: str,
+        shown_status: Mapping[str, Any],
+        counts: Mapping[str, Mapping[str, Any]],
+        budget: int,
+    ) -> int:
+        """Record the result of each completed job of the schedule not judged yet: from the counts the poller
+        has, from ``status.recentJobs`` (after a restart), else one ``taskcounts`` read within ``budget``.
+        Returns the budget left."""
+        shown = {str(i.get("id")).lower(): i for i in (shown_status.get("recentJobs") or []) if i.get("result")}
+        for job in self.jobs_of(sid):
+            key = str(job["id"]).lower()
+            if job.get("state") != "completed" or self.results.get(key, (None, None))[0] is not None:
+                continue
+            found = counts.get(key)
+            if found is None and key in shown:
+                self.results[key] = (str(shown[key]["result"]), shown[key].get("taskCounts"))
+                continue
+            if found is None and st.job_result(job, None) is None:
+                if budget <= 0:
+                    continue
+                budget -= 1
+                found = await gateway.task_counts(str(job["id"]))
+                if found is None:  # gone meanwhile
+                    self._forget(key)
+                    continue
+            self.results[key] = (st.job_result(job, found), dict(found) if found else None)
+        return budget
+
+    async def _delete(self, gateway: HistoryGateway, sid: str, job_ids: Sequence[str], limits: Limits) -> None:
+        """Delete the jobs pushed out of the limits (already gone or being deleted counts as done)."""
+        for job_id in job_ids:
+            try:
+                await gateway.delete_job(job_id)
+            except BatchError as err:
+                if err.status not in (404, 409):
+                    log.warning("could not delete job %s of %s (history limits): %s", job_id, sid, err)
+                    continue
+            log.info("deleted job %s of schedule %s (history limits %s)", job_id, sid, limits)
+            self.deleted.append(job_id)
+            self._forget(job_id.lower())
+
+    def _kept(
+        self, keep: Sequence[Mapping[str, Any]], counts: Mapping[str, Mapping[str, Any]], job_spec: Any
+    ) -> list[KeptJob]:
+        """The ``status.recentJobs`` items of the kept jobs."""
+        items = []
+        for kept in keep:
+            key = str(kept["id"]).lower()
+            result, known = self.results.get(key, (None, None))
+            job_counts: Mapping[str, Any] | None = known or counts.get(key)
+            items.append(kept_job(kept, result, job_counts, output_location(job_spec, result)))
+        return items
+
+
+def _may_write(
+    member: Member, schedule: Mapping[str, Any] | None, owned: Callable[[Mapping[str, Any], Any], bool]
+) -> bool:
+    """Whether the history limits may delete jobs of the member's schedule: a managed schedule of ours."""
+    return (
+        schedule is not None
+        and member.policy != "skip"
+        and not member.deleting
+        and schedule.get("state") in ("active", "disabled", "completed")
+        and owned(schedule, member)
+    )

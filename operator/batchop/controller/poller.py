@@ -30,14 +30,16 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from batchop.api import conditions as cond
-from batchop.api.names import ANNOTATION_ADOPT
-from batchop.batch.gateway import BatchError, Gateway
+from batchop.api.types import Condition, Status
+from batchop.batch.gateway import BatchError, GatewayStats
 from batchop.controller import history as hist
 from batchop.controller import status as st
-from batchop.controller.reconcile import ObjectView, owns
+from batchop.controller.reconcile.ownership import owns
+from batchop.controller.tracking import Tracked
+from batchop.kube.status_writer import StatusWriter
 from batchop.observability import memory
 from batchwire import timestamps
 
@@ -51,46 +53,31 @@ MIRROR_CONCURRENCY = 16
 """Members mirrored at once in a cycle (each may patch status, post Events, or repair drift)."""
 
 
-@dataclass
-class Tracked:
-    """One resource the poller mirrors (kept up to date by the handlers)."""
+class PollGateway(hist.HistoryGateway, Protocol):
+    """The Batch calls of a poll cycle (:class:`batchop.batch.gateway.Gateway` has them all)."""
 
-    namespace: str
-    name: str
-    uid: str
-    generation: int
-    endpoint_key: str
-    schedule_id: str | None
-    policy: str = "manage"
-    suspend: bool = False
-    desired: dict[str, Any] | None = None
-    deleting: bool = False
-    synced_reason: str | None = None
-    last_sync: datetime | None = None
-    retry_delay: float = 0.0  # backoff of retries after recoverable errors (the runtime's _retry)
-    retry_at: float = 0.0
-    retry_version: str | None = None
-    adopt: bool = False
-    history: hist.Limits | None = None  # spec.successfulJobsHistoryLimit / failedJobsHistoryLimit
-    in_sync_etag: str | None = None
-    """The schedule's ETag when it was last found equal to ``desired`` (reset when ``desired`` changes): an
-    idle cycle skips normalising and comparing the bodies of schedules whose ETag did not move."""
-    version: int = 0
-    """Odd while a reconcile or delete of the resource runs, bumped again when it ends (a sequence lock):
-    a cycle mirrors and drift-checks a member only if this did not move since its listing started, so a
-    create or edit racing with the listing is never taken for drift nor mirrored from a stale page."""
+    stats: GatewayStats
 
-    @property
-    def busy(self) -> bool:
-        return self.version % 2 == 1
+    async def list_schedules(
+        self, *, filter: str | None = None, select: list[str] | None = None
+    ) -> list[dict[str, Any]]: ...
+    async def list_pools(
+        self, *, filter: str | None = None, select: list[str] | None = None
+    ) -> list[dict[str, Any]]: ...
+    async def get_job(self, job_id: str) -> dict[str, Any] | None: ...
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.namespace, self.name)
 
-    def view(self) -> ObjectView:
-        annotations = {ANNOTATION_ADOPT: "true"} if self.adopt else {}
-        return ObjectView(self.namespace, self.name, self.uid, self.generation, {}, annotations)
+PostEvent = Callable[[Tracked, st.EventSpec], Awaitable[None]]
+
+
+class OnDrift(Protocol):
+    """Reconcile the member now (drift, SAS renewal), PATCHing the ``force`` properties even when equal."""
+
+    async def __call__(self, member: Tracked, why: str, force: tuple[str, ...] = ()) -> None: ...
+
+
+OnRetry = Callable[[Tracked, str], Awaitable[None]]
+RenewalDue = Callable[[Tracked, Mapping[str, Any]], bool]
 
 
 @dataclass
@@ -108,15 +95,15 @@ class CycleReport:
 # retried by the poller each cycle: reasons that can clear without a spec change
 RETRY_REASONS = frozenset(
     {
-        "AuthenticationFailed",
-        "CredentialsNotFound",
-        "AlreadyExists",
-        "BatchUnavailable",
-        "Throttled",
-        "Conflict",
-        "QuotaReached",
-        "BatchError",
-        "KubernetesUnavailable",
+        cond.REASON_AUTHENTICATION_FAILED,
+        cond.REASON_CREDENTIALS_NOT_FOUND,
+        cond.REASON_ALREADY_EXISTS,
+        cond.REASON_BATCH_UNAVAILABLE,
+        cond.REASON_THROTTLED,
+        cond.REASON_CONFLICT,
+        cond.REASON_QUOTA_REACHED,
+        cond.REASON_BATCH_ERROR,
+        cond.REASON_KUBERNETES_UNAVAILABLE,
     }
 )
 
@@ -127,6 +114,10 @@ def _id_filter(ids: list[str]) -> str | None:
     return " or ".join("id eq '" + i.replace("'", "''") + "'" for i in sorted(set(ids)))
 
 
+def _retry_due(member: Tracked) -> bool:
+    return member.synced_reason in RETRY_REASONS and not member.deleting and member.policy != "skip"
+
+
 class Poller:
     """The status loop of one account (see the module docstring)."""
 
@@ -134,18 +125,18 @@ class Poller:
         self,
         endpoint_key: str,
         *,
-        gateway: Callable[[], Gateway | None],
+        gateway: Callable[[], PollGateway | None],
         members: Callable[[], list[Tracked]],
-        writer: Any,
-        post_event: Callable[[Tracked, st.EventSpec], Awaitable[None]],
-        on_drift: Callable[..., Awaitable[None]],
-        on_retry: Callable[..., Awaitable[None]] | None = None,
+        writer: StatusWriter,
+        post_event: PostEvent,
+        on_drift: OnDrift,
+        on_retry: OnRetry | None = None,
         refresh_credentials: Callable[[], Awaitable[None]],
         changed_properties: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]],
         interval: float = 30.0,
         heartbeat: float = 600.0,
         task_count_refreshes: int = 20,
-        renewal_due: Callable[[Tracked, Mapping[str, Any]], bool] | None = None,
+        renewal_due: RenewalDue | None = None,
     ) -> None:
         self._renewal_due = renewal_due
         self.endpoint_key = endpoint_key
@@ -154,7 +145,7 @@ class Poller:
         self.writer = writer
         self._post_event = post_event
         self._on_drift = on_drift
-        self._on_retry = on_retry or on_drift
+        self._on_retry: OnRetry = on_retry or on_drift
         self._refresh_credentials = refresh_credentials
         self._changed = changed_properties
         self.interval = interval
@@ -164,7 +155,7 @@ class Poller:
         self._counts: dict[str, dict[str, Any]] = {}  # job id (lower) -> task counts
         self._pools: dict[str, dict[str, Any]] = {}
         self._rr = 0
-        self.history = hist.History()  # the job listing, history limits and status.recentJobs (issue 8)
+        self.history = hist.History()  # the job listing, history limits and status.recentJobs
         self.cycles = 0
         self.last_report: CycleReport | None = None
         self._wake = asyncio.Event()
@@ -208,34 +199,55 @@ class Poller:
             report.error = str(err)
             log.warning("poll of %s failed (%s): %s", self.endpoint_key, err.reason, err)
             for member in members:
-                if member.synced_reason in RETRY_REASONS and not member.deleting and member.policy != "skip":
+                if _retry_due(member):
                     await self._on_retry(member, f"retry after {member.synced_reason}")
         report.requests = gateway.stats.total_requests - before
         self.cycles += 1
         return report
 
-    async def _cycle(self, gateway: Gateway, members: list[Tracked], report: CycleReport) -> None:
+    async def _cycle(self, gateway: PollGateway, members: list[Tracked], report: CycleReport) -> None:
         versions = {id(m): m.version for m in members}  # before the listing (see Tracked.version)
         ids = [m.schedule_id for m in members if m.schedule_id]
-        schedules = {
-            s["id"].lower(): s
-            for s in await gateway.list_schedules(filter=_id_filter(ids), select=SCHEDULE_SELECT)  # type: ignore[arg-type]
-            if s.get("id")
-        }
+        listed = await gateway.list_schedules(filter=_id_filter(ids), select=SCHEDULE_SELECT)
+        schedules = {s["id"].lower(): s for s in listed if s.get("id")}
+        # one listing: the running jobs, plus those completed since the last one (batchop.controller.history)
+        jobs = await self.history.list_jobs(gateway, ids, select=JOB_SELECT)
+        running = {j["id"].lower(): j for j in jobs if j.get("state") != "completed"}
+        recent_ids = self._recent_job_ids(members, schedules)
+        changed = await self._update_jobs(gateway, jobs, running, recent_ids)
+        await self._refresh_counts(gateway, running, recent_ids, changed)
+        await self._list_pools(gateway)
+        await self.history.step(
+            gateway,
+            members,
+            schedules,
+            counts=self._counts,
+            previous=lambda m: self.writer.known(m.namespace, m.name) or {},
+            owned=lambda schedule, m: owns(schedule, m.view()),
+        )
+        await self._mirror_all(members, versions, schedules, report)
 
-        # jobs: running ones in one list; recent ones that stopped running read once
-        # one listing: the running jobs, plus those completed since the last one
-        # (history limits, batchop.controller.history)
-        listed = await self.history.list_jobs(gateway, ids, select=JOB_SELECT)  # type: ignore[arg-type]
-        running = {j["id"].lower(): j for j in listed if j.get("state") != "completed"}
-        finished = {j["id"].lower(): j for j in listed if j.get("state") == "completed"}
+    def _recent_job_ids(self, members: list[Tracked], schedules: Mapping[str, dict[str, Any]]) -> dict[str, str]:
+        """The most recent job of every member's schedule: id (lower case) -> id."""
         recent_ids: dict[str, str] = {}
         for member in members:
             schedule = schedules.get((member.schedule_id or "").lower())
             rid = self.history.recent_job_id(member.schedule_id, schedule)  # a newer run-now job counts too
             if rid:
                 recent_ids[rid.lower()] = rid
-        changed_jobs: list[str] = []
+        return recent_ids
+
+    async def _update_jobs(
+        self,
+        gateway: PollGateway,
+        listed: list[dict[str, Any]],
+        running: Mapping[str, dict[str, Any]],
+        recent_ids: Mapping[str, str],
+    ) -> list[str]:
+        """Remember the recent jobs (a recent job neither listed nor known as completed is read once);
+        return those whose state changed or whose task counts are not known yet."""
+        finished = {j["id"].lower(): j for j in listed if j.get("state") == "completed"}
+        changed: list[str] = []
         for key, rid in recent_ids.items():
             job = running.get(key) or finished.get(key)
             previous = self._jobs.get(key)
@@ -246,14 +258,24 @@ class Poller:
                 if job is None:
                     continue
             if previous is None or previous.get("state") != job.get("state") or key not in self._counts:
-                changed_jobs.append(key)
+                changed.append(key)
             self._jobs[key] = job
         for key in list(self._jobs):
             if key not in recent_ids:
                 self._jobs.pop(key, None)
                 self._counts.pop(key, None)
-        refresh = list(changed_jobs)
-        running_recent = sorted(k for k in recent_ids if k in running and k not in changed_jobs)
+        return changed
+
+    async def _refresh_counts(
+        self,
+        gateway: PollGateway,
+        running: Mapping[str, dict[str, Any]],
+        recent_ids: Mapping[str, str],
+        changed: list[str],
+    ) -> None:
+        """Task counts of the changed jobs, plus at most ``task_count_refreshes`` running ones (round-robin)."""
+        refresh = list(changed)
+        running_recent = sorted(k for k in recent_ids if k in running and k not in changed)
         if running_recent and self.task_count_refreshes > 0:
             start = self._rr % len(running_recent)
             picked = (running_recent[start:] + running_recent[:start])[: self.task_count_refreshes]
@@ -264,6 +286,8 @@ class Poller:
             if counts is not None:
                 self._counts[key] = counts
 
+    async def _list_pools(self, gateway: PollGateway) -> None:
+        """The pools of the recent jobs, only when there are any."""
         pool_ids = sorted(
             {str(pid) for j in self._jobs.values() if (pid := (j.get("executionInfo") or {}).get("poolId"))}
         )
@@ -271,14 +295,14 @@ class Poller:
             pools = await gateway.list_pools(filter=_id_filter(pool_ids), select=POOL_SELECT)
             self._pools = {p["id"].lower(): p for p in pools if p.get("id")}
 
-        await self.history.step(
-            gateway,
-            members,
-            schedules,
-            counts=self._counts,
-            previous=lambda m: self.writer.known(m.namespace, m.name) or {},
-            owned=lambda schedule, m: owns(schedule, m.view()),
-        )
+    async def _mirror_all(
+        self,
+        members: list[Tracked],
+        versions: Mapping[int, int],
+        schedules: Mapping[str, dict[str, Any]],
+        report: CycleReport,
+    ) -> None:
+        """Mirror every member not reconciled since the listing started."""
         now = datetime.now(UTC)
 
         async def mirror(member: Tracked) -> None:
@@ -304,10 +328,10 @@ class Poller:
             await asyncio.sleep(0)
 
     async def _mirror(
-        self, member: Tracked, schedules: dict[str, dict[str, Any]], now: datetime, report: CycleReport
+        self, member: Tracked, schedules: Mapping[str, dict[str, Any]], now: datetime, report: CycleReport
     ) -> None:
         if not member.schedule_id:
-            if member.synced_reason in RETRY_REASONS and not member.deleting and member.policy != "skip":
+            if _retry_due(member):
                 await self._on_retry(member, f"retry after {member.synced_reason}")
             return
         schedule = schedules.get(member.schedule_id.lower())
@@ -318,31 +342,10 @@ class Poller:
             await self._post_event(member, st.EventSpec("Warning", "DriftDetected", drift))
             await self._on_drift(member, drift)
             return  # the reconcile wrote status; the next cycle mirrors the repaired schedule
-        if (
-            schedule is not None
-            and self._renewal_due is not None
-            and member.policy != "skip"
-            and not member.deleting
-            and schedule.get("state") in ("active", "disabled")
-            and self._renewal_due(member, schedule)
-        ):
+        if schedule is not None and self._renewal_wanted(member, schedule):
             await self._on_drift(member, "SAS renewal", force=("jobSpecification",))
-        rid = self.history.recent_job_id(member.schedule_id, schedule)
-        job = self._jobs.get(rid.lower()) if rid else None
-        pool_id = ((job or {}).get("executionInfo") or {}).get("poolId")
         previous = self.writer.known(member.namespace, member.name) or {}
-        fields = st.observed_status(
-            schedule_id=member.schedule_id,
-            schedule=schedule,
-            job=job,
-            task_counts=self._counts.get(rid.lower()) if rid else None,
-            pool=self._pools.get(pool_id.lower()) if pool_id else None,
-            previous=previous,
-            generation=member.generation,
-        )
-        conditions = fields.pop("conditions")
-        fields["recentJobs"] = self.history.recent.get(member.key) if schedule is not None else None
-        candidate = {k: fields.get(k) for k in fields}
+        candidate, conditions = self._observed(member, member.schedule_id, schedule, previous)
         changed = (
             any(previous.get(k) != v for k, v in candidate.items())
             or cond.find(previous.get("conditions"), cond.READY) is None
@@ -357,6 +360,36 @@ class Poller:
         for event in st.transitions(previous, candidate) if previous else []:
             report.events += 1
             await self._post_event(member, event)
+
+    def _renewal_wanted(self, member: Tracked, schedule: Mapping[str, Any]) -> bool:
+        """Whether the SAS in the member's schedule must be re-minted now (a managed, live schedule only)."""
+        return (
+            self._renewal_due is not None
+            and member.policy != "skip"
+            and not member.deleting
+            and schedule.get("state") in ("active", "disabled")
+            and self._renewal_due(member, schedule)
+        )
+
+    def _observed(
+        self, member: Tracked, schedule_id: str, schedule: Mapping[str, Any] | None, previous: Mapping[str, Any]
+    ) -> tuple[Status, list[Condition]]:
+        """The poller-owned status fields of the member, and its ``Ready`` condition."""
+        rid = self.history.recent_job_id(schedule_id, schedule)
+        job = self._jobs.get(rid.lower()) if rid else None
+        pool_id = ((job or {}).get("executionInfo") or {}).get("poolId")
+        fields = st.observed_status(
+            schedule_id=schedule_id,
+            schedule=schedule,
+            job=job,
+            task_counts=self._counts.get(rid.lower()) if rid else None,
+            pool=self._pools.get(pool_id.lower()) if pool_id else None,
+            previous=previous,
+            generation=member.generation,
+        )
+        conditions = fields.pop("conditions")
+        fields["recentJobs"] = self.history.recent.get(member.key) if schedule is not None else None
+        return fields, conditions
 
     def _drift(self, member: Tracked, schedule: Mapping[str, Any] | None) -> str | None:
         if member.policy == "skip" or member.synced_reason not in (None, cond.REASON_SYNCED):

@@ -30,7 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from batchop.api import conditions as cond
 from batchop.api.names import ANNOTATION_RUN_NOW, MARK_OWNER, MARK_RUN_NOW, MARK_SCHEDULE, MARK_UID
+from batchop.batch.gateway import BatchError
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +133,6 @@ async def start(
     value: str,
 ) -> Started:
     """Create the run-now job for ``value`` unless it exists. Raises :class:`batchop.batch.gateway.BatchError`."""
-    from batchop.batch.gateway import BatchError
-
     jid = job_id(schedule_id, uid, value)
     body = job_body(job_specification, job_id_=jid, schedule_id=schedule_id, owner=owner, uid=uid, value=value)
     log.info("creating run-now job %s for schedule %s (%s=%r)", jid, schedule_id, ANNOTATION_RUN_NOW, value)
@@ -147,7 +147,7 @@ async def start(
             raise BatchError(
                 f"a Batch job {jid!r} exists and belongs to {marks.get(MARK_OWNER)}: "
                 f"change the {ANNOTATION_RUN_NOW} value",
-                reason="AlreadyExists",
+                reason=cond.REASON_ALREADY_EXISTS,
                 terminal=True,
                 status=409,
                 code="JobExists",

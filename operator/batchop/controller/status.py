@@ -1,9 +1,11 @@
 """Build the status document of a BatchJobSchedule from what Batch reports.
 
-Who writes what (one writer per subtree, all through :class:`batchop.kube.client.StatusWriter`):
+Who writes what (one writer per subtree, all through :class:`batchop.kube.status_writer.StatusWriter`; the
+shapes are :mod:`batchop.api.types`):
 
-- the reconcile handlers (:mod:`batchop.controller.handlers`): ``observedGeneration``, ``scheduleId``, ``sas``,
-  and the ``Synced`` condition (plus ``Ready`` when a pass finds nothing to observe);
+- the reconcile (:mod:`batchop.controller.reconcile`, written by :mod:`batchop.controller.outcomes`):
+  ``observedGeneration``, ``scheduleId``, ``sas``, ``runNow`` and the ``Synced`` condition (plus ``Ready``
+  when a pass finds nothing to observe, or right after a create);
 - the poller (:mod:`batchop.controller.poller`): ``state``, ``nextRunTime``, ``lastScheduleTime``,
   ``lastSuccessfulTime``, ``recentJob``, ``pool``, ``lastSyncTime`` and the ``Ready`` condition.
 
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from batchop.api import conditions as cond
+from batchop.api.types import Condition, PoolStatus, RecentJob, Status
 
 POLLER_FIELDS = (
     "state",
@@ -67,7 +70,7 @@ def job_result(job: Mapping[str, Any], task_counts: Mapping[str, Any] | None) ->
 
 def recent_job(
     job: Mapping[str, Any] | None, task_counts: Mapping[str, Any] | None, job_id: str | None = None
-) -> dict[str, Any] | None:
+) -> RecentJob | None:
     """The ``status.recentJob`` subtree from a wire job (or just its id when only that is known)."""
     if job is None:
         return {"id": job_id} if job_id else None
@@ -87,16 +90,16 @@ def recent_job(
     error = info.get("schedulingError")
     if isinstance(error, Mapping):
         out["schedulingError"] = {k: error.get(k) for k in ("category", "code", "message") if error.get(k) is not None}
-    return {k: v for k, v in out.items() if v is not None}
+    return cast(RecentJob, {k: v for k, v in out.items() if v is not None})
 
 
-def pool_status(pool: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def pool_status(pool: Mapping[str, Any] | None) -> PoolStatus | None:
     if pool is None:
         return None
-    return {k: pool.get(k) for k in POOL_FIELDS if pool.get(k) is not None}
+    return cast(PoolStatus, {k: pool.get(k) for k in POOL_FIELDS if pool.get(k) is not None})
 
 
-def ready_condition(schedule: Mapping[str, Any] | None, schedule_id: str, generation: int | None) -> dict[str, Any]:
+def ready_condition(schedule: Mapping[str, Any] | None, schedule_id: str, generation: int | None) -> Condition:
     """``Ready`` from the schedule's Batch state."""
     if schedule is None:
         return cond.make(
@@ -136,10 +139,10 @@ def observed_status(
     pool: Mapping[str, Any] | None,
     previous: Mapping[str, Any],
     generation: int | None = None,
-) -> dict[str, Any]:
+) -> Status:
     """The poller-owned status fields (see the module docstring) plus the ``Ready`` condition as
     ``{"conditions": [ready]}``; ``lastSyncTime`` is left to the caller."""
-    out: dict[str, Any] = {}
+    out: Status = {}
     if schedule is not None:
         info = schedule.get("executionInfo") or {}
         out["state"] = schedule.get("state")
@@ -147,7 +150,7 @@ def observed_status(
         recent_id = (info.get("recentJob") or {}).get("id")
         rj = recent_job(job, task_counts, recent_id)
         out["recentJob"] = rj
-        out["lastScheduleTime"] = (rj or {}).get("creationTime") or previous.get("lastScheduleTime")
+        out["lastScheduleTime"] = (rj.get("creationTime") if rj else None) or previous.get("lastScheduleTime")
         last_ok = previous.get("lastSuccessfulTime")
         if rj and rj.get("result") == "success" and rj.get("endTime"):
             last_ok = rj["endTime"]

@@ -1,35 +1,33 @@
-"""Kubernetes API helpers for the operator: status patches, Events, Secrets.
+"""The operator's own Kubernetes API client: raw ``aiohttp``, for the calls the operator makes itself.
 
-Raw ``aiohttp`` against the same credentials kopf uses (kubeconfig or in-cluster service account,
-through kopf's own ``login_with_kubeconfig`` / ``login_with_service_account``): no blocking client,
-no second configuration path.
-
-:class:`StatusWriter` is the one writer of ``status`` in the process: handlers and the poller both
-hand it the fields they own; it keeps the last written document per object, merges conditions
-(``lastTransitionTime`` kept when unchanged), and sends a JSON merge-patch to the ``/status``
-subresource only when the document changed.
+Status patches, finalizers, Events, Secrets and the webhook configuration go through :class:`KubeClient`, one
+bounded connection pool; kopf keeps its own connection for watching. Neither the client nor this layer knows
+kopf: the client takes plain connection values (:class:`ConnectionInfo`) from whoever found the credentials.
+The controller and the admission server hand it the ``ConnectionInfo`` of kopf's own raw login (service
+account, else kubeconfig), so the operator's writes and kopf's watch use the same credentials, with no blocking
+client library and no second configuration path.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import copy
 import logging
+import os
 import ssl
 import tempfile
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import aiohttp
 
-from batchop.api import conditions as cond
-from batchop.api.names import GROUP, KIND, PLURAL, VERSION
+from batchop.api.names import API_GROUP_VERSION, KIND, PLURAL
 from batchwire import timestamps
 from batchwire.redact import redact
 
 log = logging.getLogger(__name__)
+
+FilePath = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 
 class KubeError(Exception):
@@ -37,15 +35,40 @@ class KubeError(Exception):
         super().__init__(f"Kubernetes API {status}: {message}")
         self.status = status
 
+    @classmethod
+    def no_credentials(cls) -> KubeError:
+        """What the operator says when a login found neither a service account nor a kubeconfig."""
+        return cls(0, "no Kubernetes credentials: set KUBECONFIG or run in a cluster")
 
-def _connection_info(settings: Any = None) -> Any:
-    import kopf
 
-    settings = settings if settings is not None else kopf.OperatorSettings()
-    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
-    if info is None:
-        raise KubeError(0, "no Kubernetes credentials: set KUBECONFIG or run in a cluster")
-    return info
+class ConnectionInfo(Protocol):
+    """Where the API server is and how to authenticate, as plain values: the fields of kopf's
+    ``kopf.ConnectionInfo``, which fits as it is. Paths and inline data (PEM or base64 PEM) are alternatives."""
+
+    @property
+    def server(self) -> str: ...
+    @property
+    def ca_path(self) -> FilePath | None: ...
+    @property
+    def ca_data(self) -> str | bytes | None: ...
+    @property
+    def insecure(self) -> bool | None: ...
+    @property
+    def username(self) -> str | None: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def scheme(self) -> str | None: ...
+    @property
+    def token(self) -> str | None: ...
+    @property
+    def certificate_path(self) -> FilePath | None: ...
+    @property
+    def certificate_data(self) -> str | bytes | None: ...
+    @property
+    def private_key_path(self) -> FilePath | None: ...
+    @property
+    def private_key_data(self) -> str | bytes | None: ...
 
 
 def _write_temp(data: str | bytes, suffix: str) -> str:
@@ -67,8 +90,8 @@ cost 25 MiB; 16 in flight keep the API server as busy as it can be on a small co
 class KubeClient:
     """A minimal async client for the calls the operator makes itself (kopf does the watching)."""
 
-    def __init__(self, info: Any | None = None, *, settings: Any = None) -> None:
-        self._info = info or _connection_info(settings)
+    def __init__(self, info: ConnectionInfo) -> None:
+        self._info = info
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
 
@@ -140,7 +163,7 @@ class KubeClient:
 
     @staticmethod
     def _object_path(namespace: str, name: str) -> str:
-        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+        return f"/apis/{API_GROUP_VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
 
     async def _json_patch(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> dict[str, Any] | None:
         return await self._request(
@@ -171,19 +194,32 @@ class KubeClient:
         if seen is not None and seen.get("resourceVersion") and seen.get("uid") == uid:
             if seen.get("deletionTimestamp"):
                 return False
-            present = list(seen.get("finalizers") or [])
-            if finalizer not in present:
-                ops = [
-                    {"op": "test", "path": "/metadata/resourceVersion", "value": seen["resourceVersion"]},
-                    {"op": "add", "path": "/metadata/finalizers", "value": [*present, finalizer]},
-                ]
-                try:
-                    result = await self._json_patch(namespace, name, ops)
-                except KubeError as exc:
-                    if exc.status not in (409, 422):  # 422: the object changed since it was seen
-                        raise
-                else:
-                    return result is not None
+            added = await self._add_finalizer_as_seen(namespace, name, finalizer, seen)
+            if added is not None:
+                return added
+        return await self._add_finalizer_after_get(namespace, name, uid, finalizer)
+
+    async def _add_finalizer_as_seen(
+        self, namespace: str, name: str, finalizer: str, seen: Mapping[str, Any]
+    ) -> bool | None:
+        """The GET-free add of :meth:`add_finalizer`; None when it cannot decide (the finalizer is already in
+        ``seen``, or the object changed since) and the GET path must run."""
+        present = list(seen.get("finalizers") or [])
+        if finalizer in present:
+            return None
+        ops = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": seen["resourceVersion"]},
+            {"op": "add", "path": "/metadata/finalizers", "value": [*present, finalizer]},
+        ]
+        try:
+            result = await self._json_patch(namespace, name, ops)
+        except KubeError as exc:
+            if exc.status not in (409, 422):  # 422: the object changed since it was seen
+                raise
+            return None
+        return result is not None
+
+    async def _add_finalizer_after_get(self, namespace: str, name: str, uid: str, finalizer: str) -> bool:
         body = await self.get_object(namespace, name)
         meta = (body or {}).get("metadata") or {}
         if body is None or meta.get("uid") != uid or meta.get("deletionTimestamp"):
@@ -240,7 +276,7 @@ class KubeClient:
             "kind": "Event",
             "metadata": {"name": f"{obj['name']}.{uuid.uuid4().hex[:12]}", "namespace": namespace},
             "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
+                "apiVersion": API_GROUP_VERSION,
                 "kind": KIND,
                 "name": obj["name"],
                 "namespace": namespace,
@@ -259,99 +295,3 @@ class KubeClient:
             await self._request("POST", f"/api/v1/namespaces/{namespace}/events", json=event)
         except (TimeoutError, KubeError, aiohttp.ClientError) as exc:
             log.warning("could not post event %s on %s/%s: %s", reason, namespace, obj["name"], exc)
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON merge-patch (RFC 7386) turning ``old`` into ``new`` (lists replaced whole)."""
-    patch: dict[str, Any] = {}
-    for key in old:
-        if key not in new or new[key] is None:
-            if old[key] is not None:
-                patch[key] = None
-    for key, value in new.items():
-        if value is None:
-            continue
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            sub = merge_patch(before, value)
-            if sub:
-                patch[key] = sub
-        elif before != value:
-            patch[key] = copy.deepcopy(value)
-    return patch
-
-
-def _prune(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _prune(v) for k, v in value.items() if v is not None}
-    return value
-
-
-class StatusWriter:
-    """The single writer of ``status`` (see the module docstring). ``update`` returns True if it patched."""
-
-    def __init__(self, client: Any, on_written: Any = None) -> None:
-        self.client = client
-        self.on_written = on_written  # called (namespace, name, status) after each patch
-        self._status: dict[tuple[str, str], dict[str, Any]] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self.patches = 0
-
-    def known(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._status.get((namespace, name))
-
-    def seed(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
-        """Remember the status seen on the object, unless this process has written it already."""
-        self._status.setdefault((namespace, name), _prune(copy.deepcopy(dict(status or {}))))
-
-    def forget(self, namespace: str, name: str) -> None:
-        self._status.pop((namespace, name), None)
-        self._locks.pop((namespace, name), None)
-
-    async def update(
-        self,
-        namespace: str,
-        name: str,
-        fields: Mapping[str, Any] | None = None,
-        conditions: Sequence[Mapping[str, Any]] = (),
-    ) -> bool:
-        key = (namespace, name)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            old = self._status.get(key)
-            if old is None:
-                body = await self.client.get_object(namespace, name)
-                if body is None:
-                    return False
-                old = _prune(dict(body.get("status") or {}))
-            new = copy.deepcopy(old)
-            for field_name, value in (fields or {}).items():
-                if value is None:
-                    new.pop(field_name, None)
-                else:
-                    new[field_name] = _prune(copy.deepcopy(value))
-            if conditions:
-                merged = cond.merge(old.get("conditions"), conditions)
-                # keep the stamp when nothing but the stamp would change
-                new["conditions"] = merged
-            if new == old:
-                return False
-            patch = merge_patch(old, new)
-            if not patch:
-                self._status[key] = new
-                return False
-            try:
-                result = await self.client.patch_status(namespace, name, patch)
-            except KubeError as exc:
-                if exc.status == 404:
-                    self.forget(namespace, name)
-                    return False
-                raise
-            if result is None:  # the object is gone
-                self.forget(namespace, name)
-                return False
-            self._status[key] = new
-            self.patches += 1
-            if self.on_written is not None:
-                self.on_written(namespace, name, new)
-            return True

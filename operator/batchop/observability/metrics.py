@@ -32,6 +32,9 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from batchop.api import conditions as cond
+from batchwire import timestamps
+
 #: HTTP statuses counted as throttling: 429 Too Many Requests, and 503 Server Busy (Batch sends both).
 THROTTLE_STATUSES = frozenset({429, 503})
 
@@ -99,7 +102,8 @@ class Metrics:
         labels = (namespace, name)
         with self._lock:
             self._known.add(labels)
-        self.ready.labels(*labels).set(1 if condition_status(status, "Ready") == "True" else 0)
+        ready = cond.find(status.get("conditions"), cond.READY)
+        self.ready.labels(*labels).set(1 if ready is not None and ready.get("status") == cond.TRUE else 0)
         suspended = bool(spec.get("suspend")) or str(status.get("state", "")).lower() == "disabled"
         self.suspended.labels(*labels).set(1 if suspended else 0)
 
@@ -148,15 +152,6 @@ class Metrics:
         self.reconcile_errors.labels(handler, error).inc()
 
 
-def condition_status(status: Mapping[str, Any], kind: str) -> str | None:
-    """``status.conditions[type=kind].status`` ("True", "False", "Unknown"), or None when absent."""
-    for condition in status.get("conditions") or ():
-        if isinstance(condition, Mapping) and condition.get("type") == kind:
-            value = condition.get("status")
-            return str(value) if value is not None else None
-    return None
-
-
 def operation_name(method: str, url: str) -> str:
     """A bounded label for a Batch request: ``"GET /jobschedules/{id}"``, ``"POST /jobschedules/{id}/disable"``.
 
@@ -168,7 +163,7 @@ def operation_name(method: str, url: str) -> str:
     return f"{method.upper()} /{'/'.join(template)}"
 
 
-class MetricsPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
+class MetricsPolicy(SansIOHTTPPolicy):
     """An azure-core pipeline policy recording every Batch HTTP attempt into :class:`Metrics`.
 
     Works in sync and async pipelines. Install it per retry, so that each attempt (and each 429) counts:
@@ -182,16 +177,16 @@ class MetricsPolicy(SansIOHTTPPolicy):  # type: ignore[type-arg]
     def metrics(self) -> Metrics:
         return self._metrics if self._metrics is not None else METRICS
 
-    def on_request(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
+    def on_request(self, request: PipelineRequest) -> None:
         request.context[_START_KEY] = time.perf_counter()
 
-    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:  # type: ignore[type-arg]
+    def on_response(self, request: PipelineRequest, response: PipelineResponse) -> None:
         self._record(request, response.http_response.status_code)
 
-    def on_exception(self, request: PipelineRequest) -> None:  # type: ignore[type-arg]
+    def on_exception(self, request: PipelineRequest) -> None:
         self._record(request, None)
 
-    def _record(self, request: PipelineRequest, status: int | None) -> None:  # type: ignore[type-arg]
+    def _record(self, request: PipelineRequest, status: int | None) -> None:
         start = request.context.get(_START_KEY)
         seconds = time.perf_counter() - start if isinstance(start, float) else 0.0
         http = request.http_request
@@ -205,7 +200,7 @@ def _timestamp(value: Any) -> float | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return timestamps.parse(value).timestamp()
     except ValueError:
         return None
 

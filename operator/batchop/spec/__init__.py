@@ -5,7 +5,11 @@ webhook and the offline tools (``batchop render``, ``batchop convert``) share on
 
 - :mod:`batchop.spec.naming`: Batch schedule ids derived from namespace and name.
 - :mod:`batchop.spec.validation`: every check that runs before any Azure call.
-- :mod:`batchop.spec.legacy`: field names and images of earlier Batch API versions (2016 onwards).
+- :mod:`batchop.spec.images`: retired Marketplace images and the one suggested instead.
+- :mod:`batchop.spec.blobrefs`: blob references, their places, shapes and output paths, checked offline.
+- :mod:`batchop.spec.sas_lifetime`: how long minted SAS must live and when they are renewed.
 - :mod:`batchop.spec.mapping`: the Batch create / PATCH bodies for a resource's spec.
 - :mod:`batchop.spec.normalize`, :mod:`batchop.spec.diff`: desired vs observed, compared as Batch stores them.
+- :mod:`batchop.spec.conversion`, :mod:`batchop.spec.importer`: job-schedule JSON and live schedules into
+  resources.
 """

@@ -7,7 +7,7 @@ What :func:`convert` does, each step reported as a :class:`Note` (``batchop conv
   ``httpUrl`` or a blob reference); retired features dropped with the replacement named;
 - enum values put in Batch's wire case (``Spread`` -> ``spread``);
 - retired images and node agents (Ubuntu 14.04 ...) replaced by the current equivalent
-  (:data:`batchop.spec.legacy.CURRENT_UBUNTU`), unless asked to keep them;
+  (:data:`batchop.spec.images.CURRENT_UBUNTU`), unless asked to keep them;
 - SAS query strings removed from every URL; URLs into Blob storage (``*.blob.core.windows.net`` or an
   Azurite-style ``http://host:port/account/container/path``) become ``blob:`` references, with a warning
   that the old tokens should be revoked; placeholder ``blobSource`` values (``yourbloburi&sas``) become a
@@ -26,11 +26,11 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from batchop.api.crd import shared_spec_schema
+from batchop.api import legacy
 from batchop.api.names import GROUP, KIND, OWNER_MARKS, VERSION
-from batchop.blob.settings import AZURITE_ACCOUNT
-from batchop.spec import legacy
-from batchwire import timestamps
+from batchop.api.schema import shared_spec_schema
+from batchop.spec import images
+from batchwire import azurite, timestamps
 
 NoteKind = Literal["renamed", "replaced", "dropped", "removed-sas", "guess", "warning"]
 
@@ -218,11 +218,11 @@ class _Converter:
     def image(self, vm: dict[str, Any], path: str) -> None:
         reference = vm.get("imageReference")
         agent = vm.get("nodeAgentSKUId")
-        retired_image = isinstance(reference, Mapping) and legacy.retired_image(dict(reference))
-        retired_agent = isinstance(agent, str) and legacy.retired_node_agent(agent)
+        retired_image = isinstance(reference, Mapping) and images.retired_image(dict(reference))
+        retired_agent = isinstance(agent, str) and images.retired_node_agent(agent)
         if not (retired_image or retired_agent):
             return
-        current = legacy.CURRENT_UBUNTU
+        current = images.CURRENT_UBUNTU
         old = (f"{reference.get('publisher')}/{reference.get('offer')}/{reference.get('sku')}"
                if isinstance(reference, Mapping) else "")
         suggestion = (f"{current.publisher}/{current.offer}/{current.sku} with nodeAgentSKUId "
@@ -328,24 +328,17 @@ def _in_the_past(value: str, now: datetime | None) -> bool:
         return False
 
 
-def convert(
-    document: Mapping[str, Any],
-    *,
-    name: str | None = None,
-    namespace: str | None = None,
-    keep_images: bool = False,
-    guess_container: str = "application",
-    now: datetime | None = None,
-) -> Conversion:
-    """Convert a job-schedule JSON object (a create body, a GET response, any API vintage) into a resource."""
+def _refuse_unconvertible(document: Any) -> None:
     if not isinstance(document, Mapping):
         raise ValueError("expected a JSON object with schedule and jobSpecification")
     if document.get("kind") == KIND:
         raise ValueError(f"this is already a {KIND}; use `batchop render` to check it")
     if "jobSpecification" not in document:
         raise ValueError("no jobSpecification: is this an Azure Batch job schedule (POST /jobschedules body)?")
-    converter = _Converter(keep_images=keep_images, guess_container=guess_container)
-    source = copy.deepcopy(dict(document))
+
+
+def _pop_top_level(source: dict[str, Any], converter: _Converter) -> Any:
+    """Remove the fields no resource carries (response fields, ``displayName``); return the schedule's ``id``."""
     for key in RESPONSE_FIELDS:
         if key in source:
             source.pop(key)
@@ -354,6 +347,11 @@ def convert(
     if "displayName" in source:
         converter.note("dropped", "displayName", f"{source.pop('displayName')!r}: batchop does not set display names "
                        "(Batch cannot change them later)")
+    return schedule_id
+
+
+def _spec_of(source: dict[str, Any], schedule_id: Any, converter: _Converter, now: datetime | None) -> dict[str, Any]:
+    """``spec`` from what is left of the document: ``schedule``, ``jobSpecification``, ``metadata``."""
     schema = shared_spec_schema()["properties"]
     spec: dict[str, Any] = {}
     if isinstance(schedule_id, str) and schedule_id:
@@ -374,15 +372,39 @@ def convert(
             spec["metadata"] = kept
     for key in source:
         converter.note("dropped", key, "not a job-schedule property")
-    if converter.accounts and converter.accounts[0].rstrip("/").endswith("/" + AZURITE_ACCOUNT):
-        converter.note("warning", "storage", f"blob references point into Azurite's {AZURITE_ACCOUNT}: spec.storage "
-                       "is left out so the operator's default account (the local stack's Azurite) is used")
+    return spec
+
+
+def _set_storage(spec: dict[str, Any], converter: _Converter) -> None:
+    """``spec.storage.accountUrl`` for the account the blob references point into, unless it is Azurite's."""
+    if converter.accounts and converter.accounts[0].rstrip("/").endswith("/" + azurite.ACCOUNT_NAME):
+        converter.note("warning", "storage", f"blob references point into Azurite's {azurite.ACCOUNT_NAME}: "
+                       "spec.storage is left out so the operator's default account (the local stack's Azurite) is "
+                       "used")
     elif converter.accounts:
         spec["storage"] = {"accountUrl": converter.accounts[0]}
         converter.note("warning", "spec.storage.accountUrl",
                        f"{converter.accounts[0]}: blob references point into this account; add "
                        "credentialsSecretRef (a Secret with connectionString) or give the operator Entra ID access, "
                        "or delete spec.storage to use the operator's default account")
+
+
+def convert(
+    document: Mapping[str, Any],
+    *,
+    name: str | None = None,
+    namespace: str | None = None,
+    keep_images: bool = False,
+    guess_container: str = "application",
+    now: datetime | None = None,
+) -> Conversion:
+    """Convert a job-schedule JSON object (a create body, a GET response, any API vintage) into a resource."""
+    _refuse_unconvertible(document)
+    converter = _Converter(keep_images=keep_images, guess_container=guess_container)
+    source = copy.deepcopy(dict(document))
+    schedule_id = _pop_top_level(source, converter)
+    spec = _spec_of(source, schedule_id, converter, now)
+    _set_storage(spec, converter)
     resource_name = name or resource_name_for(schedule_id if isinstance(schedule_id, str) else "")
     metadata_out: dict[str, Any] = {"name": resource_name}
     if namespace:

@@ -16,25 +16,30 @@ resource a user would have written:
   another resource's marks is reported: the operator refuses to adopt it from a second resource.
 
 :func:`unchanged_check` proves the result with the operator's own model: the request body the operator would
-build (:func:`batchop.spec.mapping.desired_schedule`, blob references resolved with placeholder SAS) is diffed
-against the live schedule (:func:`batchop.spec.diff.differences`); an empty list means applying changes nothing.
+build (:func:`batchop.spec.mapping.desired_schedule`) is diffed against the live schedule
+(:func:`batchop.spec.diff.differences`); an empty list means applying changes nothing. Blob references are
+resolved by the caller's :data:`BlobResolver` (``batchop import`` passes one with placeholder SAS,
+:func:`batchop.blob.refs.resolve_offline`): resolving them is the storage layer's work, not the model's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from batchop.api.names import ANNOTATION_ADOPT, GROUP, KIND, VERSION
 from batchop.spec import conversion, diff, mapping
+from batchop.spec.blobrefs import has_blob_references
 from batchop.spec.conversion import Note
 from batchop.spec.normalize import comparable_property
 
 SPEC_ORDER = ("scheduleId", "suspend", "account", "storage", "schedule", "jobSpecification", "metadata")
+
+BlobResolver = Callable[[Mapping[str, Any], str], dict[str, Any]]
+"""``(jobSpecification, schedule id) -> jobSpecification`` with its blob references replaced by the URLs the
+operator would write."""
 
 
 def strip_defaults(name: str, value: Any) -> Any:
@@ -146,24 +151,24 @@ def _exists(tree: Any, path: str) -> bool:
     return True
 
 
-def unchanged_check(resource: Mapping[str, Any], observed: Mapping[str, Any], *,
-                    storage_url: str | None = None) -> list[str]:
-    """Dotted paths where the operator's request for ``resource`` would differ from the live schedule
-    ``observed`` (owner marks aside: adoption of an unmarked schedule writes nothing); ``[]`` = no write."""
-    from batchop.blob import refs as blobrefs
-
+def _desired_request(resource: Mapping[str, Any], observed: Mapping[str, Any]) -> dict[str, Any]:
+    """The create body the operator would send for ``resource``, without its owner marks (adopting an unmarked
+    schedule writes none); blob references as written."""
     spec = resource["spec"]
     meta = resource.get("metadata") or {}
     desired = mapping.desired_schedule(spec, schedule_id=str(spec.get("scheduleId") or observed.get("id")),
                                        owner=f"{meta.get('namespace', 'default')}/{meta.get('name')}", uid="import")
     desired["metadata"] = mapping.without_owner_marks(desired["metadata"])
-    if blobrefs.has_blob_references(desired["jobSpecification"]):
-        from batchop.cli.commands.render import PLACEHOLDER_STORAGE_URL, PlaceholderMinter
+    return desired
 
-        minter = PlaceholderMinter(storage_url or PLACEHOLDER_STORAGE_URL)
-        resolved = asyncio.run(blobrefs.resolve(desired["jobSpecification"], minter=minter,
-                                                schedule_id=str(desired["id"]),
-                                                expiry=datetime.now(UTC) + timedelta(days=7), check=False))
-        desired["jobSpecification"] = resolved.job_specification
+
+def unchanged_check(resource: Mapping[str, Any], observed: Mapping[str, Any], *,
+                    resolve_blobs: BlobResolver | None = None) -> list[str]:
+    """Dotted paths where the operator's request for ``resource`` would differ from the live schedule
+    ``observed`` (owner marks aside: adoption of an unmarked schedule writes nothing); ``[]`` = no write.
+    A resource with blob references needs ``resolve_blobs``, or its resource files differ from the live URLs."""
+    desired = _desired_request(resource, observed)
+    if resolve_blobs is not None and has_blob_references(desired["jobSpecification"]):
+        desired["jobSpecification"] = resolve_blobs(desired["jobSpecification"], str(desired["id"]))
     live = {**observed, "metadata": mapping.without_owner_marks(observed.get("metadata"))}
     return diff.differences(desired, live)

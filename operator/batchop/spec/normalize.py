@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from batchop.api.crd import shared_spec_schema
-from batchop.api.sdkmodels import DURATION_PATTERN
+from batchop.api.patterns import DURATION_PATTERN
+from batchop.api.schema import shared_spec_schema
 from batchwire import defaults, durations, timestamps
 from batchwire.redact import strip_sas
 

@@ -3,11 +3,11 @@
 The operator runs :func:`validate` before any Azure call, the admission webhook before the API server
 stores a resource, and ``batchop render`` offline: one definition, so they agree. The checks:
 
-- the CRD's own schema (generated from the azure-batch SDK, :mod:`batchop.api.crd`): types, required
+- the CRD's own schema (generated from the azure-batch SDK, read from :mod:`batchop.api.schema`): types, required
   fields, enums, patterns, lengths, minimums, one-of rules; unknown fields (which a Kubernetes 1.20 API
   server would prune silently) with the closest known name suggested;
 - field names of earlier Batch API versions anywhere in the tree (``targetDedicated`` ...), with the
-  modern name in the message (:mod:`batchop.spec.legacy`);
+  modern name in the message (:mod:`batchop.api.legacy`);
 - what Batch documents in prose: ``recurrenceInterval`` and ``startWindow`` at least one minute, pool
   sizing, blob references, reserved metadata names;
 - traps that are legal but almost certainly wrong, as warnings: a job that never finishes
@@ -27,17 +27,19 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
-from batchop.api.crd import (
+from batchop.api import legacy
+from batchop.api.legacy import is_forbidden
+from batchop.api.names import ANNOTATION_ADOPT, ANNOTATION_RECONCILE_POLICY, RESERVED_METADATA_PREFIX
+from batchop.api.patterns import (
+    BATCH_ID_PATTERN,
+    BATCH_ID_PREFIX_PATTERN,
     BLOB_CONTAINER_PATTERN,
     DNS_SUBDOMAIN_PATTERN,
+    DURATION_PATTERN,
     SCHEDULE_ID_PATTERN,
-    is_forbidden,
-    shared_spec_schema,
 )
-from batchop.api.names import ANNOTATION_ADOPT, ANNOTATION_RECONCILE_POLICY, RESERVED_METADATA_PREFIX
-from batchop.api.sdkmodels import DURATION_PATTERN
-from batchop.blob import refs as blobrefs
-from batchop.spec import legacy, naming
+from batchop.api.schema import shared_spec_schema
+from batchop.spec import blobrefs, images, naming, sas_lifetime
 from batchwire import durations, timestamps
 
 Severity = Literal["error", "warning"]
@@ -294,7 +296,7 @@ def _pattern_message(pattern: str, value: str) -> str:
         return naming.schedule_id_error(value) or f"{value!r} is not a valid schedule id"
     if pattern.startswith("^https?://"):
         return f"{value!r} is not an http(s) URL"
-    if pattern == r"^[A-Za-z0-9_-]+$" or pattern == r"^[A-Za-z0-9_-]*$":
+    if pattern in (BATCH_ID_PATTERN, BATCH_ID_PREFIX_PATTERN):
         return f"{value!r} may contain only letters, digits, hyphens and underscores"
     return f"{value!r} does not match the pattern {pattern}"
 
@@ -408,8 +410,8 @@ def _check_pool(job: Mapping[str, Any], base: str, out: list[FieldError]) -> Non
         )
     vm = _dict(pool.get("virtualMachineConfiguration"))
     agent = vm.get("nodeAgentSKUId")
-    current = legacy.CURRENT_UBUNTU
-    if isinstance(agent, str) and legacy.retired_node_agent(agent):
+    current = images.CURRENT_UBUNTU
+    if isinstance(agent, str) and images.retired_node_agent(agent):
         out.append(
             FieldError(
                 f"{path}.virtualMachineConfiguration.nodeAgentSKUId",
@@ -419,7 +421,7 @@ def _check_pool(job: Mapping[str, Any], base: str, out: list[FieldError]) -> Non
             )
         )
     image = _dict(vm.get("imageReference"))
-    if image and legacy.retired_image(dict(image)):
+    if image and images.retired_image(dict(image)):
         out.append(
             FieldError(
                 f"{path}.virtualMachineConfiguration.imageReference",
@@ -504,7 +506,7 @@ def _check_output_file(output: Mapping[str, Any], path: str, out: list[FieldErro
 
 
 def _check_blob_references(spec: Mapping[str, Any], out: list[FieldError]) -> None:
-    """Blob references only where the operator resolves them, checked by :mod:`batchop.blob.refs` itself."""
+    """Blob references only where the operator resolves them, checked by :mod:`batchop.spec.blobrefs` itself."""
     job = spec.get("jobSpecification")
     if not isinstance(job, Mapping):
         return
@@ -533,12 +535,12 @@ def _check_blob_references(spec: Mapping[str, Any], out: list[FieldError]) -> No
         covered = any(p == problem.field or p.startswith(problem.field + ".") for p in known)
         if not covered:
             out.append(FieldError(problem.field, problem.message))
-    if blobrefs.has_blob_references(job):
-        from batchop.blob import sas  # the SAS lifetime must outlive a recurrence plus a job
-
+    if blobrefs.has_blob_references(job):  # the SAS lifetime must outlive a recurrence plus a job
         try:
-            short = sas.check_lifetime(_dict(spec.get("storage")), _dict(spec.get("schedule")), job)
-        except ValueError as exc:  # an unparsable sasLifetime or duration is reported by its own check
-            short = sas.LifetimeProblem("spec.storage.sasLifetime", str(exc)) if "sasLifetime" in str(exc) else None
+            short = sas_lifetime.check_lifetime(_dict(spec.get("storage")), _dict(spec.get("schedule")), job)
+        except sas_lifetime.LifetimeError as exc:
+            short = sas_lifetime.LifetimeProblem(exc.field, exc.message)
+        except ValueError:  # an unparsable duration is reported by its own check
+            short = None
         if short is not None and short.field not in known:
             out.append(FieldError(short.field, short.message, "warning"))

@@ -15,7 +15,7 @@ from typing import Any
 
 from batchop.blob import settings as storage_config
 from batchop.blob import sync as blobsync
-from batchwire import redact
+from batchwire import devenv, redact
 from batchwire.exitcodes import FAILURE, OK, CLIError
 
 CREDENTIALS_HELP = (
@@ -87,7 +87,7 @@ def settings_from(args: argparse.Namespace) -> storage_config.StorageSettings:
             connection_string=args.connection_string,
             account_url=args.account_url,
             account_key=args.account_key,
-            env_file=storage_config.dev_stack_env_file(args.dev_dir),
+            env_file=devenv.env_file(args.dev_dir),
         )
     except storage_config.StorageConfigError as exc:
         raise CLIError(f"--connection-string / AZURE_STORAGE_CONNECTION_STRING: {exc.message}", 3) from None

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from batchop.spec import conversion, validation, yamlio
-from batchwire import redact
+from batchwire import API_VERSION, redact
 from batchwire.exitcodes import INVALID, OK, CLIError
 
 
@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
         "convert",
         help="turn a job-schedule JSON (any Batch API vintage, e.g. 2016) into a BatchJobSchedule YAML",
         description="Convert an Azure Batch job-schedule JSON (a POST /jobschedules body or a GET response, any API "
-        "version since 2016) into a BatchJobSchedule resource in today's field names (API 2025-06-01). Renames "
+        f"version since 2016) into a BatchJobSchedule resource in today's field names (API {API_VERSION}). Renames "
         "(targetDedicated -> targetDedicatedNodes, maxTasksPerNode -> taskSlotsPerNode, runElevated -> "
         "userIdentity, blobSource -> blob references), retired images replaced by Ubuntu 24.04, SAS tokens removed "
         "(Blob storage URLs become blob: references the operator signs itself): each change is reported on stderr. "

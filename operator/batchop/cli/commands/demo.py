@@ -5,6 +5,9 @@ passes in one real minute), uploads the sample ``blob/`` tree with ``batchop blo
 ``examples/schedule.yaml`` with ``kubectl``, shows ``kubectl get batchschedules`` while the first jobs run,
 and prints the word-count result read back from the output container with ``batchop blob get``. Ctrl-C
 stops the stack; ``--keep`` leaves it running; ``--once`` stops it after the first result.
+
+The stack is :mod:`devstack` (with :mod:`localbatch`), which an installation from the operator image does not
+include: it is imported when the demo runs (:mod:`batchop.cli.localstack`), not when the parser is built.
 """
 
 from __future__ import annotations
@@ -16,16 +19,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from batchop.cli import localstack
+from batchwire import devenv
 from batchwire.exitcodes import FAILURE, OK, UNAVAILABLE, CLIError
-from devstack import kube, stack
+
+if TYPE_CHECKING:
+    from devstack.stack import StackInfo
 
 REPO = Path(__file__).resolve().parents[4]
 DEMO_TIME_SCALE = 240.0
-DEMO_DIR = Path(".batchop-dev")
 TOP = 20
 #: The sample task's result file (blob/application/task.sh writes results/<jobId>/counts.tsv).
 RESULT_SUFFIXES = ("counts.tsv", ".tsv", ".txt")
@@ -40,7 +46,8 @@ def register(subparsers: Any) -> None:
         "examples/schedule.yaml, show `kubectl get batchschedules` as jobs run, and print the word count read "
         "back from the output container. Ctrl-C stops everything; --keep leaves the stack running.",
     )
-    parser.add_argument("--dir", type=Path, default=DEMO_DIR, help=f"stack state directory (default: {DEMO_DIR})")
+    parser.add_argument("--dir", type=Path, default=devenv.DEFAULT_DIR,
+                        help=f"stack state directory (default: {devenv.DEFAULT_DIR})")
     parser.add_argument("--time-scale", type=float, default=DEMO_TIME_SCALE,
                         help=f"Batch virtual-clock speed (default: {DEMO_TIME_SCALE:g}: PT4H in one minute)")
     parser.add_argument("--keep", action="store_true", help="leave the stack running when the demo ends")
@@ -56,6 +63,9 @@ def register(subparsers: Any) -> None:
 
 def missing_parts(schedule: Path, blob_dir: Path) -> list[str]:
     """What this checkout lacks for the demo (empty when it can run)."""
+    with localstack.required():
+        from devstack import kube, stack
+
     missing = []
     if not stack.operator_available():
         missing.append("the operator (`batchop run`, batchop/cli/commands/run.py)")
@@ -110,6 +120,9 @@ def _list_blobs(connection_string: str, container: str, prefix: str) -> list[str
 
 
 def run(args: argparse.Namespace) -> int:
+    with localstack.required():
+        from devstack import kube, stack
+
     missing = missing_parts(args.schedule, args.blob_dir)
     if missing:
         raise CLIError("the demo cannot run in this checkout yet; missing: " + "; ".join(missing), UNAVAILABLE)
@@ -118,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     keep = args.keep
     try:
         env = {**os.environ, **info.env()}
-        print(f"stack up in {info.startup_seconds:g} s (state in {info.dir}; env: . {Path(info.dir) / 'env'})")
+        print(f"stack up in {info.startup_seconds:g} s (state in {info.dir}; "
+              f"env: . {devenv.env_file(Path(info.dir))})")
         print(f"+ batchop blob sync {args.blob_dir}")
         if _batchop(env, "blob", "sync", str(args.blob_dir)).returncode != 0:
             raise CLIError("batchop blob sync failed (see above)", FAILURE)
@@ -138,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         if args.once:
             return OK
         if keep:
-            print(f"\nthe stack keeps running: . {Path(info.dir) / 'env'}; stop it with: batchop dev down "
+            print(f"\nthe stack keeps running: . {devenv.env_file(Path(info.dir))}; stop it with: batchop dev down "
                   f"--dir {args.dir}")
             return OK
         print("\nthe schedule keeps running (a job per real minute); Ctrl-C stops the demo and the stack")
@@ -152,10 +166,12 @@ def run(args: argparse.Namespace) -> int:
             stack.down(args.dir)
 
 
-def _watch_until_result(info: stack.StackInfo, container: str, prefix: str, seen: set[str], timeout: float,
+def _watch_until_result(info: StackInfo, container: str, prefix: str, seen: set[str], timeout: float,
                         *, follow: bool = False) -> str:
     """Print ``kubectl get batchschedules`` when it changes; return the first new output blob (or keep going
     forever with ``follow``, printing each new result's name)."""
+    from devstack import kube
+
     kubeconfig = Path(info.kubeconfig)
     deadline = time.monotonic() + timeout
     last_table = ""

@@ -4,6 +4,9 @@
 source and cached under ``~/.cache/batchop/``, Azurite from npm into the same cache). ``batchop dev up``
 starts the stack in the background and writes ``<dir>/env``; ``batchop dev status`` shows what runs;
 ``batchop dev down`` stops everything it started.
+
+The stack itself is :mod:`devstack`, which an installation from the operator image does not include: it is
+imported when an action runs (:mod:`batchop.cli.localstack`), so ``batchop dev --help`` works everywhere.
 """
 
 from __future__ import annotations
@@ -13,18 +16,19 @@ import json
 import sys
 from pathlib import Path
 
+from batchop.cli import localstack
+from batchwire import devenv
 from batchwire.exitcodes import FAILURE, OK
-from devstack import stack
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
   batchop dev up                        # start everything; prints the export lines
-  . .batchop-dev/env && kubectl get batchschedules
+  . {devenv.env_file()} && kubectl get batchschedules
   batchop dev up --time-scale 240       # Batch virtual time: PT4H passes in one real minute
   batchop dev status                    # what runs, ports, pids, health
   batchop dev down                      # stop everything, remove the stack's data
 
-The stack writes everything under --dir (default .batchop-dev): stack.json, env, kubeconfig, pids/, logs/.
+The stack writes everything under --dir (default {devenv.DEFAULT_DIR}): stack.json, env, kubeconfig, pids/, logs/.
 """
 
 
@@ -76,24 +80,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _dir_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dir", type=Path, default=stack.DEFAULT_DIR,
-                        help=f"state directory of the stack (default: {stack.DEFAULT_DIR})")
+    parser.add_argument("--dir", type=Path, default=devenv.DEFAULT_DIR,
+                        help=f"state directory of the stack (default: {devenv.DEFAULT_DIR})")
 
 
 def _up(args: argparse.Namespace) -> int:
+    with localstack.required():
+        from devstack import stack
+
     info = stack.up(args.dir, time_scale=args.time_scale, with_operator=not args.no_operator)
     for line in info.missing:
         print(f"batchop dev: not started: {line}", file=sys.stderr)
     if args.no_operator:
         print("batchop dev: operator not started (--no-operator); run it with: . "
-              f"{Path(info.dir) / stack.ENV_FILE} && batchop run", file=sys.stderr)
+              f"{Path(info.dir) / devenv.ENV_FILE} && batchop run", file=sys.stderr)
     print(f"batchop dev: stack up in {info.startup_seconds:g} s under {info.dir}; "
-          f"load it with: . {Path(info.dir) / stack.ENV_FILE}", file=sys.stderr)
+          f"load it with: . {Path(info.dir) / devenv.ENV_FILE}", file=sys.stderr)
     sys.stdout.write(info.export_lines())
     return OK
 
 
 def _down(args: argparse.Namespace) -> int:
+    with localstack.required():
+        from devstack import stack
+
     stopped = stack.down(args.dir)
     print(f"batchop dev: stopped {', '.join(stopped)}" if stopped else "batchop dev: nothing was running",
           file=sys.stderr)
@@ -101,6 +111,9 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    with localstack.required():
+        from devstack import stack
+
     info, rows = stack.status(args.dir)
     ok = bool(rows) and all(r.running and r.healthy for r in rows)
     if args.json:
@@ -118,11 +131,14 @@ def _status(args: argparse.Namespace) -> int:
     if info is not None:
         for line in info.missing:
             print(f"not started: {line}")
-        print(f"env: {Path(info.dir) / stack.ENV_FILE}")
+        print(f"env: {Path(info.dir) / devenv.ENV_FILE}")
     return OK if ok else FAILURE
 
 
 def _setup(args: argparse.Namespace) -> int:
+    with localstack.required():
+        from devstack import stack
+
     for name, where in stack.setup().items():
         print(f"{name}: {where}")
     return OK

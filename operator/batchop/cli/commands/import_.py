@@ -18,10 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from batchop.api import conditions as cond
 from batchop.batch import settings as config
+from batchop.blob import refs as blobrefs
+from batchop.blob.sas import PLACEHOLDER_STORAGE_URL
 from batchop.spec import importer, yamlio
 from batchwire import redact
 from batchwire.exitcodes import FAILURE, OK, UNAVAILABLE, USAGE, CLIError
@@ -74,7 +79,7 @@ def _fail(exc: Exception, what: str) -> CLIError:
         return CLIError(f"cannot reach Batch to {what}: {exc}", UNAVAILABLE)
     if isinstance(exc, HttpResponseError):
         err = classify(exc)
-        code = UNAVAILABLE if err.reason in ("BatchUnavailable", "Throttled") else FAILURE
+        code = UNAVAILABLE if err.reason in (cond.REASON_BATCH_UNAVAILABLE, cond.REASON_THROTTLED) else FAILURE
         return CLIError(f"cannot {what}: {err.message}", code)
     return CLIError(f"cannot {what}: {redact.redact(str(exc))}", FAILURE)
 
@@ -101,6 +106,17 @@ def fetch(client: Any, schedule_id: str) -> tuple[dict[str, Any], int]:
     return dict(schedule), completed
 
 
+def placeholder_resolver(storage_url: str | None) -> importer.BlobResolver:
+    """Resolves blob references against ``storage_url`` with placeholder SAS, for the unchanged check: the
+    check compares URLs without their SAS, so no token is minted and no storage account contacted."""
+
+    def resolve(job_spec: Mapping[str, Any], schedule_id: str) -> dict[str, Any]:
+        return blobrefs.resolve_offline(job_spec, account_url=storage_url or PLACEHOLDER_STORAGE_URL,
+                                        schedule_id=schedule_id, expiry=datetime.now(UTC) + timedelta(days=7))
+
+    return resolve
+
+
 def run(args: argparse.Namespace) -> int:
     settings = config.from_env(batch_endpoint=args.account_endpoint, batch_account=args.account_name,
                                batch_key=args.account_key)
@@ -116,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(redact.redact(str(note)), file=sys.stderr)
     storage = result.storage_accounts[0] if result.storage_accounts else os.environ.get("BATCHOP_STORAGE_URL")
-    differences = importer.unchanged_check(result.resource, schedule, storage_url=storage)
+    differences = importer.unchanged_check(result.resource, schedule, resolve_blobs=placeholder_resolver(storage))
     if differences:
         print("check: applying this resource would change " + ", ".join(differences) + " in Batch; edit those "
               "fields to match the live schedule if that is not intended", file=sys.stderr)

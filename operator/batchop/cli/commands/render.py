@@ -12,7 +12,6 @@ Exit codes: 0 valid (warnings may be printed), 3 invalid (every finding printed,
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -20,39 +19,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from batchop.api.names import KIND
 from batchop.blob import refs as blobrefs
 from batchop.blob import settings as storage_config
+from batchop.blob.sas import PLACEHOLDER_STORAGE_URL
 from batchop.spec import mapping, naming, validation, yamlio
+from batchop.spec.blobrefs import BlobReferenceError, has_blob_references
 from batchwire import API_VERSION, durations, redact, timestamps
 from batchwire.exitcodes import INVALID, OK, CLIError
 
 PLACEHOLDER_UID = "<uid-assigned-by-kubernetes>"
-PLACEHOLDER_STORAGE_URL = "https://STORAGE-ACCOUNT.blob.core.windows.net"
-
-
-class PlaceholderMinter:
-    """A :class:`batchop.blob.sas.SasMinter` that mints nothing: URLs of the right shape with ``sig=REDACTED``."""
-
-    max_lifetime: timedelta | None = None
-
-    def __init__(self, account_url: str) -> None:
-        self.account_url = account_url.rstrip("/")
-
-    def _sas(self, permission: str, expiry: datetime, resource: str) -> str:
-        expires = timestamps.seconds(expiry)
-        return f"sv=2025-01-05&se={quote(expires)}&sr={resource}&sp={permission}&sig={redact.REDACTED}"
-
-    async def blob_url(self, container: str, blob: str, *, permission: str, expiry: datetime) -> str:
-        return f"{self.account_url}/{container}/{quote(blob)}?{self._sas(permission, expiry, 'b')}"
-
-    async def container_url(self, container: str, *, permission: str, expiry: datetime) -> str:
-        return f"{self.account_url}/{container}?{self._sas(permission, expiry, 'c')}"
-
-    async def check_container(self, container: str) -> None:
-        return None
 
 
 def register(subparsers: Any) -> None:
@@ -137,15 +114,14 @@ def request_body(resource: Mapping[str, Any], *, namespace: str, resolve: bool, 
     notes = [f"{namespace}/{name}: POST /jobschedules?api-version={API_VERSION} (schedule id {schedule_id})"]
     if spec.get("suspend") is True:
         notes.append(f"then POST /jobschedules/{schedule_id}/disable (spec.suspend: true)")
-    if blobrefs.has_blob_references(body["jobSpecification"]):
+    if has_blob_references(body["jobSpecification"]):
         if resolve:
             url, source = storage_url_for(spec, storage_url, env)
             lifetime = durations.parse(spec.get("storage", {}).get("sasLifetime", "P7D")) if isinstance(
                 spec.get("storage"), Mapping) else timedelta(days=7)
             expiry = (now or datetime.now(UTC)) + lifetime
-            resolved = asyncio.run(blobrefs.resolve(body["jobSpecification"], minter=PlaceholderMinter(url),
-                                                    schedule_id=schedule_id, expiry=expiry, check=False))
-            body["jobSpecification"] = resolved.job_specification
+            body["jobSpecification"] = blobrefs.resolve_offline(body["jobSpecification"], account_url=url,
+                                                                schedule_id=schedule_id, expiry=expiry)
             notes.append(f"blob references resolved against {url} ({source}) with placeholder SAS "
                          f"(sig={redact.REDACTED}); the operator mints real ones, valid until about "
                          f"{timestamps.seconds(expiry)}")
@@ -171,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             body, notes = request_body(resource, namespace=namespace, resolve=not args.unresolved,
                                        storage_url=args.storage_url)
-        except blobrefs.BlobReferenceError as exc:
+        except BlobReferenceError as exc:
             print(f"{source}: {name}: {exc}", file=sys.stderr)
             invalid = True
             continue

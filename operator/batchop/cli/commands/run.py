@@ -14,7 +14,7 @@ from typing import Any
 
 from batchop.batch import settings as config
 from batchop.observability import memory
-from batchwire.exitcodes import USAGE, CLIError
+from batchwire.exitcodes import UNAVAILABLE, USAGE, CLIError
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def skip_optional_kopf_clients() -> None:
     if "kopf" in sys.modules:
         return
     for name in ("kubernetes", "kubernetes_asyncio", "pykube"):
-        sys.modules.setdefault(name, None)  # type: ignore[assignment]  # "import halted": kopf's ImportError path
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # "import halted": kopf's ImportError path
 
 
 def register(subparsers: Any) -> None:
@@ -66,13 +66,23 @@ def register(subparsers: Any) -> None:
         default=None,
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
+    _add_batch_arguments(parser)
+    parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    from batchop.admission import options as webhook_options
+
+    webhook_options.add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The operator's Batch settings (:mod:`batchop.batch.settings`; each flag defaults to its env variable)."""
     parser.add_argument(
         "--resync-interval",
         type=float,
         default=None,
         metavar="SECONDS",
         help="poll each Batch account this often; drift is put back within one interval "
-        "(env BATCHOP_RESYNC_INTERVAL, default 30)",
+        f"(env BATCHOP_RESYNC_INTERVAL, default {config.DEFAULTS.resync_interval:g})",
     )
     parser.add_argument(
         "--batch-endpoint", default=None, help="default Batch account endpoint (env BATCHOP_BATCH_ENDPOINT)"
@@ -85,16 +95,13 @@ def register(subparsers: Any) -> None:
         "No key: Entra ID (DefaultAzureCredential)",
     )
     parser.add_argument(
-        "--max-concurrency", type=int, default=None, help="Batch requests in flight per account (default 8)"
+        "--max-concurrency", type=int, default=None,
+        help=f"Batch requests in flight per account (default {config.DEFAULTS.max_concurrency})",
     )
     parser.add_argument(
-        "--requests-per-second", type=float, default=None, help="Batch request rate limit per account (default 20)"
+        "--requests-per-second", type=float, default=None,
+        help=f"Batch request rate limit per account (default {config.DEFAULTS.requests_per_second:g})",
     )
-    parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
-    from batchop.admission import options as webhook_options
-
-    webhook_options.add_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     from batchop.controller import handlers
+    from batchop.kube.client import KubeError
     from batchwire.redact import register_secret
 
     settings = config.from_env(
@@ -120,7 +128,10 @@ def run(args: argparse.Namespace) -> int:
         from batchop.observability.metrics import start_metrics_server
 
         start_metrics_server(args.metrics_port)
-    registry, _runtime = handlers.build(settings)
+    try:
+        registry, _runtime = handlers.build(settings)
+    except KubeError as exc:  # no credentials: nothing to watch with
+        raise CLIError(str(exc), UNAVAILABLE) from None
     from batchop.admission import options as webhook_options
     from batchop.admission import webhook
 

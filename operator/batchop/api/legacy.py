@@ -1,15 +1,16 @@
-"""Names and images from earlier Azure Batch API versions, and what replaced them.
+"""Field names of earlier Azure Batch API versions, what replaced them, and how the CRD refuses them.
 
 Job-schedule JSON written for the 2016 API (the seed's ``create_jobsched.json``) still circulates.
 Kubernetes would silently prune the old names (``targetDedicated`` ...) from a resource, so they are
-known here: the CRD lists them as forbidden properties, :mod:`batchop.spec.validation` rejects them
-with the modern name in the message, and ``batchop convert`` rewrites them.
+part of the contract: the CRD declares each one a :func:`forbidden` property of the models it belonged to,
+:mod:`batchop.spec.validation` rejects them with the modern name in the message, and ``batchop convert``
+rewrites them.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -112,46 +113,26 @@ def legacy_fields_of(model: str) -> tuple[LegacyField, ...]:
     return tuple(field for field in LEGACY_FIELDS if model in field.models)
 
 
-@dataclass(frozen=True)
-class Image:
-    """A Marketplace image reference with the Batch node agent it needs."""
-
-    publisher: str
-    offer: str
-    sku: str
-    node_agent_sku_id: str
-
-    def as_reference(self) -> dict[str, str]:
-        return {"publisher": self.publisher, "offer": self.offer, "sku": self.sku, "version": "latest"}
+FORBIDDEN_PREFIX = "REMOVED from the Batch API:"
+"""How the description of a :func:`forbidden` property starts."""
 
 
-CURRENT_UBUNTU = Image("canonical", "ubuntu-24_04-lts", "server", "batch.node.ubuntu 24.04")
-"""The image suggested in place of a retired Linux image."""
+def forbidden(message: str) -> dict[str, Any]:
+    """A property that is known only to be refused, so the API server names the fix instead of pruning it.
 
-# Node agents Batch no longer offers (the images behind them are out of support).
-_RETIRED_NODE_AGENT = re.compile(
-    r"^batch\.node\.(ubuntu (14|16|18|20)\.04|centos .*|debian (8|9|10)|opensuse .*|oracle .*|el 7)$",
-    re.IGNORECASE,
-)
-_RETIRED_UBUNTU_SKU = re.compile(r"^(14|16|18|20)[._]04", re.IGNORECASE)
-_RETIRED_OFFERS = re.compile(
-    r"^(ubuntuserver|0001-com-ubuntu-server-focal|centos.*|debian-(8|9|10)|openlogic.*)$", re.IGNORECASE
-)
-
-
-def retired_node_agent(node_agent_sku_id: str) -> bool:
-    """True for a ``nodeAgentSKUId`` of a retired image (``batch.node.ubuntu 14.04`` ...)."""
-    return bool(_RETIRED_NODE_AGENT.match(node_agent_sku_id.strip()))
+    Its only allowed value is the fix itself, so the API server's own answer reads
+    ``targetDedicated: Unsupported value: 1: supported values: "none: ... use targetDedicatedNodes"``
+    (tried on kube-apiserver 1.20; ``not: {}`` refuses too but says only "must not validate the schema").
+    ``x-kubernetes-int-or-string`` keeps it structural without a ``type`` (the old fields were integers,
+    booleans and strings). :mod:`batchop.spec.validation` refuses any value, that one included.
+    """
+    return {
+        "description": f"{FORBIDDEN_PREFIX} {message}",
+        "x-kubernetes-int-or-string": True,
+        "enum": [f"none: {message}"],
+    }
 
 
-def retired_image(image_reference: dict[str, object]) -> bool:
-    """True for a Marketplace image reference Batch no longer supports (Ubuntu 14.04-20.04, CentOS ...)."""
-    offer = str(image_reference.get("offer") or "")
-    sku = str(image_reference.get("sku") or "")
-    if not offer:
-        return False
-    if offer.lower() == "ubuntuserver":
-        return True  # the UbuntuServer offer ended with 18.04; later releases have their own offers
-    if _RETIRED_OFFERS.match(offer):
-        return True
-    return "ubuntu" in offer.lower() and bool(_RETIRED_UBUNTU_SKU.match(sku))
+def is_forbidden(schema: dict[str, Any]) -> bool:
+    """True for a property schema made by :func:`forbidden`."""
+    return str(schema.get("description", "")).startswith(FORBIDDEN_PREFIX)

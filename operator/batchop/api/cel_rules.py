@@ -1,15 +1,14 @@
-"""CEL rules (``x-kubernetes-validations``) for the CRD variant served to Kubernetes >= 1.25.
+"""CEL rules (``x-kubernetes-validations``) of the CRD variant served to Kubernetes >= 1.25.
 
-The admission webhook (:mod:`batchop.admission.webhook`) runs the whole of :mod:`batchop.spec.validation`, but only
-while
-the operator runs (``failurePolicy: Ignore``). These rules let the API server itself refuse the mistakes that a
-structural schema cannot express, also when the operator is down. Each rule is a subset of what
+The admission webhook (:mod:`batchop.admission.webhook`) runs the whole of :mod:`batchop.spec.validation`, but
+only while the operator runs (``failurePolicy: Ignore``). These rules let the API server itself refuse the
+mistakes that a structural schema cannot express, also when the operator is down. Each rule is a subset of what
 :func:`batchop.spec.validation.validate` refuses (tested), with a message naming the field and the fix.
 
 :data:`RULES` places each rule by a path in the ``spec`` schema: property names joined by ``.``, ``[]`` for
 array items, ``*`` for any one property. :func:`apply` attaches them to a spec schema (a copy); the CRD
-generator calls it for the CEL variant (``crds/cel/``). The immutable ``scheduleId`` rule lives in the
-generator itself (:mod:`batchop.api.crd`).
+generator (:mod:`batchop.api.crd`) calls it for the CEL variant (``crds/cel/``) and adds :data:`SPEC_RULES`,
+the transition rules of ``spec`` as a whole.
 """
 
 from __future__ import annotations
@@ -97,6 +96,15 @@ RULES: tuple[CelRule, ...] = (
         "pool: enableAutoScale needs an autoScaleFormula (e.g. '$TargetDedicatedNodes = 1;')",
     ),
 )
+
+
+SPEC_RULES: tuple[dict[str, str], ...] = (
+    {
+        "rule": "!has(oldSelf.scheduleId) || (has(self.scheduleId) && self.scheduleId == oldSelf.scheduleId)",
+        "message": "spec.scheduleId is immutable once set: create a new resource for a new schedule id",
+    },
+)
+"""Rules of ``spec`` itself (transition rules: ``oldSelf`` is the stored object)."""
 
 
 def schema_nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:

@@ -1,0 +1,72 @@
+"""Reports a reconcile's or a deletion step's outcome: its status fields and conditions, and its Events.
+
+All status goes through the one :class:`~batchop.kube.status_writer.StatusWriter` of the process, which patches
+only when the document changed. The ``Synced`` condition comes from the outcome, and ``Ready`` when the pass
+knew better than the poller; the Events follow (:class:`~batchop.controller.events.EventPoster`). The
+tracked copy learns the new ``Synced`` reason, which the poller's retries go by.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from batchop.api import conditions as cond
+from batchop.api.types import Condition
+from batchop.controller.events import EventPoster
+from batchop.controller.reconcile.outcome import Outcome
+from batchop.controller.reconcile.view import ObjectView
+from batchop.controller.status import observed_status
+from batchop.controller.tracking import Tracked
+from batchop.kube.status_writer import StatusWriter
+from batchwire import timestamps
+
+
+class OutcomeWriter:
+    """Writes outcomes into status and posts their Events."""
+
+    def __init__(self, writer: StatusWriter, events: EventPoster) -> None:
+        self.writer = writer
+        self.events = events
+
+    async def write(self, view: ObjectView, outcome: Outcome, entry: Tracked | None) -> None:
+        """Status (fields and conditions), the tracked ``Synced`` reason, then the Events."""
+        previous = self.writer.known(view.namespace, view.name) or {}
+        old_synced = cond.find(previous.get("conditions"), cond.SYNCED) or {}
+        conditions: list[Condition] = [outcome.synced]
+        if outcome.ready is not None:
+            conditions.append(outcome.ready)
+        await self.writer.update(view.namespace, view.name, outcome.status, conditions)
+        if entry is not None:
+            entry.synced_reason = str(outcome.synced.get("reason"))
+            if outcome.synced.get("status") != cond.FALSE:
+                entry.retry_delay = 0.0
+        await self.announce(view, outcome)
+        await self.events.for_synced(view.namespace, view.name, view.uid, old_synced, outcome.synced)
+
+    async def announce(self, view: ObjectView, outcome: Outcome) -> None:
+        """The Events of the outcome's Batch writes only."""
+        schedule_id = outcome.schedule_id or outcome.status.get("scheduleId")
+        await self.events.for_writes(view.namespace, view.name, view.uid, outcome.writes, schedule_id)
+
+
+def mirror_created(view: ObjectView, outcome: Outcome, entry: Tracked | None) -> None:
+    """Fold Batch's answer to the GET after a create (the schedule's state, ``Ready``) into the same status
+    write as ``scheduleId``, instead of a second patch by the next poll cycle."""
+    if outcome.observed is None or not outcome.status.get("scheduleId"):
+        return
+    mirrored = observed_status(
+        schedule_id=outcome.status["scheduleId"],
+        schedule=outcome.observed,
+        job=None,
+        task_counts=None,
+        pool=None,
+        previous={},
+        generation=view.generation,
+    )
+    now = datetime.now(UTC)
+    outcome.status["state"] = mirrored.get("state")
+    outcome.status["nextRunTime"] = mirrored.get("nextRunTime")
+    outcome.status["lastSyncTime"] = timestamps.seconds(now)
+    outcome.ready = mirrored["conditions"][0]
+    if entry is not None:
+        entry.last_sync = now

@@ -1,0 +1,128 @@
+"""The single writer of ``status`` in the operator process.
+
+Handlers and the poller both hand :class:`StatusWriter` the fields they own; it keeps the last written
+document per object, merges conditions (``lastTransitionTime`` kept when unchanged), and sends a JSON
+merge-patch to the ``/status`` subresource only when the document changed. One writer per process, so two
+writers can never undo each other's fields, and a repeated report of the same state costs no request.
+
+Apart from :mod:`batchop.kube.client`: the writer decides *what* to send, the client only sends it, and any
+:class:`StatusClient` (a fake in unit tests) will do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from batchop.api import conditions as cond
+from batchop.kube.client import KubeError
+
+
+class StatusClient(Protocol):
+    """What the writer needs from the API (:class:`batchop.kube.client.KubeClient` has it): the object, None
+    when it is gone; and the status merge-patch, None when the object is gone."""
+
+    async def get_object(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None: ...
+
+
+OnWritten = Callable[[str, str, dict[str, Any]], None]
+"""Called with (namespace, name, status) after each patch."""
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge-patch (RFC 7386) turning ``old`` into ``new`` (lists replaced whole)."""
+    patch: dict[str, Any] = {}
+    for key in old:
+        if key not in new or new[key] is None:
+            if old[key] is not None:
+                patch[key] = None
+    for key, value in new.items():
+        if value is None:
+            continue
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif before != value:
+            patch[key] = copy.deepcopy(value)
+    return patch
+
+
+def _prune(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _prune(v) for k, v in value.items() if v is not None}
+    return value
+
+
+class StatusWriter:
+    """The single writer of ``status`` (see the module docstring). ``update`` returns True if it patched."""
+
+    def __init__(self, client: StatusClient, on_written: OnWritten | None = None) -> None:
+        self.client = client
+        self.on_written = on_written
+        self._status: dict[tuple[str, str], dict[str, Any]] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self.patches = 0
+
+    def known(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._status.get((namespace, name))
+
+    def seed(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
+        """Remember the status seen on the object, unless this process has written it already."""
+        self._status.setdefault((namespace, name), _prune(copy.deepcopy(dict(status or {}))))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._status.pop((namespace, name), None)
+        self._locks.pop((namespace, name), None)
+
+    async def update(
+        self,
+        namespace: str,
+        name: str,
+        fields: Mapping[str, Any] | None = None,
+        conditions: Sequence[Mapping[str, Any]] = (),
+    ) -> bool:
+        key = (namespace, name)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            old = self._status.get(key)
+            if old is None:
+                body = await self.client.get_object(namespace, name)
+                if body is None:
+                    return False
+                old = _prune(dict(body.get("status") or {}))
+            new = copy.deepcopy(old)
+            for field_name, value in (fields or {}).items():
+                if value is None:
+                    new.pop(field_name, None)
+                else:
+                    new[field_name] = _prune(copy.deepcopy(value))
+            if conditions:
+                merged = cond.merge(old.get("conditions"), conditions)
+                # keep the stamp when nothing but the stamp would change
+                new["conditions"] = merged
+            if new == old:
+                return False
+            patch = merge_patch(old, new)
+            if not patch:
+                self._status[key] = new
+                return False
+            try:
+                result = await self.client.patch_status(namespace, name, patch)
+            except KubeError as exc:
+                if exc.status == 404:
+                    self.forget(namespace, name)
+                    return False
+                raise
+            if result is None:  # the object is gone
+                self.forget(namespace, name)
+                return False
+            self._status[key] = new
+            self.patches += 1
+            if self.on_written is not None:
+                self.on_written(namespace, name, new)
+            return True
