@@ -5,8 +5,11 @@
 -- How status maps to health (docs/troubleshooting.md explains the conditions and reasons):
 --   Degraded     an error the user must fix: Synced or Ready False with reason InvalidSpec, AlreadyExists,
 --                AuthenticationFailed, Forbidden, ScheduleIdImmutable, CredentialsNotFound,
---                AccountNotConfigured, ContainerNotFound or StorageAuthenticationFailed; or the schedule's
---                most recent job failed (until a later job succeeds); or reconcile-policy: skip and Batch
+--                AccountNotConfigured, ContainerNotFound, StorageAuthenticationFailed or a workload-identity
+--                set-up error (Federated*Mismatch, FederatedToken*, IdentityNotFound,
+--                WorkloadIdentityNotConfigured, BatchRoleMissing); or the schedule's
+--                most recent job failed (until a later job succeeds: the message names the first failed
+--                task and its cause, as the JobFailed Event does); or reconcile-policy: skip and Batch
 --                has no such schedule.
 --   Suspended    spec.suspend is true and Batch reports the schedule disabled (Ready reason Suspended).
 --   Progressing  no status yet; the operator has not yet applied the current generation; a recoverable
@@ -26,6 +29,16 @@ local TERMINAL = {
   AccountNotConfigured = true,
   ContainerNotFound = true,
   StorageAuthenticationFailed = true,
+  FederatedSubjectMismatch = true,
+  FederatedAudienceMismatch = true,
+  FederatedIssuerMismatch = true,
+  FederatedCredentialMismatch = true,
+  FederatedTokenExpired = true,
+  FederatedTokenInvalid = true,
+  FederatedTokenFileMissing = true,
+  IdentityNotFound = true,
+  WorkloadIdentityNotConfigured = true,
+  BatchRoleMissing = true,
 }
 
 local function condition(status, kind)
@@ -46,6 +59,22 @@ local function describe(c)
     text = text .. ": " .. c.message
   end
   return text
+end
+
+local function describe_task(t)
+  -- the first failed task and its cause, in batchop's words (batchop.spec.failures.describe)
+  local id = t.id or "?"
+  local f = t.failureInfo or {}
+  if t.exitCode ~= nil and (f.code == nil or f.code == "FailureExitCode") then
+    return "task " .. id .. " exited with " .. t.exitCode
+  end
+  if f.code ~= nil then
+    if f.message ~= nil and f.message ~= "" then
+      return "task " .. id .. " failed: " .. f.code .. ": " .. f.message
+    end
+    return "task " .. id .. " failed: " .. f.code
+  end
+  return "task " .. id .. " failed"
 end
 
 local function lags(c, generation)
@@ -146,6 +175,15 @@ if job ~= nil and job.result == "failure" then
   local detail = ""
   if job.schedulingError ~= nil and job.schedulingError.message ~= nil then
     detail = ": " .. job.schedulingError.message
+  elseif job.failedTasks ~= nil and job.failedTasks[1] ~= nil then
+    detail = ": " .. describe_task(job.failedTasks[1])
+    local others = (job.failedTaskCount or #job.failedTasks) - 1
+    if #job.failedTasks - 1 > others then
+      others = #job.failedTasks - 1
+    end
+    if others > 0 then
+      detail = detail .. " (and " .. others .. " more)"
+    end
   elseif job.taskCounts ~= nil and job.taskCounts.failed ~= nil then
     detail = ": " .. job.taskCounts.failed .. " task(s) failed"
   end

@@ -9,10 +9,20 @@ Layout under the state directory ``D`` (one per stack)::
     D/kubeconfig            admin kubeconfig (server https://127.0.0.1:<port>, token auth)
 
 Authorization is RBAC, as on a real cluster: the operator's own RBAC manifests can be checked here.
+
+The API server is also the ServiceAccount token issuer, discoverable as an AKS cluster's OIDC issuer is, so that
+workload identity can be exercised against it: ``--service-account-issuer`` is the server's own URL, which
+serves ``/.well-known/openid-configuration`` and ``/openid/v1/jwks`` (ServiceAccountIssuerDiscovery, on by
+default in 1.20) to anyone, unauthenticated clients included (the ClusterRoleBinding
+``service-account-issuer-discovery`` Kubernetes documents for this). A token for Entra ID is then
+``kubectl create token SA --audience api://AzureADTokenExchange`` (TokenRequest; at least 10 minutes), issued
+by ``https://127.0.0.1:<port>`` with subject ``system:serviceaccount:NS:SA``; clients trust the server's
+self-signed certificate through :func:`serving_certificate`.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -46,6 +56,11 @@ class KubeEndpoints:
     kubeconfig: Path
     token: str
     etcd_url: str
+
+    @property
+    def issuer(self) -> str:
+        """The ServiceAccount token issuer: the server itself (see the module docstring)."""
+        return self.server
 
 
 def kubectl(kubeconfig: Path, *args: str, input: str | None = None, check: bool = False,
@@ -88,7 +103,7 @@ def start(state_dir: Path) -> KubeEndpoints:
         "--cert-dir", str(kube_dir / "certs"),
         "--token-auth-file", str(kube_dir / "tokens.csv"),
         "--authorization-mode", "RBAC",
-        "--service-account-issuer", "https://kubernetes.default.svc",
+        "--service-account-issuer", f"https://{ports.LOOPBACK}:{secure_port}",
         "--service-account-key-file", str(kube_dir / "sa.pub"),
         "--service-account-signing-key-file", str(kube_dir / "sa.key"),
         "--service-cluster-ip-range", "10.0.0.0/24",
@@ -99,8 +114,31 @@ def start(state_dir: Path) -> KubeEndpoints:
     server = f"https://{ports.LOOPBACK}:{secure_port}"
     _wait_ready(server, token, api_proc, api_record)
     kubeconfig = state_dir / "kubeconfig"
-    write_kubeconfig(kubeconfig, server, token)
+    write_kubeconfig(kubeconfig, server, token, ca=serving_certificate(state_dir))
+    publish_issuer(kubeconfig)
     return KubeEndpoints(server=server, kubeconfig=kubeconfig, token=token, etcd_url=etcd_url)
+
+
+def publish_issuer(kubeconfig: Path) -> None:
+    """Let unauthenticated clients read the issuer's discovery document and keys, as an OIDC issuer's readers
+    (Entra ID, here the local token service) do: they hold no credential for this cluster."""
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "service-account-issuer-discovery"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "system:service-account-issuer-discovery"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:unauthenticated"}],
+    }
+    result = kubectl(kubeconfig, "apply", "-f", "-", input=json.dumps(binding))
+    if result.returncode != 0:
+        raise KubeStartError(f"publishing the ServiceAccount issuer failed: {result.stderr.strip()}")
+
+
+def serving_certificate(state_dir: Path) -> Path:
+    """The API server's self-signed serving certificate (with its CA), written under ``state_dir`` at start:
+    the file a client of the issuer's discovery endpoints trusts."""
+    return state_dir / "kube" / "certs" / "apiserver.crt"
 
 
 def _prepare_credentials(kube_dir: Path) -> str:
@@ -150,12 +188,17 @@ def readyz(server: str, token: str, timeout: float = 2.0) -> tuple[bool, str]:
         return False, str(exc)
 
 
-def write_kubeconfig(path: Path, server: str, token: str) -> None:
-    """An admin kubeconfig (JSON is valid YAML) for ``server`` with bearer ``token``."""
+def write_kubeconfig(path: Path, server: str, token: str, *, ca: Path | None = None) -> None:
+    """An admin kubeconfig (JSON is valid YAML) for ``server`` with bearer ``token``. With ``ca`` (the server's
+    self-signed certificate and its CA, :func:`serving_certificate`) clients verify the server against it as
+    ``certificate-authority-data``, as on any cluster: no client skips verification (nor warns that it does)."""
+    cluster: dict[str, object] = {"server": server, "insecure-skip-tls-verify": True}
+    if ca is not None:
+        cluster = {"server": server, "certificate-authority-data": base64.b64encode(ca.read_bytes()).decode()}
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "batchop-dev", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+        "clusters": [{"name": "batchop-dev", "cluster": cluster}],
         "users": [{"name": "batchop-admin", "user": {"token": token}}],
         "contexts": [{"name": "batchop-dev", "context": {"cluster": "batchop-dev", "user": "batchop-admin",
                                                          "namespace": "default"}}],

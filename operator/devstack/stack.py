@@ -9,6 +9,11 @@ All state lives under one directory (``--dir``, default ``.batchop-dev``)::
     <dir>/logs/*.log    one log per process
     <dir>/kube/ <dir>/azurite/ <dir>/batch/   each service's data
 
+The container engine (docker when its daemon answers, else podman, installed when neither is there and apt
+can) is detected by ``up`` and shown by ``status``; ``setup`` also builds the local base image and the
+word-count sample's image (:mod:`.images`, :mod:`.product_images`). ``down`` removes the containers the stack's
+Batch service left and the untagged images the stack built, so that neither piles up across runs.
+
 Every process is started detached, so the stack outlives the ``batchop dev up`` that started it.
 ``<dir>/owner.lock`` is never held between commands; instead a stale stack (some recorded process dead, e.g.
 after a crash or a reboot) is reclaimed by the next ``up``: its remaining processes are stopped and its data
@@ -34,9 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchwire import containers
 from batchwire.devenv import ENV_FILE
 from batchwire.exitcodes import FAILURE, UNAVAILABLE, CLIError
-from devstack import azurite, kube, kubebuild, ports, procs, system
+from devstack import azurite, images, kube, kubebuild, ports, procs, product_images, system
 
 BATCH = "batch"
 OPERATOR = "operator"
@@ -68,6 +74,8 @@ class StackInfo:
     operator_health: str = ""
     missing: list[str] = field(default_factory=list)
     startup_seconds: float = 0.0
+    container_engine: dict[str, Any] = field(default_factory=dict)
+    """What :func:`engine_facts` says of the engine container tasks run on (empty: none was looked for)."""
 
     def env(self) -> dict[str, str]:
         """The environment a user (and the operator) needs: KUBECONFIG and the operator's defaults."""
@@ -131,7 +139,8 @@ def _command_lock(state_dir: Path) -> Iterator[None]:
 
 
 def setup(*, operator_deps: bool = True) -> dict[str, str]:
-    """Install every prerequisite (apt packages, the kube-apiserver build, Azurite); returns what is where."""
+    """Install every prerequisite (apt packages, the kube-apiserver build, Azurite, a container engine, the
+    base and sample images); returns what is where."""
     found = {
         "etcd": system.etcd_binary(),
         "openssl": system.openssl_binary(),
@@ -139,7 +148,54 @@ def setup(*, operator_deps: bool = True) -> dict[str, str]:
         "kube-apiserver": str(kubebuild.ensure_kube_apiserver().binary),
         "azurite": str(azurite.ensure_installed()),
     }
-    return found
+    return found | setup_containers()
+
+
+def setup_containers() -> dict[str, str]:
+    """The container engine (installed when none answers), leftovers of earlier runs removed, the local base
+    image (built once, about a minute) and the word-count sample's image (built when blob/application changed)."""
+    engine = images.ensure_engine()
+    removed = product_images.prune_containers(engine) + product_images.prune_images(engine)
+    if removed:
+        system.say(f"removed {len(removed)} stopped container(s) and untagged image(s) earlier runs left")
+    base = images.ensure_base()
+    sample = product_images.ensure_wordcount_image()
+    return {
+        "container engine": describe_engine(engine_facts(engine)),
+        "base image": base,
+        "word-count image": f"{sample.image} (also {', '.join(sample.aliases)}; {sample.size_mb:g} MB)",
+    }
+
+
+def engine_facts(engine: containers.Engine) -> dict[str, Any]:
+    """The engine as ``stack.json`` keeps it: name, version, path, the flags this machine needs, or why none."""
+    if not engine.available:
+        return {"available": False, "name": engine.name, "reason": engine.reason}
+    return {"available": True, "name": engine.name, "version": engine.version, "path": engine.path,
+            "rootless": engine.rootless, "flags": " ".join((*engine.global_options, *engine.run_options)),
+            "quirks": list(engine.quirks)}
+
+
+def describe_engine(facts: dict[str, Any]) -> str:
+    """One line: ``podman 4.3.1 (flags: --ulimit ...)``, or why there is no engine."""
+    if not facts:
+        return "not detected"
+    if not facts.get("available"):
+        return f"none ({facts.get('reason', 'unknown')}); container tasks fail with ContainerEngineUnavailable"
+    flags = facts.get("flags") or "none needed"
+    return f"{facts['name']} {facts['version']}{' (rootless)' if facts.get('rootless') else ''} (flags: {flags})"
+
+
+def _detect_engine(info: StackInfo) -> None:
+    """Find (or install) the engine container tasks will run on; without one the stack still starts."""
+    try:
+        engine = images.ensure_engine()
+    except system.PrerequisiteError as exc:
+        info.container_engine = {"available": False, "name": "", "reason": str(exc)}
+        info.missing.append(f"container engine: {exc}")
+        return
+    info.container_engine = engine_facts(engine)
+    system.say(f"container engine: {describe_engine(info.container_engine)}")
 
 
 def up(state_dir: Path, *, time_scale: float = 1.0, with_operator: bool = True,
@@ -155,6 +211,7 @@ def up(state_dir: Path, *, time_scale: float = 1.0, with_operator: bool = True,
         started = time.monotonic()
         info = StackInfo(dir=str(state_dir), time_scale=time_scale, started_at=time.time())
         try:
+            _detect_engine(info)
             system.say(f"starting etcd + kube-apiserver under {state_dir}")
             endpoints = kube.start(state_dir)
             info.kubeconfig, info.kube_server = str(endpoints.kubeconfig), endpoints.server
@@ -198,6 +255,7 @@ def _refuse_or_reclaim(state_dir: Path) -> None:
     stopped = procs.stop_all(state_dir, order=procs.STOP_ORDER, timeout=3)  # broken anyway: short grace
     if stopped or info is not None:
         system.say(f"reclaimed a stale stack in {state_dir}" + (f": stopped {', '.join(stopped)}" if stopped else ""))
+    remove_containers(state_dir)  # the wipe below removes what tells a new Batch service to look for them
     _wipe(state_dir)
 
 
@@ -277,8 +335,27 @@ def down(state_dir: Path) -> list[str]:
         return []
     with _command_lock(state_dir):
         stopped = procs.stop_all(state_dir, order=procs.STOP_ORDER)
+        removed = remove_containers(state_dir)
+        if removed:
+            system.say(f"removed {len(removed)} container(s) and image(s) the stack left: {', '.join(removed)}")
         _wipe(state_dir)
     return stopped
+
+
+def remove_containers(state_dir: Path) -> list[str]:
+    """After the Batch service stopped: its containers (left only when it was killed) and the untagged images
+    the stack built. Nothing is looked up when the service never ran a container."""
+    if not batch_service_available():
+        return []
+    from localbatch import container_tasks
+
+    work = state_dir / BATCH / "work"
+    if not container_tasks.ContainerHost(work).used_before():
+        return []
+    engine = containers.detect()
+    if not engine.available:
+        return []
+    return containers.remove_labelled(engine, container_tasks.service_id(work)) + product_images.prune_images(engine)
 
 
 def status(state_dir: Path) -> tuple[StackInfo | None, list[ComponentStatus]]:

@@ -13,6 +13,13 @@ Allowed without credentials from loopback clients; from anywhere else the reques
   ``"advanceSeconds"``): virtual time
 - ``POST /_emulator/reset``: forget every object and count (the engine restarts)
 - ``GET  /_emulator/state``: the whole store, as the state file holds it
+- ``GET  /_emulator/federated-credentials`` / ``POST {"clientId", "issuer", "subject", "audience"}`` (optional
+  ``"name"``, ``"audiences"`` for several, ``"jwks"`` to give the issuer's keys instead of discovering them) /
+  ``DELETE`` (``?clientId=`` for one client): the federated identity credentials the token endpoint trusts,
+  what ``az identity federated-credential create`` sets up in Azure (:mod:`localbatch.tokens`; needs ``--tls``)
+- ``GET  /_emulator/entra`` / ``POST {"accessTokenLifetimeSeconds": n, "clientsWithoutBatchRole": [ids]}``:
+  access-token lifetime, identities the Batch API refuses with 403 ``AuthorizationFailure`` (no role
+  assignment), and (GET) the credentials and the sign-in log of the token endpoint
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from aiohttp import web
 from batchwire import durations
 from localbatch import persistence
 from localbatch.context import SERVICE_KEY, ServiceContext
+from localbatch.tokens import FederatedCredential, TokenIssuer
 
 
 def _svc(request: web.Request) -> ServiceContext:
@@ -134,6 +142,50 @@ async def state(request: web.Request) -> web.Response:
     return web.json_response(persistence.dump(svc.store, svc.clock))
 
 
+def _tokens(request: web.Request) -> TokenIssuer:
+    tokens = _svc(request).tokens
+    if tokens is None:
+        raise web.HTTPConflict(text="admin API: the token endpoint (Entra ID) needs the service started with --tls\n")
+    return tokens
+
+
+async def list_federated_credentials(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response({"value": [c.to_json() for c in _tokens(request).federated]})
+
+
+async def add_federated_credential(request: web.Request) -> web.Response:
+    _authorize(request)
+    tokens = _tokens(request)
+    try:
+        credential = FederatedCredential.from_json(await _json(request))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"admin API: {exc}\n") from None
+    tokens.add_federated_credential(credential)
+    return web.json_response(credential.to_json(), status=201)
+
+
+async def remove_federated_credentials(request: web.Request) -> web.Response:
+    _authorize(request)
+    removed = _tokens(request).remove_federated_credentials(request.query.get("clientId"))
+    return web.json_response({"removed": removed})
+
+
+async def get_entra(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response(_tokens(request).settings_json())
+
+
+async def set_entra(request: web.Request) -> web.Response:
+    _authorize(request)
+    tokens = _tokens(request)
+    try:
+        tokens.update_settings(await _json(request))
+    except (TypeError, ValueError) as exc:
+        raise web.HTTPBadRequest(text=f"admin API: {exc}\n") from None
+    return web.json_response(tokens.settings_json())
+
+
 def add_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/_emulator/health", health, name="admin_health")
@@ -146,3 +198,9 @@ def add_routes(app: web.Application) -> None:
     router.add_post("/_emulator/clock", set_clock, name="admin_set_clock")
     router.add_post("/_emulator/reset", reset, name="admin_reset")
     router.add_get("/_emulator/state", state, name="admin_state")
+    router.add_get("/_emulator/federated-credentials", list_federated_credentials, name="admin_federated_credentials")
+    router.add_post("/_emulator/federated-credentials", add_federated_credential, name="admin_add_federated_credential")
+    router.add_delete("/_emulator/federated-credentials", remove_federated_credentials,
+                      name="admin_remove_federated_credentials")
+    router.add_get("/_emulator/entra", get_entra, name="admin_entra")
+    router.add_post("/_emulator/entra", set_entra, name="admin_set_entra")

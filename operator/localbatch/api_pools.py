@@ -1,5 +1,6 @@
 """Pool and compute-node operations: list / get / exists / delete pools (auto pools included),
-list nodes. Pools and nodes are created and moved through their states by the engine."""
+list and get nodes (their ``state``, ``errors``, ``startTaskInfo``). Pools and nodes are created and moved
+through their states by the engine."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from aiohttp import web
 from batchwire import timestamps
 from localbatch.api_common import service, set_state
 from localbatch.errors import BatchError
-from localbatch.responses import check_conditions, empty, entity_headers, entity_response, entity_url, list_response
+from localbatch.responses import (
+    check_conditions,
+    empty,
+    entity_headers,
+    entity_response,
+    entity_url,
+    list_response,
+)
 
 JSON = dict[str, Any]
 
@@ -69,10 +77,20 @@ async def list_nodes(request: web.Request) -> web.Response:
     )
 
 
+async def get_node(request: web.Request) -> web.Response:
+    svc = service(request)
+    key, pool = _find(request)
+    node = svc.store.nodes.get(key, {}).get(request.match_info["nodeId"])
+    if node is None:
+        raise BatchError("NodeNotFound")
+    return entity_response(request, node, f"{svc.base_url}/pools/{pool['id']}/nodes/{node['id']}", "nodes")
+
+
 ROUTES: list[tuple[str, str, str, Any]] = [
     ("GET", "/pools", "list_pools", list_pools),
     ("GET", "/pools/{poolId}", "get_pool", get_pool),
     ("HEAD", "/pools/{poolId}", "pool_exists", pool_exists),
     ("DELETE", "/pools/{poolId}", "delete_pool", delete_pool),
     ("GET", "/pools/{poolId}/nodes", "list_nodes", list_nodes),
+    ("GET", "/pools/{poolId}/nodes/{nodeId}", "get_node", get_node),
 ]

@@ -75,6 +75,7 @@ class Engine:
             execute=execute,
             session=self.runtime.http,
             processes=self.processes,
+            containers=self.runtime.containers,
             spawn=self.runtime.spawn,
             node_step_seconds=node_step_seconds if execute else 0.0,
         )
@@ -89,6 +90,8 @@ class Engine:
         reaped = await asyncio.to_thread(runner.reap_orphans, self.work_dir / "nodes")
         if reaped:
             log.warning("killed %d task process group(s) left by a previous run on %s", reaped, self.work_dir)
+        if self.runtime.containers.used_before():
+            self.runtime.spawn(self.runtime.containers.engine())  # removes the containers a killed run left
         self.pools.recover()
         self.schedules.resume()
         self.jobs.resume()

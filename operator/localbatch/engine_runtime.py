@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 
 from batchwire import timestamps
-from localbatch import runner
+from localbatch import container_tasks, runner
 from localbatch.clock import VirtualClock
 from localbatch.store import JSON, Store
 
@@ -50,6 +50,7 @@ class Runtime:
         self.execute = execute
         self.no_execute_exit_code = no_execute_exit_code
         self.processes = runner.ProcessTable()
+        self.containers = container_tasks.ContainerHost(self.work_dir)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
 
@@ -72,13 +73,16 @@ class Runtime:
         return self._session
 
     async def cancel_all(self, *also: asyncio.Task[Any]) -> None:
-        """Cancel every background task (and ``also``), killing every task process: no orphans."""
+        """Cancel every background task (and ``also``), killing every task process and removing every
+        container this service made: no orphans."""
         pending = [t for t in self._tasks if not t.done()]
         for task in pending:
             task.cancel()
         self.processes.kill_all()
+        self.containers.remove_all_now()
         await asyncio.gather(*pending, *also, return_exceptions=True)
         self.processes.kill_all()
+        await self.containers.prune()
 
     async def close_session(self) -> None:
         if self._session is not None:

@@ -17,7 +17,7 @@ from typing import Any
 from batchwire import defaults, durations, timestamps
 from localbatch import runner, taskcounts
 from localbatch.engine_runtime import Runtime, set_state
-from localbatch.pools import Pools, base_env
+from localbatch.pools import Pools, base_env, container_configuration
 from localbatch.store import JSON
 
 UNLIMITED_WALL_CLOCK = timedelta(days=10_000_000)
@@ -122,6 +122,10 @@ class Tasks:
             max_retries=int(constraints.get("maxTaskRetryCount") or 0),
             node_root=root,
             user_env_names=frozenset(user_env),
+            container_pool=container_configuration(pool) is not None,
+            settings_required=True,
+            container_labels=self.rt.containers.labels(pool_id=pool["id"], node_id=node_id,
+                                                       task=f"{job['id']}/{task['id']}"),
         )
         return await runner.run_task(
             run, clock=self.clock, session=self.rt.http(), processes=self.rt.processes,
@@ -129,7 +133,8 @@ class Tasks:
                 on_preparing=lambda: self._set_state(task, "preparing"),
                 on_running=lambda start, retry: self._running(task, start, retry),
             ),
-            container_name=f"{job['id'].replace(':', '-')}-{task['id']}"[:60],
+            containers=self.rt.containers,
+            container_name=self.rt.containers.name_for(job["id"], task["id"]),
         )
 
     def _environment(

@@ -9,8 +9,15 @@ without a prefix, as Azure names them). Allocation is ``resizing`` -> ``steady``
 Each node is a directory ``<work_dir>/nodes/<nodeId>/`` laid out as on a Batch Linux node:
 ``startup/`` (the start task: ``stdout.txt``, ``stderr.txt``, ``wd/``), ``shared/``,
 ``workitems/<jobId>/job-1/<taskId>/`` (a job task: ``stdout.txt``, ``stderr.txt``, ``wd/``).
+
 Unlike Batch, the directories are kept after their pool is deleted, so finished tasks' output can
 still be read (``retentionTime`` is not enforced).
+
+A pool with ``virtualMachineConfiguration.containerConfiguration`` is container-enabled: while a node
+is ``starting`` its ``containerImageNames`` are fetched (present in the engine, or pulled); an image that
+cannot be had makes the node ``unusable`` with a ``ContainerInvalidImage`` entry in its ``errors`` (Azure:
+"The node errors property reports a failure to download a container and sets the node state to
+unusable"), and the start task does not run. Deleting a pool removes the containers left on its nodes.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 import aiohttp
 
 from batchwire import durations, timestamps
-from localbatch import runner
+from localbatch import container_tasks, runner
 from localbatch.clock import VirtualClock
 from localbatch.store import JSON, Store
 
@@ -73,6 +80,7 @@ class Pools:
         execute: bool,
         session: Callable[[], aiohttp.ClientSession],
         processes: runner.ProcessTable,
+        containers: container_tasks.ContainerHost,
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
         node_step_seconds: float,
     ) -> None:
@@ -84,6 +92,7 @@ class Pools:
         self.execute = execute
         self._session = session
         self.processes = processes
+        self.containers = containers
         self._spawn = spawn
         self.node_step_seconds = node_step_seconds
         self._events: dict[str, asyncio.Event] = {}
@@ -236,6 +245,13 @@ class Pools:
         pool = self.store.pools.get(key)
         if pool is None:
             return
+        if self.execute and container_configuration(pool) is not None:
+            error = await self._prefetch_images(container_configuration(pool) or {})
+            if error is not None:
+                node["errors"] = [container_tasks.node_error(error)]
+                self._set_node_state(node, "unusable")
+                self.signal(key)
+                return
         start_task = pool.get("startTask")
         if not start_task:
             self._set_node_state(node, "idle")
@@ -248,6 +264,17 @@ class Pools:
         if wait:
             self._set_node_state(node, "idle" if outcome.succeeded else "starttaskfailed")
         self.signal(key)
+
+    async def _prefetch_images(self, config: JSON) -> JSON | None:
+        """Fetch a container pool's ``containerImageNames``; the failure that makes the node unusable, or None."""
+        engine = await self.containers.engine()
+        if not engine.available:
+            return container_tasks.engine_unavailable(engine.reason)
+        for image in config.get("containerImageNames") or []:
+            why = await self.containers.ensure_image(engine, str(image))
+            if why is not None:
+                return container_tasks.invalid_image(str(image), why)
+        return None
 
     async def _run_start_task(self, pool: JSON, node: JSON, start_task: JSON) -> runner.Outcome:
         info: JSON = {"state": "running", "startTime": timestamps.format(self.clock.now()), "retryCount": 0}
@@ -271,6 +298,8 @@ class Pools:
                 max_retries=int(start_task.get("maxTaskRetryCount") or 0),
                 node_root=root,
                 user_env_names=frozenset(user_env),
+                container_pool=container_configuration(pool) is not None,
+                container_labels=self.containers.labels(pool_id=pool["id"], node_id=node["id"], task="starttask"),
             )
 
             def running(start: datetime, retry: int) -> None:
@@ -282,7 +311,8 @@ class Pools:
 
             outcome = await runner.run_task(
                 run, clock=self.clock, session=self._session(), processes=self.processes,
-                hooks=runner.Hooks(on_running=running), container_name=f"{node['id'][:40]}-starttask",
+                hooks=runner.Hooks(on_running=running), containers=self.containers,
+                container_name=self.containers.name_for(node["id"], "starttask"),
             )
         info.update(
             {
@@ -330,6 +360,8 @@ class Pools:
                 return str(node["id"])
             dedicated, low = self._target_nodes(pool)
             if nodes and len(nodes) >= dedicated + low and all(n["state"] in FAILED_STATES for n in nodes):
+                if nodes[0].get("errors"):
+                    raise _unusable(pool, nodes[0])
                 info = (nodes[0].get("startTaskInfo") or {})
                 exit_code = info.get("exitCode")
                 failure = info.get("failureInfo") or {}
@@ -388,6 +420,9 @@ class Pools:
         nodes = self.store.nodes.get(key, {})
         for node in nodes.values():
             self._set_node_state(node, "leavingpool")
+        pool = self.store.pools.get(key)
+        if pool is not None:
+            await self.containers.prune(pool_id=pool["id"])
         await asyncio.sleep(self.node_step_seconds)
         # The node directories stay (Batch would delete them with the VMs): locally, stdout.txt and
         # stderr.txt of finished jobs are what a developer wants to read.
@@ -416,6 +451,24 @@ class Pools:
                 n["state"] == "starting" for n in self.store.nodes.get(key, {}).values()
             ):
                 self.start_allocation(key)
+
+
+def container_configuration(pool: JSON) -> JSON | None:
+    """The pool's ``virtualMachineConfiguration.containerConfiguration`` (None: not container-enabled)."""
+    config = (pool.get("virtualMachineConfiguration") or {}).get("containerConfiguration")
+    return config if isinstance(config, dict) else None
+
+
+def _unusable(pool: JSON, node: JSON) -> PoolUnavailable:
+    """Every node of the pool is unusable with node errors (a container image that cannot be had)."""
+    error = node["errors"][0]
+    found = "; ".join(f"{d.get('name')}: {d.get('value')}" for d in error.get("errorDetails") or [])
+    return PoolUnavailable(
+        str(error.get("code")),
+        f"every node of pool {pool['id']} is unusable: {error.get('message')}" + (f" ({found})" if found else ""),
+        [{"name": "PoolId", "value": pool["id"]}, {"name": "NodeId", "value": node["id"]},
+         *error.get("errorDetails", [])],
+    )
 
 
 def base_env(node_root: Path) -> dict[str, str]:

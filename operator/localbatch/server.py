@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from batchwire import timestamps
-from localbatch import admin, api_jobs, api_pools, api_schedules
+from localbatch import admin, api_files, api_jobs, api_pools, api_schedules
 from localbatch.context import SERVICE_KEY, ServiceContext
 from localbatch.errors import BatchError
 from localbatch.faults import ConnectionReset
@@ -119,34 +119,21 @@ async def openid_configuration(request: web.Request) -> web.Response:
 
 
 async def issue_token(request: web.Request) -> web.Response:
-    """OAuth 2.0 client-credentials grant; the client secret is the account key."""
+    """OAuth 2.0 client-credentials grant with a client secret (the account key) or a federated assertion
+    (workload identity): :meth:`localbatch.tokens.TokenIssuer.token_response`."""
     svc = request.app[SERVICE_KEY]
     if svc.tokens is None:
         raise BatchError("InvalidUri", status=404, values=[("Reason", "the token endpoint needs --tls")])
     form = await request.post()
-    if form.get("grant_type") != "client_credentials":
-        return web.json_response(
-            {"error": "unsupported_grant_type", "error_description": "only client_credentials is supported"},
-            status=400,
-        )
-    secret = str(form.get("client_secret", ""))
-    if not secret or not svc.tokens.check_client_secret(secret):
-        return web.json_response(
-            {"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."},
-            status=401,
-        )
-    body = svc.tokens.issue(
-        tenant=request.match_info["tenant"],
-        client_id=str(form.get("client_id", "")),
-        scope=str(form.get("scope", "")),
-    )
-    return web.json_response(body)
+    fields = {name: str(value) for name, value in form.items()}
+    status, body = await svc.tokens.token_response(request.match_info["tenant"], fields)
+    return web.json_response(body, status=status)
 
 
 def build_app(svc: ServiceContext) -> web.Application:
     app = web.Application(middlewares=[batch_middleware], client_max_size=2 * 1024 * 1024)
     app[SERVICE_KEY] = svc
-    for method, path, name, handler in api_schedules.ROUTES + api_jobs.ROUTES + api_pools.ROUTES:
+    for method, path, name, handler in api_schedules.ROUTES + api_jobs.ROUTES + api_pools.ROUTES + api_files.ROUTES:
         app.router.add_route(method, path, handler, name=name)
     admin.add_routes(app)
     app.router.add_get(

@@ -23,7 +23,8 @@ from typing import Any
 
 from aiohttp import web
 
-from localbatch import persistence, tlscert
+from batchwire import containers
+from localbatch import container_tasks, persistence, tlscert
 from localbatch.auth import Authenticator
 from localbatch.clock import VirtualClock
 from localbatch.context import EngineProtocol, ServiceConfig
@@ -186,6 +187,7 @@ class Service:
             "certificate": str(self.cert_path) if self.cert_path else None,
             "tokenAuthority": self.base_url if self.config.tls else None,
             "pid": os.getpid(),
+            "containerLabel": f"{containers.LABEL}={container_tasks.service_id(self.work_dir)}",
         }
 
 

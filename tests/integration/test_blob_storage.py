@@ -69,7 +69,7 @@ def unique_tree(tmp_path: Path) -> tuple[Path, str]:
         target = root / f"{folder}-{suffix}"
         target.mkdir(parents=True)
         for path in source.rglob("*"):
-            if path.is_file():
+            if path.is_file() and path.name != "Containerfile":  # the sample image's recipe, not a task file
                 (target / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
                 (target / path.relative_to(source)).write_bytes(path.read_bytes())
     return root, suffix

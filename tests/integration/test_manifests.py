@@ -162,6 +162,41 @@ def test_variants_pass_a_server_dry_run(installed: str, kubeconfig: Path, varian
         assert "azure.workload.identity/client-id" in rendered and 'azure.workload.identity/use: "true"' in rendered
 
 
+def test_workload_identity_overlay_is_what_the_aks_webhook_expects(kubeconfig: Path) -> None:
+    """The overlay renders with kubectl's kustomize into what the AKS workload identity webhook acts on: the
+    ServiceAccount the Deployment runs as carries ``azure.workload.identity/client-id`` (a client id), the Pod
+    template the label ``azure.workload.identity/use: "true"`` (a string), no key is set anywhere, and the
+    federated credential docs/credentials.md tells to create names exactly this ServiceAccount."""
+    import re
+
+    import yaml
+
+    rendered = ok(kubectl(kubeconfig, "kustomize", str(MANIFESTS / "overlays/aks-workload-identity")))
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert 'azure.workload.identity/use: "true"' in rendered  # quoted: the webhook matches the string "true"
+    account_name = pod["spec"]["serviceAccountName"]
+    (account,) = [d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == account_name]
+    client_id = account["metadata"]["annotations"]["azure.workload.identity/client-id"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", client_id)
+    namespace = deployment["metadata"]["namespace"]
+    assert account["metadata"]["namespace"] == namespace
+    (container,) = pod["spec"]["containers"]
+    assert not {e["name"] for e in container.get("env", [])} & {
+        "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST"}  # the webhook's
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "batchop-config"]
+    assert {"BATCHOP_BATCH_ENDPOINT", "BATCHOP_STORAGE_URL"} <= set(config["data"])
+    set_here = set(config["data"]) | {e["name"] for e in container.get("env", [])}
+    assert not set_here & {"BATCHOP_BATCH_KEY", "AZURE_CLIENT_SECRET", "AZURE_STORAGE_CONNECTION_STRING"}
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    guide = (ROOT / "docs" / "credentials.md").read_text()
+    assert f"--subject system:serviceaccount:{namespace}:{account_name}" in guide
+    assert "--audiences api://AzureADTokenExchange" in guide and "az identity federated-credential create" in guide
+    assert '--issuer "$ISSUER"' in guide and "oidcIssuerProfile.issuerUrl" in guide
+
+
 def test_operator_fills_the_shipped_webhook_ca_bundle_with_only_its_rights(
     installed: str, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

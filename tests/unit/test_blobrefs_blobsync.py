@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_scan_of_the_sample_tree() -> None:
     containers = {c.name: c for c in blobsync.scan(REPO / "blob")}
     assert set(containers) == {"application", "input", "output"}
-    assert sorted(containers["application"].files) == ["starttask.sh", "task.sh", "wordcount.py"]
+    assert sorted(containers["application"].files) == ["Containerfile", "starttask.sh", "task.sh", "wordcount.py"]
     assert list(containers["input"].files) == ["the_star_spangled_banner.txt"]
     assert containers["output"].files == {} and containers["output"].placeholders == 1
 

@@ -152,3 +152,14 @@ spec:
           destination: {blob: {container: output, path: "wordcount/{jobId}/counts.txt"}}
 """)
     assert demo.output_location(manifest) == ("output", "wordcount/")
+
+
+def test_demo_waits_for_every_last_result_in_the_table() -> None:
+    from batchop.cli.commands.demo import _results_shown
+
+    header = "NAME   READY   STATE    LAST JOB   LAST RESULT   AGE\n"
+    assert _results_shown(header + "wc     True    active   job-1      success       3s\n")
+    assert not _results_shown(header + "wc     True    active   job-1                    3s\n")
+    assert not _results_shown(header + "a      True    active   job-1      failure       3s\n"
+                                       "b      True    active                            3s\n")
+    assert not _results_shown("No resources found\n")

@@ -17,6 +17,7 @@ from batchop.api import conditions as cond
 from batchop.api.conditions import REASON_ACCOUNT_NOT_CONFIGURED
 from batchop.batch import gateway
 from batchop.controller import status
+from batchop.spec import failures
 
 lupa = pytest.importorskip("lupa.lua51")
 
@@ -26,8 +27,8 @@ HEALTH = {"Healthy", "Progressing", "Degraded", "Suspended"}
 # Reasons that need the user to act: the gateway's terminal ones, plus the runtime's and the storage checks'
 # (batchop.blob.sas raises ContainerNotFound and StorageAuthenticationFailed as permanent).
 STORAGE_PERMANENT = {"ContainerNotFound", "StorageAuthenticationFailed"}
-TERMINAL = set(gateway.TERMINAL_REASONS) | {cond.REASON_ID_IMMUTABLE, cond.REASON_CREDENTIALS_NOT_FOUND,
-                                           REASON_ACCOUNT_NOT_CONFIGURED} | STORAGE_PERMANENT
+TERMINAL = (set(gateway.TERMINAL_REASONS) | STORAGE_PERMANENT | cond.IDENTITY_SETUP_REASONS
+            | {cond.REASON_ID_IMMUTABLE, cond.REASON_CREDENTIALS_NOT_FOUND, REASON_ACCOUNT_NOT_CONFIGURED})
 
 
 def to_lua(runtime: Any, value: Any) -> Any:
@@ -191,7 +192,8 @@ ALL_SYNCED = [None, SYNCED_OK, (cond.TRUE, cond.REASON_COMPLETED), (cond.TRUE, c
                               cond.REASON_QUOTA_REACHED, cond.REASON_CONFLICT, cond.REASON_NOT_FOUND,
                               cond.REASON_BATCH_ERROR,
                               REASON_ACCOUNT_NOT_CONFIGURED, "ContainerNotFound", "StorageAuthenticationFailed",
-                              "StorageUnavailable")]
+                              "StorageUnavailable", *sorted(cond.IDENTITY_SETUP_REASONS),
+                              cond.REASON_ENTRA_SIGN_IN_FAILED)]
 ALL_STATES = [None, "active", "disabled", "completed", "terminating", "deleting"]
 ALL_JOBS = [None, "running", "success", "failure", "scheduling-error"]
 
@@ -240,3 +242,28 @@ def test_captured_status_objects(path: Path) -> None:
     capture = yaml.safe_load(path.read_text())
     got, message = health(capture["object"])
     assert got == capture["expectedHealth"], message
+
+
+FAILED_TASK_CASES = [
+    ([{"id": "wordcount", "exitCode": 127,
+       "failureInfo": {"category": "usererror", "code": "FailureExitCode", "message": "exit code failure"}}], 1),
+    ([{"id": "render", "failureInfo": {"category": "usererror", "code": "ContainerInvalidImage",
+                                       "message": "no such image: nope:1"}},
+      {"id": "b", "exitCode": 1}], 7),
+    ([{"id": "x", "failureInfo": {"code": "TaskEnded"}}], None),
+    ([{"id": "y"}], 1),
+]
+
+
+@pytest.mark.parametrize(("tasks", "count"), FAILED_TASK_CASES)
+def test_failed_job_message_names_the_task_as_the_event_does(tasks: list[dict[str, Any]], count: int | None) -> None:
+    """The health message carries the JobFailed Event's words (batchop.spec.failures.job_detail)."""
+    obj = build(batch_state="active", job_result="failure", synced=SYNCED_OK)
+    job = obj["status"]["recentJob"]
+    job["failedTasks"] = tasks
+    if count is not None:
+        job["failedTaskCount"] = count
+    got, message = health(obj)
+    assert got == "Degraded"
+    assert message == f"Last job {job['id']} failed: {failures.job_detail(job)}"
+    assert tasks[0]["id"] in message

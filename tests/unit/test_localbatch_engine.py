@@ -276,14 +276,6 @@ async def test_start_task_success_then_node_idle_and_manager_sees_shared_dir(h: 
     assert pool_key in h.store.pools, "keepAlive keeps the auto pool"
 
 
-@pytest.mark.skipif(runner.container_engine() is not None, reason="a container engine is present here")
-async def test_container_task_without_engine_fails_clearly(h: Harness) -> None:
-    h.create_schedule("ctr", {}, spec("python -V", containerSettings={"imageName": "python:3.12-slim"}))
-    await wait_for(lambda: completed(h, "ctr:job-1"))
-    info = h.task("ctr:job-1")["executionInfo"]
-    assert info["failureInfo"]["code"] == "ContainerEngineUnavailable" and info["result"] == "failure"
-
-
 async def test_no_execute_mode_completes_tasks_with_configured_exit_code(tmp_path: Path) -> None:
     h = Harness(tmp_path, execute=False, no_execute_exit_code=5)
     await h.engine.start()

@@ -71,3 +71,19 @@ def test_cli_without_a_cluster_is_unavailable(tmp_path: Any, capsys: pytest.Capt
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert cli.main(["status", "--kubeconfig", str(tmp_path / "missing")]) == 4
     assert "no Kubernetes configuration" in capsys.readouterr().err
+
+
+def test_a_failed_last_job_says_which_task_failed_and_how_to_see_its_output() -> None:
+    ready = {"type": "Ready", "status": "True", "reason": "Active"}
+    failed = {"id": "default_wc:job-2", "state": "completed", "result": "failure",
+              "taskCounts": {"succeeded": 0, "failed": 1}, "failedTaskCount": 1,
+              "failedTasks": [{"id": "wordcount", "exitCode": 127,
+                               "failureInfo": {"category": "usererror", "code": "FailureExitCode"}}]}
+    text = statustable.render([obj("wc", state="active", recentJob=failed, conditions=[ready])], now=NOW)
+    assert ("    ! job default_wc:job-2 failed: task wordcount exited with 127 (output: batchop logs wc --stderr)"
+            in text.splitlines())
+    counted = {**failed, "failedTasks": None, "failedTaskCount": None}
+    text = statustable.render([obj("wc", state="active", recentJob=counted, conditions=[ready])], now=NOW)
+    assert "    ! job default_wc:job-2 failed: 1 task(s) failed" in text.splitlines()
+    success = {**failed, "result": "success"}
+    assert "!" not in statustable.render([obj("wc", recentJob=success, conditions=[ready])], now=NOW)

@@ -40,6 +40,29 @@ REASON_QUOTA_REACHED = "QuotaReached"
 REASON_CONFLICT = "Conflict"
 REASON_BATCH_ERROR = "BatchError"
 
+# Entra ID sign-in and authorization (workload identity on AKS): what Entra ID or Batch refused, each naming what
+# to fix in Azure or in the manifests (batchop.batch.credentials.explain_sign_in, the gateway for Batch's 403).
+# All are retried: the fix happens outside the resource (a federated credential, a role, the Pod's token file).
+REASON_FEDERATED_SUBJECT_MISMATCH = "FederatedSubjectMismatch"
+REASON_FEDERATED_AUDIENCE_MISMATCH = "FederatedAudienceMismatch"
+REASON_FEDERATED_ISSUER_MISMATCH = "FederatedIssuerMismatch"
+REASON_FEDERATED_CREDENTIAL_MISMATCH = "FederatedCredentialMismatch"
+REASON_FEDERATED_TOKEN_EXPIRED = "FederatedTokenExpired"
+REASON_FEDERATED_TOKEN_INVALID = "FederatedTokenInvalid"
+REASON_FEDERATED_TOKEN_FILE_MISSING = "FederatedTokenFileMissing"
+REASON_IDENTITY_NOT_FOUND = "IdentityNotFound"
+REASON_WORKLOAD_IDENTITY_NOT_CONFIGURED = "WorkloadIdentityNotConfigured"
+REASON_ENTRA_SIGN_IN_FAILED = "EntraSignInFailed"
+REASON_BATCH_ROLE_MISSING = "BatchRoleMissing"
+IDENTITY_SETUP_REASONS = frozenset({
+    REASON_FEDERATED_SUBJECT_MISMATCH, REASON_FEDERATED_AUDIENCE_MISMATCH, REASON_FEDERATED_ISSUER_MISMATCH,
+    REASON_FEDERATED_CREDENTIAL_MISMATCH, REASON_FEDERATED_TOKEN_EXPIRED, REASON_FEDERATED_TOKEN_INVALID,
+    REASON_FEDERATED_TOKEN_FILE_MISSING, REASON_IDENTITY_NOT_FOUND, REASON_WORKLOAD_IDENTITY_NOT_CONFIGURED,
+    REASON_BATCH_ROLE_MISSING,
+})
+"""Sign-in failures that only a change in Azure or in the manifests mends (the operator keeps retrying them, so
+that the fix is picked up without a restart): health checks show them as Degraded, not Progressing."""
+
 # The other reasons.
 REASON_SYNCED = "Synced"
 REASON_SKIPPED = "ReconcileSkipped"

@@ -189,6 +189,37 @@ def _scheduling_error() -> JSONSchema:
     )
 
 
+def _failed_tasks() -> dict[str, JSONSchema]:
+    failure = _object(
+        "Why Batch counts the task as failed (its executionInfo.failureInfo).",
+        {
+            "category": _string("usererror or servererror."),
+            "code": _string("Batch's failure code: FailureExitCode, ContainerInvalidImage, BlobAccessDenied..."),
+            "message": _string("Batch's message."),
+        },
+    )
+    task = _object(
+        "A failed task of the job.",
+        {
+            "id": _string("The task id (batchop logs --task ID shows its output)."),
+            "exitCode": _integer("The process's exit code; absent when no process ran."),
+            "failureInfo": failure,
+            "startTime": _timestamp("When the task's last attempt started."),
+            "endTime": _timestamp("When the task completed."),
+            "retryCount": _integer("How often Batch retried the task."),
+        },
+        required=["id"],
+    )
+    return {
+        "failedTasks": {
+            "description": "The first failed tasks of a failed job (at most 3), read once when it failed.",
+            "type": "array",
+            "items": task,
+        },
+        "failedTaskCount": _integer("How many tasks of the job failed in all."),
+    }
+
+
 def _kept_job() -> JSONSchema:
     return _object(
         "A finished or running job kept by the history limits.",
@@ -239,7 +270,10 @@ def _pool_status() -> JSONSchema:
 
 def status_schema() -> JSONSchema:
     """The status the operator writes (through the status subresource only)."""
-    recent_job = _object("The schedule's most recent job.", {**_job_fields(), "schedulingError": _scheduling_error()})
+    recent_job = _object(
+        "The schedule's most recent job.",
+        {**_job_fields(), "schedulingError": _scheduling_error(), **_failed_tasks()},
+    )
     return _object(
         "The observed state of the Batch job schedule, written by the operator.",
         {

@@ -44,6 +44,26 @@ class SchedulingError(TypedDict, total=False):
     message: str
 
 
+class FailureInfo(TypedDict, total=False):
+    """Why Batch counts a task as failed (its ``executionInfo.failureInfo``)."""
+
+    category: str
+    code: str
+    message: str
+
+
+class FailedTask(TypedDict, total=False):
+    """One failed task of a failed job: what ``batchop logs --task`` names and Events quote."""
+
+    id: Required[str]
+    exitCode: int
+    """Absent when the task never ran a process (a resource file, the image or the command failed first)."""
+    failureInfo: FailureInfo
+    startTime: str
+    endTime: str
+    retryCount: int
+
+
 class RecentJob(TypedDict, total=False):
     """``status.recentJob``: the schedule's most recent job."""
 
@@ -58,6 +78,10 @@ class RecentJob(TypedDict, total=False):
     taskCounts: TaskCounts
     poolId: str
     schedulingError: SchedulingError
+    failedTasks: list[FailedTask]
+    """The first few failed tasks of a failed job (at most :data:`batchop.spec.failures.SHOWN`)."""
+    failedTaskCount: int
+    """How many tasks of the job failed in all."""
 
 
 class OutputLocation(TypedDict, total=False):

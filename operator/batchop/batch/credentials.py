@@ -13,19 +13,29 @@ Rotation without restart: Secrets are re-read when the cached copy is older than
 ``secret_cache_seconds`` (default 10 s); a new ``resourceVersion`` with a different key gives a new
 credential, and :class:`Accounts` swaps the account's gateway for one using it. Every key read is
 registered with :func:`batchwire.redact.register_secret` so it never appears in a log, event or status.
+
+Entra ID: the process has one :class:`EntraCredential` (``Accounts.entra``), shared by every Batch gateway
+without a key and by the user-delegation SAS of Blob storage. It is ``DefaultAzureCredential`` unchanged (on
+AKS it finds ``AZURE_CLIENT_ID``, ``AZURE_TENANT_ID``, ``AZURE_FEDERATED_TOKEN_FILE`` and
+``AZURE_AUTHORITY_HOST`` from the workload identity webhook and signs in with ``WorkloadIdentityCredential``,
+re-reading the projected token file as kubelet refreshes it), with one addition: a failed sign-in raises a
+:class:`SignInError` whose reason and message say what to fix in Azure or in the manifests
+(:func:`explain_sign_in`), instead of an error that reads as if Batch had answered or as an outage.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from batchop.api import conditions as cond
-from batchop.batch.gateway import Gateway, Limits
+from batchop.batch.gateway import BatchError, Gateway, Limits
 from batchop.batch.settings import Settings, account_from_endpoint
 from batchwire.redact import register_secret
 
@@ -124,14 +134,204 @@ async def resolve(namespace: str, spec: Mapping[str, Any], settings: Settings, s
     return AccountRef(endpoint, account_from_endpoint(endpoint), None, source="entra")
 
 
-def make_credential(ref: AccountRef) -> Any:
+SIGN_IN_RETRY_SECONDS = 30.0
+"""Seconds before a resource whose sign-in failed is tried again: the fix is made in Azure or in the Pod, where
+the operator cannot watch for it."""
+
+_SUBJECT_FIX = (
+    "Fix in Azure: az identity federated-credential create -g RG --identity-name IDENTITY --name batchop "
+    '--issuer "$(az aks show -g RG -n CLUSTER --query oidcIssuerProfile.issuerUrl -o tsv)" --subject {subject} '
+    "--audiences api://AzureADTokenExchange; or in the manifests: run the operator under the ServiceAccount the "
+    "credential names (Deployment serviceAccountName and namespace)"
+)
+_WEBHOOK = (
+    'the AKS workload identity webhook projects it into Pods labelled azure.workload.identity/use: "true" whose '
+    "ServiceAccount is annotated azure.workload.identity/client-id (manifests/overlays/aks-workload-identity)"
+)
+
+
+@dataclass(frozen=True)
+class _Explanation:
+    """A sign-in failure as the condition shows it: the reason and a message template (fields: ``client_id``,
+    ``tenant_id``, ``token_file``, ``issuer``, ``subject``, ``audience``, ``detail``)."""
+
+    reason: str
+    text: str
+
+
+_BY_CODE: dict[str, _Explanation] = {
+    "700213": _Explanation(
+        cond.REASON_FEDERATED_SUBJECT_MISMATCH,
+        "Entra ID refused the ServiceAccount token: no federated identity credential of client {client_id} names "
+        "the subject {subject}. " + _SUBJECT_FIX,
+    ),
+    "700212": _Explanation(
+        cond.REASON_FEDERATED_AUDIENCE_MISMATCH,
+        "Entra ID refused the ServiceAccount token: its audience {audience} is not the one the federated identity "
+        "credential of client {client_id} accepts (api://AzureADTokenExchange). The file {token_file} must hold a "
+        "token for api://AzureADTokenExchange: " + _WEBHOOK + "; a volume mounted by hand needs "
+        "serviceAccountToken.audience: api://AzureADTokenExchange. Or fix the credential's --audiences in Azure",
+    ),
+    "700211": _Explanation(
+        cond.REASON_FEDERATED_ISSUER_MISMATCH,
+        "Entra ID refused the ServiceAccount token: no federated identity credential of client {client_id} trusts "
+        "its issuer {issuer}. Fix in Azure: create the credential with --issuer set to this cluster's OIDC issuer "
+        "(az aks show -g RG -n CLUSTER --query oidcIssuerProfile.issuerUrl -o tsv; az aks update "
+        "--enable-oidc-issuer turns it on)",
+    ),
+    "70021": _Explanation(
+        cond.REASON_FEDERATED_CREDENTIAL_MISMATCH,
+        "Entra ID refused the ServiceAccount token: no federated identity credential of client {client_id} matches "
+        "its issuer, subject and audience. " + _SUBJECT_FIX,
+    ),
+    "700024": _Explanation(
+        cond.REASON_FEDERATED_TOKEN_EXPIRED,
+        "Entra ID refused the ServiceAccount token in {token_file}: it is not within its valid time range. The file "
+        "must be a projected token that kubelet keeps fresh (" + _WEBHOOK + "); a copied token expires. Also check "
+        "the node's clock",
+    ),
+    "700016": _Explanation(
+        cond.REASON_IDENTITY_NOT_FOUND,
+        "Entra ID knows no identity with client id {client_id} in tenant {tenant_id}: set the ServiceAccount "
+        "annotation azure.workload.identity/client-id to the managed identity's client id (az identity show -g RG "
+        "-n IDENTITY --query clientId -o tsv) and restart the operator's Pod",
+    ),
+}
+_INVALID_TOKEN = _Explanation(
+    cond.REASON_FEDERATED_TOKEN_INVALID,
+    "Entra ID could not verify the ServiceAccount token in {token_file} with the keys its issuer {issuer} publishes: "
+    "the federated identity credential must name this cluster's OIDC issuer, and the token must come from this "
+    "cluster (" + _WEBHOOK + ")",
+)
+for _code in ("7000272", "7000274", "50027", "700027"):
+    _BY_CODE[_code] = _INVALID_TOKEN
+_FILE_MISSING = _Explanation(
+    cond.REASON_FEDERATED_TOKEN_FILE_MISSING,
+    "the federated token file {token_file} (AZURE_FEDERATED_TOKEN_FILE) does not exist: " + _WEBHOOK + ". Check "
+    "the label and the annotation, that the cluster has workload identity enabled (az aks update -g RG -n CLUSTER "
+    "--enable-workload-identity), and restart the Pod",
+)
+_NOT_CONFIGURED = _Explanation(
+    cond.REASON_WORKLOAD_IDENTITY_NOT_CONFIGURED,
+    "no Entra ID credential is configured and the Batch account has no key here: on AKS apply "
+    "manifests/overlays/aks-workload-identity (ServiceAccount annotation azure.workload.identity/client-id, Pod "
+    'label azure.workload.identity/use: "true") so that the webhook sets AZURE_CLIENT_ID, AZURE_TENANT_ID and '
+    "AZURE_FEDERATED_TOKEN_FILE; or give the account a key (spec.account.credentialsSecretRef)",
+)
+_OTHER = _Explanation(cond.REASON_ENTRA_SIGN_IN_FAILED, "Entra ID gave the operator no token: {detail}")
+
+_AADSTS = re.compile(r"AADSTS(\d+)")
+_DETAIL = re.compile(r"(AADSTS\d+:.*?)(?: Trace ID:|\\r|\\n|\r|\n|$)")
+_CLAIMS = {
+    "issuer": re.compile(r"(?:assertion issuer|Assertion Issuer:) '([^']*)'"),
+    "subject": re.compile(r"(?:assertion subject|Assertion Subject:) '([^']*)'"),
+    "audience": re.compile(r"(?:assertion audience|Assertion Audience:) '([^']*)'"),
+}
+
+
+class SignInError(BatchError):
+    """Entra ID gave no token: ``reason`` and ``message`` name what to fix; retried after
+    :data:`SIGN_IN_RETRY_SECONDS` (a :class:`~batchop.batch.gateway.BatchError`, so it reaches the condition
+    through the gateway, the reconcile and the blob resolver unchanged)."""
+
+    def __init__(self, message: str, reason: str, code: str | None = None) -> None:
+        super().__init__(message, reason=reason, terminal=False, code=code, retry_after=SIGN_IN_RETRY_SECONDS)
+
+
+def _explanation(exc: BaseException, text: str) -> tuple[_Explanation, str | None]:
+    found = _AADSTS.search(text)
+    if found:
+        return _BY_CODE.get(found.group(1), _OTHER), f"AADSTS{found.group(1)}"
+    if isinstance(exc, FileNotFoundError) or "[Errno 2]" in text:
+        return _FILE_MISSING, None
+    if "WorkloadIdentityCredential authentication unavailable" in text:
+        return _NOT_CONFIGURED, None
+    return _OTHER, None
+
+
+def _first_failure(text: str) -> str:
+    """What went wrong, from a ``DefaultAzureCredential`` message: the line of the credential that was tried
+    (``WorkloadIdentityCredential: ...``), else the whole text on one line."""
+    for line in text.splitlines():
+        if line.strip().startswith(("WorkloadIdentityCredential:", "EnvironmentCredential:")) and (
+            "unavailable" not in line
+        ):
+            return line.strip()[:600]
+    return " ".join(text.split())[:600]
+
+
+def explain_sign_in(exc: BaseException, environ: Mapping[str, str]) -> SignInError:
+    """The :class:`SignInError` for a failure of ``DefaultAzureCredential`` (or of the credential it chose)."""
+    text = str(getattr(exc, "message", None) or exc)
+    explanation, code = _explanation(exc, text)
+    detail = _DETAIL.search(text)
+    fields = {name: (m.group(1) if (m := pattern.search(text)) else "(unknown)") for name, pattern in _CLAIMS.items()}
+    fields.update(
+        client_id=environ.get("AZURE_CLIENT_ID") or "(AZURE_CLIENT_ID not set)",
+        tenant_id=environ.get("AZURE_TENANT_ID") or "(AZURE_TENANT_ID not set)",
+        token_file=environ.get("AZURE_FEDERATED_TOKEN_FILE") or "(AZURE_FEDERATED_TOKEN_FILE not set)",
+        detail=detail.group(1).strip() if detail else _first_failure(text),
+    )
+    message = explanation.text.format(**fields)
+    if detail and explanation is not _OTHER:
+        message += f". Entra ID said: {_first_sentences(detail.group(1))}"
+    return SignInError(message, explanation.reason, code)
+
+
+def _first_sentences(detail: str) -> str:
+    """An AADSTS description without the generic advice and links Entra ID appends (the message above gives
+    the specific fix, and a condition message has 1024 characters)."""
+    for boilerplate in (" Please check your", " Check your", " Please validate", " Review the documentation",
+                        " This can happen"):
+        detail = detail.split(boilerplate, 1)[0]
+    return detail.strip()
+
+
+class EntraCredential:
+    """The operator's one Entra ID credential: ``DefaultAzureCredential`` (created on first use), whose failures
+    become :class:`SignInError` (see the module docstring). An async token credential for azure-core clients."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None, factory: Callable[[], Any] | None = None) -> None:
+        self._environ = os.environ if environ is None else environ
+        self._factory = factory
+        self._inner: Any = None
+
+    def _credential(self) -> Any:
+        if self._inner is None:
+            if self._factory is not None:
+                self._inner = self._factory()
+            else:
+                from azure.identity.aio import DefaultAzureCredential
+
+                self._inner = DefaultAzureCredential()
+        return self._inner
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        try:
+            return await self._credential().get_token(*scopes, **kwargs)
+        except Exception as exc:
+            raise explain_sign_in(exc, self._environ) from exc
+
+    async def close(self) -> None:
+        if self._inner is not None:
+            await self._inner.close()
+            self._inner = None
+
+    async def __aenter__(self) -> EntraCredential:
+        return self
+
+    async def __aexit__(self, *args: Any) -> None:
+        """Nothing: the credential is shared by every client of the process; its owner (:class:`Accounts`)
+        closes it."""
+
+
+def make_credential(ref: AccountRef, entra: Any = None) -> Any:
+    """The account's key, or ``entra`` (a new :class:`EntraCredential` when None) for Entra ID."""
     if ref.key:
         from azure.core.credentials import AzureNamedKeyCredential
 
         return AzureNamedKeyCredential(ref.account_name or "", ref.key)
-    from azure.identity.aio import DefaultAzureCredential
-
-    return DefaultAzureCredential()
+    return entra if entra is not None else EntraCredential()
 
 
 class Accounts:
@@ -144,8 +344,10 @@ class Accounts:
     source.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, entra: EntraCredential | None = None) -> None:
         self.settings = settings
+        self.entra = entra if entra is not None else EntraCredential()
+        """The process's Entra ID credential, for every gateway without a key (and for Blob storage)."""
         self._gateways: dict[str, Gateway] = {}
         self._by_source: dict[tuple[str, str], str] = {}
         self._current: dict[str, str] = {}
@@ -162,7 +364,7 @@ class Accounts:
         found = self._gateways.get(ref.credential_id)
         if found is not None:
             return found
-        gateway = Gateway(ref.endpoint, make_credential(ref), limits=self.limits())
+        gateway = Gateway(ref.endpoint, make_credential(ref, self.entra), limits=self.limits())
         source = (ref.endpoint_key, ref.source.split("@", 1)[0])
         previous = self._by_source.get(source)
         if previous is not None and previous in self._gateways:
@@ -192,3 +394,4 @@ class Accounts:
     async def close(self) -> None:
         for gateway in list(self._gateways.values()) + self._retired:
             await gateway.close()
+        await self.entra.close()

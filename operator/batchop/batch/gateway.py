@@ -19,6 +19,7 @@ reconciler and the poller never touch SDK model classes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -179,6 +181,13 @@ _AUTHENTICATION = _Rule(
     "Batch refused the credentials ({code_or_status}): {message}. Check the account name and key in the "
     "credentials Secret (or the workload identity's role assignment)",
 )
+_ROLE_MISSING = _Rule(
+    cond.REASON_BATCH_ROLE_MISSING, False,
+    "Batch refused the operator's Entra ID identity ({code}: {message}): it has no role on this Batch account that "
+    "allows the request. Grant one in Azure: az role assignment create --assignee CLIENT_ID (the ServiceAccount's "
+    'azure.workload.identity/client-id) --role "Azure Batch Job Submitter" --scope "$(az batch account show -g RG '
+    '-n ACCOUNT --query id -o tsv)"; role assignments take a few minutes to apply, the operator retries',
+)
 _UNAVAILABLE = _Rule(
     cond.REASON_BATCH_UNAVAILABLE, False, "Batch is unavailable ({code_or_status}): {message}", retry_after=True
 )
@@ -200,6 +209,8 @@ def _rule(exc: HttpResponseError, answer: _Answer) -> _Rule:
     status, code = answer.status, answer.code
     if status == 401 or isinstance(exc, ClientAuthenticationError) or code == "AuthenticationFailed":
         return _AUTHENTICATION
+    if status == 403 and code == "AuthorizationFailure":  # a bearer token without a Batch role assignment
+        return _ROLE_MISSING
     if status == 409:
         if code == "JobScheduleExists":
             return _SCHEDULE_EXISTS
@@ -229,7 +240,8 @@ def classify(exc: BaseException) -> BatchError:
     """Turn any exception from the SDK into a :class:`BatchError` with reason and terminality.
 
     - 400 -> terminal ``InvalidSpec``, naming the rejected property from the error's ``values``;
-    - 401 / 403 ``AuthenticationFailed`` -> terminal ``AuthenticationFailed``; other 403 -> ``Forbidden``;
+    - 401 / 403 ``AuthenticationFailed`` -> terminal ``AuthenticationFailed``; 403 ``AuthorizationFailure`` (an
+      Entra ID identity without a Batch role) -> ``BatchRoleMissing``, retried; other 403 -> ``Forbidden``;
     - 404 -> ``NotFound`` (recoverable: callers decide what absence means);
     - 409 ``JobScheduleExists`` -> ``AlreadyExists`` (callers check ownership first),
       quota codes -> ``QuotaReached``, other 409s -> ``Conflict`` (recoverable);
@@ -478,8 +490,11 @@ class Gateway:
 
     # -- lists (paged) -------------------------------------------------------------------------------
 
-    async def _list(self, op: str, path: str, *, filter: str | None, select: list[str] | None) -> list[dict[str, Any]]:
-        """Every item of a Batch collection (``GET {path}``, all pages via ``odata.nextLink``) as wire JSON.
+    async def _list(
+        self, op: str, path: str, *, filter: str | None, select: list[str] | None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Every item of a Batch collection (``GET {path}``, all pages via ``odata.nextLink``) as wire JSON;
+        with ``limit``, only the first ``limit`` items (one page when it holds them).
 
         The request goes through the SDK client's own pipeline (``send_request``: authentication, retries,
         ``Retry-After``, metrics and the response hook), but the items are not turned into SDK models: the
@@ -488,7 +503,7 @@ class Gateway:
         wire JSON anyway. Errors raise ``HttpResponseError`` as the SDK's operations do."""
         from azure.core.rest import HttpRequest
 
-        params = {"maxresults": str(LIST_PAGE_SIZE)}
+        params = {"maxresults": str(min(limit, LIST_PAGE_SIZE) if limit else LIST_PAGE_SIZE)}
         if filter:
             params["$filter"] = filter
         if select:
@@ -503,6 +518,8 @@ class Gateway:
                 response.raise_for_status()
                 page = response.json()
                 items.extend(page.get("value") or [])
+                if limit and len(items) >= limit:
+                    return items[:limit]
                 next_link = page.get("odata.nextLink")
                 url = _with_query(next_link, {}, self.api_version) if next_link else None
             return items
@@ -548,6 +565,49 @@ class Gateway:
             await self._client.begin_delete_job(job_id)
 
         await self._call("delete_job", run)
+
+    # -- tasks and their files -------------------------------------------------------------------------
+
+    async def list_tasks(
+        self, job_id: str, *, filter: str | None = None, select: list[str] | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The job's tasks as wire JSON (``GET /jobs/{id}/tasks``); ``limit``: only the first ones, one request."""
+        path = f"/jobs/{quote(job_id, safe='')}/tasks"
+        return await self._list("list_tasks", path, filter=filter, select=select, limit=limit)
+
+    async def get_task(self, job_id: str, task_id: str) -> dict[str, Any] | None:
+        """One task as wire JSON, None when the job or the task does not exist."""
+        try:
+            return _raw(await self._call("get_task", lambda: self._client.get_task(job_id, task_id)))
+        except BatchError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    async def read_task_file(
+        self, job_id: str, task_id: str, path: str, *, start: int | None = None, end: int | None = None
+    ) -> bytes:
+        """A task file's bytes (``GET /jobs/{id}/tasks/{task}/files/{path}``), from ``start`` to ``end`` (both
+        included, ``ocp-range``) when given. Errors keep Batch's code (``FileNotFound``, ``TaskFilesUnavailable``,
+        ``TaskFilesCleanedup``, ``InvalidRange``...): the SDK raises a download's error before reading its body,
+        so it is read here for :func:`classify`."""
+        ocp_range = None
+        if start is not None:
+            ocp_range = f"bytes={start}-{'' if end is None else end}"
+
+        async def run() -> bytes:
+            try:
+                stream = await self._client.download_task_file(job_id, task_id, path, ocp_range=ocp_range)
+            except HttpResponseError as exc:
+                response: Any = exc.response  # the aio transport's response: read() is a coroutine
+                if response is not None:
+                    with contextlib.suppress(Exception):
+                        await response.read()
+                raise
+            return b"".join([chunk async for chunk in stream])
+
+        data: bytes = await self._call("read_task_file", run)
+        return data
 
     async def task_counts(self, job_id: str) -> dict[str, Any] | None:
         """The job's ``taskCounts`` (active, running, completed, succeeded, failed), None when the job is gone."""

@@ -28,14 +28,15 @@ COMMANDS: tuple[str, ...] = (
     "render",
     "import_",  # module import_.py: the subcommand is `import`
     "status",
+    "logs",
 )
 
 log = logging.getLogger("batchop")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "batchop") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="batchop",
+        prog=prog,
         description="Azure Batch job schedules as Kubernetes resources: the operator, its local stack and tools.",
     )
     parser.add_argument("--version", action="version", version=f"batchop {__version__}")
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, prog: str = "batchop") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     try:
@@ -64,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return INTERRUPTED
+
+
+def kubectl_main() -> int:
+    """``kubectl-batchop``: the same commands as a kubectl plugin (``kubectl batchop logs NAME``); kubectl finds
+    it on ``PATH`` and passes the arguments after ``batchop`` and its own environment (``KUBECONFIG``)."""
+    return main(prog="kubectl batchop")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,7 +3,8 @@
 Pure functions of the resources' JSON (as ``kubectl get bjs -o json`` returns them) and the current time, so the
 layout is unit-tested. One row per resource (READY, STATE, INTERVAL, NEXT RUN, LAST JOB, LAST RESULT, AGE),
 then, indented, one row per job in ``status.recentJobs`` (or ``status.recentJob`` when the list is empty): state,
-result, start, end, task counts and output location.
+result, start, end, task counts and output location. Marked ``!``: conditions that are not True, and why the last
+job failed (its first failed task and cause, :func:`batchop.spec.failures.job_detail`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batchop.api import conditions
+from batchop.spec import failures
 from batchwire import timestamps
 
 NONE = "<none>"
@@ -114,12 +116,19 @@ def job_rows(obj: Mapping[str, Any]) -> list[list[str]]:
 
 
 def problems(obj: Mapping[str, Any]) -> list[str]:
-    """The message of each condition that is not True (what to fix), for display under the row."""
+    """The message of each condition that is not True (what to fix), and why the last job failed with the command
+    that shows its output, for display under the row."""
     out = []
     for type_ in (conditions.SYNCED, conditions.READY):
         cond = _condition(obj, type_)
         if cond and cond.get("status") != conditions.TRUE and cond.get("message"):
             out.append(f"{type_} {cond.get('status')} ({cond.get('reason')}): {cond.get('message')}")
+    job = (obj.get("status") or {}).get("recentJob") or {}
+    if job.get("result") == "failure":
+        line = f"job {job.get('id')} failed: {failures.job_detail(job)}"
+        if job.get("failedTasks"):
+            line += f" (output: batchop logs {(obj.get('metadata') or {}).get('name')} --stderr)"
+        out.append(line)
     return out
 
 

@@ -4,12 +4,16 @@ Resolution itself (Secret, endpoint, operator defaults) and the gateways per cre
 :mod:`batchop.batch.credentials`. This keeps, per account, the spec of a resource that used it (the last
 one Batch answered), so the account's poller can re-resolve the credentials each cycle: a rotated Secret
 gives a new gateway without a restart and without waiting for a reconcile.
+
+It also hands out the process's one Entra ID credential (:attr:`AccountResolver.entra`): the Batch gateways
+without a key and the Blob storage user-delegation SAS sign in with the same identity (on AKS: workload
+identity), so one token file, one token cache and one set of sign-in errors serve both.
 """
 
 from __future__ import annotations
 
 from batchop.api.types import Spec
-from batchop.batch.credentials import AccountRef, Accounts, CredentialError, SecretSource, resolve
+from batchop.batch.credentials import AccountRef, Accounts, CredentialError, EntraCredential, SecretSource, resolve
 from batchop.batch.gateway import Gateway
 from batchop.batch.settings import Settings
 from batchop.controller.reconcile.view import ObjectView
@@ -23,6 +27,11 @@ class AccountResolver:
         self.secrets = secrets
         self.accounts = Accounts(settings)
         self._specs: dict[str, tuple[str, Spec]] = {}  # endpoint -> (namespace, spec) to re-resolve
+
+    @property
+    def entra(self) -> EntraCredential:
+        """The Entra ID credential of every account without a key, for Blob storage too."""
+        return self.accounts.entra
 
     async def resolve(self, view: ObjectView) -> AccountRef:
         """The resource's account and credential. Raises :class:`~batchop.batch.credentials.CredentialError`."""

@@ -40,9 +40,12 @@ def storage_defaults(environ: Mapping[str, str] | None = None) -> dict[str, str]
 class BlobResolver:
     """Resolves the blob references of a resource's job specification (see the module docstring)."""
 
-    def __init__(self, secrets: SecretSource, defaults: Mapping[str, str]) -> None:
+    def __init__(self, secrets: SecretSource, defaults: Mapping[str, str], *, credential: Any = None) -> None:
+        """``credential``: the process's Entra ID credential for user-delegation SAS (the one the Batch gateways
+        use, :attr:`batchop.controller.accounts.AccountResolver.entra`); None lets each minter make its own."""
         self.secrets = secrets
         self.defaults = defaults
+        self.credential = credential
 
     async def __call__(
         self, obj: ObjectView, job_spec: Mapping[str, Any], schedule_id: str
@@ -53,7 +56,7 @@ class BlobResolver:
         storage = obj.spec.get("storage") or {}
         try:
             secret_data = await self._secret_data(obj)
-            minter = sas.minter_for(storage, secret_data, self.defaults)
+            minter = sas.minter_for(storage, secret_data, self.defaults, credential=self.credential)
             expiry = sas.expiry_for(storage, now=datetime.now(UTC), minter=minter)
             resolved = await blobrefs.resolve(job_spec, minter=minter, schedule_id=schedule_id, expiry=expiry)
         except BatchError:

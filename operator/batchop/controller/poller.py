@@ -9,7 +9,11 @@ Every ``resync_interval`` seconds (default 30) one cycle does, for all the accou
    so that costs one request per job *transition*, not per schedule per cycle;
 3. ``GET /jobs/{id}/taskcounts`` for jobs that changed state, plus at most ``task_count_refreshes``
    running jobs per cycle (round-robin), so counts of long jobs move without a request per job per cycle;
-4. ``GET /pools`` with ``$select`` (and ``id eq`` filters when few), only when a recent job has a pool.
+4. ``GET /pools`` with ``$select`` (and ``id eq`` filters when few), only when a recent job has a pool;
+5. ``GET /jobs/{id}/tasks?$filter=executionInfo/result eq 'failure'&$select=id,executionInfo&maxresults=3``
+   once for a recent job that just failed with failed tasks, so that ``status.recentJob.failedTasks`` and the
+   ``JobFailed`` Event name the first failed task and its cause (a status that already names them, after a
+   restart, is reused instead).
 
 At steady state (nothing running, nothing changing) a cycle is 2 requests (schedules + jobs), plus 1
 for pools when auto pools exist. Each resource's status is computed with
@@ -41,6 +45,7 @@ from batchop.controller.reconcile.ownership import owns
 from batchop.controller.tracking import Tracked
 from batchop.kube.status_writer import StatusWriter
 from batchop.observability import memory
+from batchop.spec import failures
 from batchwire import timestamps
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,9 @@ class PollGateway(hist.HistoryGateway, Protocol):
         self, *, filter: str | None = None, select: list[str] | None = None
     ) -> list[dict[str, Any]]: ...
     async def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+    async def list_tasks(
+        self, job_id: str, *, filter: str | None = None, select: list[str] | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]: ...
 
 
 PostEvent = Callable[[Tracked, st.EventSpec], Awaitable[None]]
@@ -154,6 +162,7 @@ class Poller:
         self._jobs: dict[str, dict[str, Any]] = {}  # job id (lower) -> last seen wire job
         self._counts: dict[str, dict[str, Any]] = {}  # job id (lower) -> task counts
         self._pools: dict[str, dict[str, Any]] = {}
+        self._failed: dict[str, dict[str, Any]] = {}  # job id (lower) -> {failedTasks, failedTaskCount}
         self._rr = 0
         self.history = hist.History()  # the job listing, history limits and status.recentJobs
         self.cycles = 0
@@ -216,6 +225,7 @@ class Poller:
         recent_ids = self._recent_job_ids(members, schedules)
         changed = await self._update_jobs(gateway, jobs, running, recent_ids)
         await self._refresh_counts(gateway, running, recent_ids, changed)
+        await self._read_failures(gateway, members, schedules)
         await self._list_pools(gateway)
         await self.history.step(
             gateway,
@@ -264,6 +274,7 @@ class Poller:
             if key not in recent_ids:
                 self._jobs.pop(key, None)
                 self._counts.pop(key, None)
+                self._failed.pop(key, None)
         return changed
 
     async def _refresh_counts(
@@ -285,6 +296,37 @@ class Poller:
             counts = await gateway.task_counts(self._jobs[key]["id"])
             if counts is not None:
                 self._counts[key] = counts
+
+    async def _read_failures(
+        self, gateway: PollGateway, members: list[Tracked], schedules: Mapping[str, dict[str, Any]]
+    ) -> None:
+        """The first failed tasks of each recent job that failed with failed tasks: one filtered, projected
+        listing per job, once (a status that already names them is reused: no request after a restart)."""
+        for member in members:
+            rid = self.history.recent_job_id(member.schedule_id, schedules.get((member.schedule_id or "").lower()))
+            key = rid.lower() if rid else ""
+            job, counts = self._jobs.get(key), self._counts.get(key)
+            if job is None or key in self._failed or st.job_result(job, counts) != "failure":
+                continue
+            failed = int((counts or {}).get("failed") or 0)
+            if failed == 0:
+                continue  # a scheduling error: no task ran to name
+            shown = (self.writer.known(member.namespace, member.name) or {}).get("recentJob") or {}
+            if str(shown.get("id", "")).lower() == key and shown.get("failedTasks"):
+                self._failed[key] = {"failedTasks": shown["failedTasks"],
+                                     "failedTaskCount": shown.get("failedTaskCount") or failed}
+                continue
+            try:
+                tasks = await gateway.list_tasks(str(job["id"]), filter=failures.FAILED_FILTER,
+                                                 select=list(failures.TASK_SELECT), limit=failures.SHOWN)
+            except BatchError as err:
+                if err.status == 404:
+                    self._failed[key] = {}  # the job is gone: nothing left to name
+                else:
+                    log.warning("could not list the failed tasks of job %s: %s", job["id"], err)
+                continue
+            count = max(failed, len(tasks))
+            self._failed[key] = {"failedTasks": failures.failed_tasks(tasks), "failedTaskCount": count}
 
     async def _list_pools(self, gateway: PollGateway) -> None:
         """The pools of the recent jobs, only when there are any."""
@@ -386,6 +428,7 @@ class Poller:
             pool=self._pools.get(pool_id.lower()) if pool_id else None,
             previous=previous,
             generation=member.generation,
+            failed=self._failed.get(rid.lower()) if rid else None,
         )
         conditions = fields.pop("conditions")
         fields["recentJobs"] = self.history.recent.get(member.key) if schedule is not None else None

@@ -65,7 +65,8 @@ class Runtime:
         self.accounts = AccountResolver(settings, self.secrets)
         self.events = EventPoster(kube)
         self.outcomes = OutcomeWriter(self.writer, self.events)
-        self.blobs = BlobResolver(self.secrets, storage_defaults() if storage is None else storage)
+        self.blobs = BlobResolver(self.secrets, storage_defaults() if storage is None else storage,
+                                  credential=self.accounts.entra)
         self.cleanup = OrphanCleanup()
         self.repair = Repairer(kube, self.reconcile)
         self.retry = RetryScheduler(kube, self.secrets, self.repair, settings.resync_interval)

@@ -22,6 +22,7 @@ from typing import Any, cast
 
 from batchop.api import conditions as cond
 from batchop.api.types import Condition, PoolStatus, RecentJob, Status
+from batchop.spec import failures
 
 POLLER_FIELDS = (
     "state",
@@ -69,9 +70,15 @@ def job_result(job: Mapping[str, Any], task_counts: Mapping[str, Any] | None) ->
 
 
 def recent_job(
-    job: Mapping[str, Any] | None, task_counts: Mapping[str, Any] | None, job_id: str | None = None
+    job: Mapping[str, Any] | None,
+    task_counts: Mapping[str, Any] | None,
+    job_id: str | None = None,
+    failed: Mapping[str, Any] | None = None,
 ) -> RecentJob | None:
-    """The ``status.recentJob`` subtree from a wire job (or just its id when only that is known)."""
+    """The ``status.recentJob`` subtree from a wire job (or just its id when only that is known).
+
+    ``failed`` (``{failedTasks, failedTaskCount}``, read once when the job failed) names the failed tasks of a
+    failed job, so that its status says which task failed and why without another request."""
     if job is None:
         return {"id": job_id} if job_id else None
     info = job.get("executionInfo") or {}
@@ -90,6 +97,9 @@ def recent_job(
     error = info.get("schedulingError")
     if isinstance(error, Mapping):
         out["schedulingError"] = {k: error.get(k) for k in ("category", "code", "message") if error.get(k) is not None}
+    if failed and out["result"] == "failure" and failed.get("failedTasks"):
+        out["failedTasks"] = list(failed["failedTasks"])
+        out["failedTaskCount"] = failed.get("failedTaskCount")
     return cast(RecentJob, {k: v for k, v in out.items() if v is not None})
 
 
@@ -139,16 +149,18 @@ def observed_status(
     pool: Mapping[str, Any] | None,
     previous: Mapping[str, Any],
     generation: int | None = None,
+    failed: Mapping[str, Any] | None = None,
 ) -> Status:
     """The poller-owned status fields (see the module docstring) plus the ``Ready`` condition as
-    ``{"conditions": [ready]}``; ``lastSyncTime`` is left to the caller."""
+    ``{"conditions": [ready]}``; ``lastSyncTime`` is left to the caller. ``failed``: the recent job's failed
+    tasks (:func:`recent_job`)."""
     out: Status = {}
     if schedule is not None:
         info = schedule.get("executionInfo") or {}
         out["state"] = schedule.get("state")
         out["nextRunTime"] = info.get("nextRunTime")
         recent_id = (info.get("recentJob") or {}).get("id")
-        rj = recent_job(job, task_counts, recent_id)
+        rj = recent_job(job, task_counts, recent_id, failed)
         out["recentJob"] = rj
         out["lastScheduleTime"] = (rj.get("creationTime") if rj else None) or previous.get("lastScheduleTime")
         last_ok = previous.get("lastSuccessfulTime")
@@ -186,10 +198,7 @@ def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[EventSpe
         if new_job["result"] == "success":
             events.append(EventSpec("Normal", "JobSucceeded", f"job {new_job.get('id')} succeeded"))
         else:
-            counts = new_job.get("taskCounts") or {}
-            detail = (new_job.get("schedulingError") or {}).get(
-                "message"
-            ) or f"{counts.get('failed', 0)} task(s) failed"
+            detail = failures.job_detail(new_job)
             events.append(EventSpec("Warning", "JobFailed", f"job {new_job.get('id')} failed: {detail}"))
     if new.get("state") == "completed" and old.get("state") != "completed":
         events.append(EventSpec("Normal", "ScheduleCompleted", "the Batch schedule has completed"))

@@ -6,6 +6,11 @@ passes in one real minute), uploads the sample ``blob/`` tree with ``batchop blo
 and prints the word-count result read back from the output container with ``batchop blob get``. Ctrl-C
 stops the stack; ``--keep`` leaves it running; ``--once`` stops it after the first result.
 
+``--containers`` runs the containerised sample instead: the word-count image is built from
+``blob/application/Containerfile`` on the local base image (``localhost/batchop-wordcount:1``, also tagged
+``myregistry.azurecr.io/wordcount:1``, the name the example uses) and ``examples/schedule-container.yaml``
+is applied unchanged: the local Batch service runs the job manager task in that image.
+
 The stack is :mod:`devstack` (with :mod:`localbatch`), which an installation from the operator image does not
 include: it is imported when the demo runs (:mod:`batchop.cli.localstack`), not when the parser is built.
 """
@@ -54,8 +59,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--once", action="store_true", help="end (and stop the stack) after the first result")
     parser.add_argument("--timeout", type=float, default=600.0,
                         help="seconds to wait for the first result before giving up (default: 600)")
-    parser.add_argument("--schedule", type=Path, default=REPO / "examples" / "schedule.yaml",
-                        help="the BatchJobSchedule manifest to apply (default: examples/schedule.yaml)")
+    parser.add_argument("--containers", action="store_true",
+                        help="the containerised sample: build the word-count image (blob/application/Containerfile) "
+                        "and apply examples/schedule-container.yaml, whose task runs in it")
+    parser.add_argument("--schedule", type=Path, default=None,
+                        help="the BatchJobSchedule manifest to apply (default: examples/schedule.yaml, with "
+                        "--containers examples/schedule-container.yaml)")
     parser.add_argument("--blob-dir", type=Path, default=REPO / "blob",
                         help="the tree to upload, one container per top-level folder (default: blob/)")
     parser.set_defaults(func=run)
@@ -123,10 +132,14 @@ def run(args: argparse.Namespace) -> int:
     with localstack.required():
         from devstack import kube, stack
 
+    if args.schedule is None:
+        args.schedule = REPO / "examples" / ("schedule-container.yaml" if args.containers else "schedule.yaml")
     missing = missing_parts(args.schedule, args.blob_dir)
     if missing:
         raise CLIError("the demo cannot run in this checkout yet; missing: " + "; ".join(missing), UNAVAILABLE)
     container, prefix = output_location(args.schedule)
+    if args.containers:
+        _prepare_images()
     info = stack.up(args.dir, time_scale=args.time_scale)
     keep = args.keep
     try:
@@ -150,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         lines = got.stdout.splitlines()
         print("\n".join(lines[:TOP]) + (f"\n... ({len(lines)} lines in all)" if len(lines) > TOP else ""))
         if args.once:
+            _show_job_result(info)
             return OK
         if keep:
             print(f"\nthe stack keeps running: . {devenv.env_file(Path(info.dir))}; stop it with: batchop dev down "
@@ -164,6 +178,20 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if not keep:
             stack.down(args.dir)
+
+
+def _prepare_images() -> None:
+    """The container engine and the sample's image, before the stack starts (the first run builds the local
+    base image: about a minute, with progress)."""
+    with localstack.required():
+        from devstack import images, product_images
+
+    engine = images.ensure_engine()
+    print(f"container engine: {engine.describe()}")
+    built = product_images.ensure_wordcount_image()
+    state = f"built in {built.seconds:g} s" if built.built else "up to date"
+    print(f"image {built.image} = {', '.join(built.aliases)} ({built.size_mb:g} MB, {state}; "
+          "from blob/application/Containerfile)")
 
 
 def _watch_until_result(info: StackInfo, container: str, prefix: str, seen: set[str], timeout: float,
@@ -191,6 +219,29 @@ def _watch_until_result(info: StackInfo, container: str, prefix: str, seen: set[
         time.sleep(3)
     raise CLIError(f"no output in container {container!r} within {timeout:.0f} s; see the operator and Batch "
                    f"logs in {Path(info.dir) / 'logs'} and `kubectl describe batchschedules`", FAILURE)
+
+
+def _show_job_result(info: StackInfo, timeout: float = 60.0) -> None:
+    """Print ``kubectl get batchschedules`` once every schedule's LAST RESULT is in: the output blob can land a
+    poll cycle before the operator mirrors the job's result, and a newcomer's last table should show it."""
+    from devstack import kube
+
+    deadline = time.monotonic() + timeout
+    while True:
+        table = kube.kubectl(Path(info.kubeconfig), "get", "batchschedules").stdout
+        if _results_shown(table) or time.monotonic() >= deadline:
+            print(f"\n$ kubectl get batchschedules   ({time.strftime('%H:%M:%S')})\n{table}", end="")
+            return
+        time.sleep(1)
+
+
+def _results_shown(table: str) -> bool:
+    """Whether every row of ``kubectl get batchschedules`` has a LAST RESULT."""
+    lines = table.splitlines()
+    if len(lines) < 2 or "LAST RESULT" not in lines[0]:
+        return False
+    start = lines[0].index("LAST RESULT")
+    return all(line[start:start + 1].strip() for line in lines[1:] if line.strip())
 
 
 def _without_age(table: str) -> list[list[str]]:

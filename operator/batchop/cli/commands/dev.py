@@ -1,9 +1,10 @@
 """``batchop dev``: the local stack (etcd + kube-apiserver, Azurite, local Batch service, operator).
 
 ``batchop dev setup`` installs the prerequisites (Debian packages, a kube-apiserver built once from Debian's
-source and cached under ``~/.cache/batchop/``, Azurite from npm into the same cache). ``batchop dev up``
-starts the stack in the background and writes ``<dir>/env``; ``batchop dev status`` shows what runs;
-``batchop dev down`` stops everything it started.
+source and cached under ``~/.cache/batchop/``, Azurite from npm into the same cache, a container engine with
+the local base image and the word-count sample's image). ``batchop dev up`` starts the stack in the
+background and writes ``<dir>/env``; ``batchop dev status`` shows what runs and on which container engine;
+``batchop dev down`` stops everything it started and removes the containers and untagged images it left.
 
 The stack itself is :mod:`devstack`, which an installation from the operator image does not include: it is
 imported when an action runs (:mod:`batchop.cli.localstack`), so ``batchop dev --help`` works everywhere.
@@ -58,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     down = actions.add_parser("down", help="stop everything the stack started",
                               description="Stop every process of the stack in --dir (operator, Batch service, "
-                              "Azurite, kube-apiserver, etcd), then remove its data; logs are kept.")
+                              "Azurite, kube-apiserver, etcd), then remove its data, the containers its Batch "
+                              "service left and the untagged images the stack built; logs are kept.")
     _dir_flag(down)
     down.set_defaults(func=_down)
 
@@ -69,13 +71,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     status.add_argument("--json", action="store_true", help="print JSON (secrets redacted)")
     status.set_defaults(func=_status)
 
-    setup = actions.add_parser("setup", help="install prerequisites (apt packages, kube-apiserver build, Azurite)",
+    setup = actions.add_parser("setup", help="install prerequisites (apt packages, kube-apiserver build, Azurite, "
+                               "container engine, images)",
                                description="Install what the stack needs: Debian packages etcd-server, openssl "
                                "(and kubernetes-client when no kubectl is on PATH), the packages to build "
                                "kube-apiserver (golang-go, rsync, make, golang-github-modern-go-reflect2-dev), "
                                "kube-apiserver itself (built once, ~5 min on 2 cores, cached under "
-                               "~/.cache/batchop/), and Azurite (npm, into the same cache). apt-get needs root; "
-                               "otherwise the error names the command to run.")
+                               "~/.cache/batchop/), Azurite (npm, into the same cache), a container engine "
+                               "(docker when its daemon answers, else podman and runc), the local base image "
+                               "localhost/batchop-base:bookworm (debootstrap, built once, ~1 min) and the "
+                               "word-count sample's image. apt-get needs root; otherwise the error names the "
+                               "command to run.")
     setup.set_defaults(func=_setup)
 
 
@@ -131,6 +137,7 @@ def _status(args: argparse.Namespace) -> int:
     if info is not None:
         for line in info.missing:
             print(f"not started: {line}")
+        print(f"container engine: {stack.describe_engine(info.container_engine)}")
         print(f"env: {Path(info.dir) / devenv.ENV_FILE}")
     return OK if ok else FAILURE
 

@@ -36,8 +36,8 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _api(kubeconfig: str | None, context: str | None) -> tuple[Any, str]:
-    """A CustomObjectsApi and the context's default namespace."""
+def api(kubeconfig: str | None, context: str | None) -> tuple[Any, str]:
+    """A CustomObjectsApi and the context's default namespace (``batchop logs`` reads the cluster the same way)."""
     from kubernetes import client, config
 
     try:
@@ -85,8 +85,8 @@ def read(api: Any, *, namespace: str | None, name: str | None) -> list[dict[str,
 def run(args: argparse.Namespace) -> int:
     if args.all_namespaces and args.name:
         raise CLIError("NAME cannot be used with -A: name a namespace with -n", 2)
-    api, default_namespace = _api(args.kubeconfig, args.context)
+    custom, default_namespace = api(args.kubeconfig, args.context)
     namespace = None if args.all_namespaces else (args.namespace or default_namespace)
-    objects = read(api, namespace=namespace, name=args.name)
+    objects = read(custom, namespace=namespace, name=args.name)
     sys.stdout.write(statustable.render(objects, all_namespaces=args.all_namespaces, jobs=not args.no_jobs))
     return OK
