@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.stack",
     "tests.fixtures.batch",
     "tests.fixtures.operator",
+    "tests.fixtures.containers",
 ]
 
 _FOLDER_MARKS = {"unit": pytest.mark.unit, "integration": pytest.mark.integration, "e2e": pytest.mark.e2e}

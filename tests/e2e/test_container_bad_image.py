@@ -19,20 +19,11 @@ from typing import Any
 import pytest
 
 from batchwire import containers
-from devstack import images, system
 from localbatch import container_tasks
 from tests.e2e.test_logs import add_secret, apply, bjs, finished_job, schedule
 from tests.fixtures.operator import wait_for
 
 MISSING = "localhost/batchop-no-such-image:404"
-
-
-@pytest.fixture(scope="module")
-def engine() -> containers.Engine:
-    try:
-        return images.ensure_engine()
-    except system.PrerequisiteError as exc:
-        pytest.fail(f"no container engine for the container tests: {exc}", pytrace=False)
 
 
 @pytest.fixture(scope="module")

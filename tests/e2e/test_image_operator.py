@@ -39,7 +39,7 @@ import yaml
 from azure.storage.blob import BlobServiceClient
 
 from batchwire import containers
-from devstack import images, product_images, system
+from devstack import product_images
 from tests.e2e.test_wordcount import LYRICS, parse_tsv, true_counts
 from tests.fixtures.operator import resource_namespace, wait_for
 
@@ -113,14 +113,6 @@ def http_get(port: int, path: str) -> tuple[int, str]:
             return response.status, response.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, ""
-
-
-@pytest.fixture(scope="module")
-def engine() -> containers.Engine:
-    try:
-        return images.ensure_engine()
-    except system.PrerequisiteError as exc:
-        pytest.fail(f"no container engine for the image test: {exc}", pytrace=False)
 
 
 @pytest.fixture(scope="module")

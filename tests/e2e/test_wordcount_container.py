@@ -25,21 +25,13 @@ import yaml
 from azure.storage.blob import BlobServiceClient
 
 from batchwire import containers
-from devstack import images, procs, product_images, stack, system
+from devstack import procs, product_images, stack
 from localbatch import container_tasks
 from tests.e2e.test_wordcount import LYRICS, output_jobs, parse_tsv, true_counts
 from tests.fixtures.operator import resource_namespace, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "schedule-container.yaml"
-
-
-@pytest.fixture(scope="module")
-def engine() -> containers.Engine:
-    try:
-        return images.ensure_engine()
-    except system.PrerequisiteError as exc:
-        pytest.fail(f"no container engine for the container word count: {exc}", pytrace=False)
 
 
 @pytest.fixture(scope="module")

@@ -19,19 +19,11 @@ from pathlib import Path
 import pytest
 
 from batchwire import containers
-from devstack import images, product_images, system
+from devstack import product_images
 from tests.e2e.test_wordcount import LYRICS, parse_tsv, true_counts
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_TAG = "localhost/batchop-image-test:prune"
-
-
-@pytest.fixture(scope="module")
-def engine() -> containers.Engine:
-    try:
-        return images.ensure_engine()
-    except system.PrerequisiteError as exc:
-        pytest.fail(f"no container engine for the image tests: {exc}", pytrace=False)
 
 
 def run(engine: containers.Engine, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

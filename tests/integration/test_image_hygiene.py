@@ -16,17 +16,9 @@ from pathlib import Path
 import pytest
 
 from batchwire import containers
-from devstack import images, product_images, stack, system
+from devstack import images, product_images, stack
 from localbatch import container_tasks
 from tests.fixtures.operator import wait_for
-
-
-@pytest.fixture(scope="module")
-def engine() -> containers.Engine:
-    try:
-        return images.ensure_engine()
-    except system.PrerequisiteError as exc:
-        pytest.fail(f"no container engine for the hygiene tests: {exc}", pytrace=False)
 
 
 @pytest.fixture

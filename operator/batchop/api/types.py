@@ -64,8 +64,8 @@ class FailedTask(TypedDict, total=False):
     retryCount: int
 
 
-class RecentJob(TypedDict, total=False):
-    """``status.recentJob``: the schedule's most recent job."""
+class JobSummary(TypedDict, total=False):
+    """What status says of any job: the fields ``status.recentJob`` and ``status.recentJobs`` items share."""
 
     id: Required[str]
     state: str
@@ -77,6 +77,11 @@ class RecentJob(TypedDict, total=False):
     """``success`` or ``failure`` once the job completed."""
     taskCounts: TaskCounts
     poolId: str
+
+
+class RecentJob(JobSummary, total=False):
+    """``status.recentJob``: the schedule's most recent job."""
+
     schedulingError: SchedulingError
     failedTasks: list[FailedTask]
     """The first few failed tasks of a failed job (at most :data:`batchop.spec.failures.SHOWN`)."""
@@ -92,18 +97,9 @@ class OutputLocation(TypedDict, total=False):
     url: str
 
 
-class KeptJob(TypedDict, total=False):
+class KeptJob(JobSummary, total=False):
     """One item of ``status.recentJobs``: a job kept by the history limits."""
 
-    id: Required[str]
-    state: str
-    creationTime: str
-    startTime: str
-    endTime: str
-    terminateReason: str
-    result: str
-    taskCounts: TaskCounts
-    poolId: str
     output: OutputLocation
 
 
