@@ -43,6 +43,8 @@ METRICS: dict[str, list[Metric]] = {
         ("Kubernetes creates alone (s)", lambda r: r.get("kube_create_seconds")),
         ("operator CPU (s)", lambda r: r.get("operator_cpu_seconds")),
         ("operator RSS at the end (MiB)", lambda r: r.get("operator_rss_mib")),
+        ("operator peak RSS (MiB)", lambda r: r.get("operator_peak_rss_mib")),
+        ("operator CPU per resource (ms)", lambda r: 1000 * r["operator_cpu_seconds"] / r["n"]),
         ("Kubernetes writes per resource", _per("kube_writes")),
         ("Batch requests per resource", lambda r: sum(r["batch_requests"].values()) / r["n"]),
     ],
@@ -59,7 +61,11 @@ METRICS: dict[str, list[Metric]] = {
 
 
 def worktree(ref: str, parent: Path) -> tuple[Path, str]:
-    """A detached worktree of ``ref`` under ``parent``; returns it and the commit's short hash."""
+    """A detached worktree of ``ref`` under ``parent``; returns it and the commit's short hash. ``ref`` may
+    also be a directory holding a checkout (a commit plus uncommitted changes, to A/B one change alone):
+    it is used as it is, labelled by its name."""
+    if Path(ref).is_dir():
+        return Path(ref).resolve(), Path(ref).name
     commit = subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, check=True, capture_output=True,
                             text=True).stdout.strip()
     tree = parent / commit
@@ -97,8 +103,8 @@ def table(bench: str, runs: dict[str, list[dict[str, Any]]], labels: dict[str, s
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--a", required=True, help="the commit before (git ref)")
-    parser.add_argument("--b", default="HEAD", help="the commit after (git ref, default HEAD)")
+    parser.add_argument("--a", required=True, help="the commit before (git ref, or a checkout's directory)")
+    parser.add_argument("--b", default="HEAD", help="the commit after (git ref or directory, default HEAD)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--markdown", action="store_true", help="write the table into docs/performance.md")
     parser.add_argument("bench", choices=sorted(METRICS))
@@ -114,8 +120,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"ab: round {round_}/{args.rounds}, {side.upper()} ({trees[side][1]})", flush=True)
                     runs[side].append(harness.stamp(run_once(trees[side][0], args.bench, args.args)))
         finally:
-            for tree, _ in trees.values():
-                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
+            for side, (tree, _) in trees.items():
+                if not Path(getattr(args, side)).is_dir():
+                    subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False)
     labels = {side: trees[side][1] for side in ("a", "b")}
     text = table(args.bench, runs, labels)
     data = {"machine": info, "labels": labels, "args": args.args, "rounds": args.rounds, "runs": runs}

@@ -143,6 +143,7 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
         kube = harness.diff_counts(stack.request_counts(), kube_before)
         counts = batch.counts()
         rss = operator.rss_mib()
+        peak = harness.proc_hwm_mib(operator.pid)
     finally:
         operator.stop()
     state = batch.state()
@@ -152,11 +153,13 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
         "kube_create_seconds": round(created, 3), "ratio": round(total / floor_seconds, 2),
         "batch_requests": {op: v["total"] for op, v in counts.items()},
         "kube_requests": kube, "kube_writes": harness.writes(kube), "operator_cpu_seconds": round(cpu, 2),
-        "operator_rss_mib": round(rss, 1), "schedules_in_batch": schedules, "progress": progress[-40:],
+        "operator_rss_mib": round(rss, 1), "operator_peak_rss_mib": round(peak, 1),
+        "schedules_in_batch": schedules, "progress": progress[-40:],
     }
     print(f"N={n} run {run}: operator {total:.2f}s (kube creates {created:.2f}s), floor {floor_seconds:.2f}s, "
           f"ratio {total / floor_seconds:.2f}, Batch requests {sum(result['batch_requests'].values())}, "
-          f"kube writes {result['kube_writes']}, RSS {rss:.0f} MiB, schedules {schedules}", flush=True)
+          f"kube writes {result['kube_writes']}, CPU {cpu:.1f}s, RSS {rss:.0f} MiB (peak {peak:.0f}), "
+          f"schedules {schedules}", flush=True)
     if schedules != n:
         raise AssertionError(f"{schedules} schedules in Batch for {n} resources")
     return result
@@ -175,8 +178,8 @@ throttling, not a cost of the design)."""
 
 def table(results: list[dict[str, Any]]) -> str:
     lines = ["| N | operator (s) | floor: async SDK (s) | ratio | kube creates alone (s) "
-             "| ratio to kube creates + floor | Batch requests | Kubernetes writes | operator CPU (s) "
-             "| RSS at end (MiB) |", "|---" * 10 + "|"]
+             "| ratio to kube creates + floor | Batch requests | Kubernetes writes per resource "
+             "| operator CPU (s) | CPU per resource (ms) | RSS at end (MiB) | peak RSS (MiB) |", "|---" * 12 + "|"]
     for n in sorted({r["n"] for r in results}):
         rows = [r for r in results if r["n"] == n]
 
@@ -186,12 +189,17 @@ def table(results: list[dict[str, Any]]) -> str:
 
         for r in rows:
             r["ratio_kube"] = round(r["operator_seconds"] / (r["kube_create_seconds"] + r["floor_seconds"]), 2)
+            r["writes_per_resource"] = round(r["kube_writes"] / r["n"], 3)
+            r["cpu_ms_per_resource"] = round(1000 * r["operator_cpu_seconds"] / r["n"], 2)
+        peaks = [float(r["operator_peak_rss_mib"]) for r in rows if r.get("operator_peak_rss_mib")]
+        peak = harness.summary(peaks)["median"] if peaks else float("nan")
         batch_req = harness.summary([float(sum(r["batch_requests"].values())) for r in rows])
         lines.append(
             f"| {n:,} | {cell('operator_seconds')} | {cell('floor_seconds')} | {cell('ratio')} "
             f"| {cell('kube_create_seconds')} | {cell('ratio_kube')} | {batch_req['median']:.0f} "
-            f"| {cell('kube_writes', '{:.0f}')} "
-            f"| {cell('operator_cpu_seconds', '{:.1f}')} | {cell('operator_rss_mib', '{:.0f}')} |"
+            f"| {cell('writes_per_resource')} "
+            f"| {cell('operator_cpu_seconds', '{:.1f}')} | {cell('cpu_ms_per_resource', '{:.1f}')} "
+            f"| {cell('operator_rss_mib', '{:.0f}')} | {peak:.0f} |"
         )
     return "\n".join(lines)
 

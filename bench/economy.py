@@ -67,15 +67,15 @@ def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: h
     """
     if cycles_from_lists:
         first = _cycle_marks(batch)
-        harness.wait_until(lambda: _cycle_marks(batch) > first, 3 * interval + 120, 0.05, "a poll cycle to start")
+        harness.wait_until(lambda: _cycle_marks(batch) > first, 3 * interval + 600, 0.05, "a poll cycle to start")
     batch_before = batch.counts()
     kube_before = stack.request_counts()
     cpu_before = operator.cpu_seconds()
     start = time.monotonic()
     if cycles_from_lists:
         target = _cycle_marks(batch) + cycles
-        harness.wait_until(lambda: _cycle_marks(batch) >= target, cycles * (3 * interval + 120), 0.05,
-                           f"{cycles} poll cycles")
+        harness.wait_until(lambda: _cycle_marks(batch) >= target, cycles * (3 * interval + 600), 0.05,
+                           f"{cycles} poll cycles")  # generous: a cycle of 10,000 on a loaded machine takes minutes
     else:
         time.sleep(seconds)
     elapsed = time.monotonic() - start

@@ -131,6 +131,14 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_hwm_mib(pid: int) -> float:
+    """Peak resident set size of ``pid`` in MiB (``VmHWM``): the high-water mark of a burst."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def proc_rss_mib(pid: int) -> float:
     """Resident set size of ``pid`` in MiB (``VmRSS``)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = harness.LocalBatchProc(work / "batch")
     namespace = f"mem-{int(time.time()) % 100000}"
     dump = work / "snapshot.json"
+    stop: Any = None
     try:
         stack.create_namespace(namespace)
         operator = harness.OperatorProc.batchop(
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         operator.env["BATCHOP_TRACEMALLOC_OUT"] = str(dump)
         operator.env["BATCHOP_TRACEMALLOC_FRAMES"] = str(args.frames)
         operator.start()
+        stop = operator.stop
         time.sleep(args.resync * 2)  # idle cycles with nothing tracked
         empty = snapshot(operator, dump)
         empty_rss = operator.rss_mib()
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         full_rss = operator.rss_mib()
         operator.stop()
     finally:
+        if stop is not None:
+            stop()  # also when a wait timed out: never leave the operator running
         batch.stop()
         stack.stop()
 

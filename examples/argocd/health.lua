@@ -2,24 +2,33 @@
 -- Install: argocd-cm key resource.customizations.health.azurebatch.dev_BatchJobSchedule (see
 -- examples/argocd/argocd-cm-patch.yaml and docs/install.md). Lua 5.1 (Argo CD's gopher-lua).
 --
--- How status maps to health (docs/troubleshooting.md explains the conditions and reasons):
---   Degraded     an error the user must fix: Synced or Ready False with reason InvalidSpec, AlreadyExists,
---                AuthenticationFailed, Forbidden, ScheduleIdImmutable, CredentialsNotFound,
---                AccountNotConfigured, ContainerNotFound, StorageAuthenticationFailed or a workload-identity
---                set-up error (Federated*Mismatch, FederatedToken*, IdentityNotFound,
---                WorkloadIdentityNotConfigured, BatchRoleMissing); or the schedule's
---                most recent job failed (until a later job succeeds: the message names the first failed
---                task and its cause, as the JobFailed Event does); or reconcile-policy: skip and Batch
---                has no such schedule.
+-- How status maps to health (docs/operator.md has the table of every condition reason):
+--   Degraded     Stalled=True for the current generation (kstatus' Failed): a person must act. The
+--                operator sets it for an invalid spec, an id owned by someone else, refused or missing
+--                credentials, a missing blob container, a workload-identity set-up error, a quota
+--                (QuotaReached, ActiveJobAndScheduleQuotaReached) and a job that cannot run
+--                (QuotaExceeded, AllocationFailed, StartTaskFailed, JobStuck: the message says what to
+--                do; it clears by itself when Batch recovers). Statuses without Stalled (written before
+--                the operator wrote it) are judged by the same reasons (TERMINAL below) on Synced or
+--                Ready. Also: the schedule's most recent job failed (until a later job succeeds: the
+--                message names the first failed task and its cause, as the JobFailed Event does); or
+--                reconcile-policy: skip and Batch has no such schedule.
 --   Suspended    spec.suspend is true and Batch reports the schedule disabled (Ready reason Suspended).
---   Progressing  no status yet; the operator has not yet applied the current generation; a recoverable
---                error it is retrying (Throttled, BatchUnavailable, Conflict, QuotaReached ...); the
---                schedule being created, suspended, resumed, terminated or deleted.
+--   Progressing  no status yet, or Ready Unknown (the first pass runs); the operator has not yet applied
+--                the current generation; Reconciling=True: a recoverable error it is retrying (Throttled,
+--                BatchUnavailable, Conflict ...); the schedule being created, suspended, resumed,
+--                terminated or deleted (also during Batch's terminating and deleting windows).
 --   Healthy      the schedule exists in Batch as declared (Ready True: Active or Completed) and its last
 --                job, if any, did not fail. Healthy as soon as the schedule exists, before its first run.
 local hs = {}
 
 local TERMINAL = {
+  QuotaReached = true,
+  ActiveJobAndScheduleQuotaReached = true,
+  QuotaExceeded = true,
+  AllocationFailed = true,
+  StartTaskFailed = true,
+  JobStuck = true,
   InvalidSpec = true,
   AlreadyExists = true,
   AuthenticationFailed = true,
@@ -87,6 +96,7 @@ local spec = obj.spec or {}
 local generation = obj.metadata and obj.metadata.generation or nil
 local ready = condition(status, "Ready")
 local synced = condition(status, "Synced")
+local stalled = condition(status, "Stalled")
 
 if ready == nil and synced == nil then
   hs.status = "Progressing"
@@ -94,38 +104,47 @@ if ready == nil and synced == nil then
   return hs
 end
 
--- 1. Terminal errors: the spec, the credentials or the id must change.
-if synced ~= nil and synced.status == "False" and TERMINAL[synced.reason] and not lags(synced, generation) then
-  hs.status = "Degraded"
-  hs.message = describe(synced)
-  return hs
-end
-if ready ~= nil and ready.status == "False" and TERMINAL[ready.reason] then
-  hs.status = "Degraded"
-  hs.message = describe(ready)
-  return hs
+-- 1. Stalled: a person must act (the spec, credentials, a quota, the pool's image or start task).
+if stalled ~= nil then
+  if stalled.status == "True" and not lags(stalled, generation) then
+    hs.status = "Degraded"
+    hs.message = describe(stalled)
+    return hs
+  end
+else
+  -- a status written before the operator wrote Stalled: the same reasons, on Synced or Ready
+  if synced ~= nil and synced.status == "False" and TERMINAL[synced.reason] and not lags(synced, generation) then
+    hs.status = "Degraded"
+    hs.message = describe(synced)
+    return hs
+  end
+  if ready ~= nil and ready.status == "False" and TERMINAL[ready.reason] then
+    hs.status = "Degraded"
+    hs.message = describe(ready)
+    return hs
+  end
 end
 
--- 2. Observe-only resources (reconcile-policy: skip): health is what Batch reports.
+-- 2. Observe-only resources (reconcile-policy: skip): health is what Batch reports (a missing schedule is
+--    Stalled in statuses that have it, rule 1).
 local skipped = synced ~= nil and synced.reason == "ReconcileSkipped"
-if skipped and ready ~= nil and ready.status == "False" and ready.reason == "NotFound" then
+if stalled == nil and skipped and ready ~= nil and ready.status == "False" and ready.reason == "NotFound" then
   hs.status = "Degraded"
   hs.message = "Observe only (reconcile-policy: skip), and " .. describe(ready)
   return hs
 end
 
--- 3. The operator has not caught up with the latest spec edit yet.
-if not skipped then
-  local observed = status.observedGeneration
-  if generation ~= nil and (observed == nil or observed < generation) then
-    hs.status = "Progressing"
-    if synced ~= nil and synced.status == "False" then
-      hs.message = "Applying generation " .. generation .. ": " .. describe(synced)
-    else
-      hs.message = "Applying generation " .. generation
-    end
-    return hs
+-- 3. The operator has not caught up with the latest spec edit yet (an observe-only resource written before
+--    observedGeneration was written on every outcome has none: it is not waited for).
+local observed = status.observedGeneration
+if generation ~= nil and ((observed == nil and not skipped) or (observed ~= nil and observed < generation)) then
+  hs.status = "Progressing"
+  if synced ~= nil and synced.status == "False" then
+    hs.message = "Applying generation " .. generation .. ": " .. describe(synced)
+  else
+    hs.message = "Applying generation " .. generation
   end
+  return hs
 end
 
 -- 4. Suspension (spec.suspend), once Batch reports the schedule disabled.

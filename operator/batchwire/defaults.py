@@ -21,6 +21,13 @@ Sources (recorded real traffic of the azure-batch SDK's own tests, Azure/azure-s
 The job manager task's defaults (``killJobOnCompletion true``, ``runExclusive true``,
 ``allowLowPriorityNode true``, ``requiredSlots 1``, task constraints and the auto-user identity) are
 the REST reference's documented defaults, returned like the job preparation task's above.
+
+The same recordings at API 2025-06-01 (``Azure/azure-sdk-assets``, ``python/sdk/batch``) add: the job
+release task reads back with ``id jobrelease``, ``maxWallClockTime PT15M``, ``retentionTime P7D`` and the
+auto-user identity (read in the 2025-03 tag of ``test_batch_jobs[sync]``, commit 0e06986); the job
+manager's ``constraints.maxTaskRetryCount`` defaults to the job's; an auto pool's
+``taskSchedulingPolicy`` reads back with ``jobDefaultOrder none`` (these two as reported from the
+2025-06-01 tags; the order after ``nodeFillType`` is assumed).
 """
 
 from __future__ import annotations
@@ -73,6 +80,15 @@ JOB_MANAGER_TASK_DEFAULTS: dict[str, Any] = {
     "requiredSlots": 1,
 }
 
+JOB_RELEASE_TASK_DEFAULTS: dict[str, Any] = {
+    "id": "jobrelease",
+    "maxWallClockTime": "PT15M",
+    "retentionTime": "P7D",
+    "userIdentity": AUTO_USER_DEFAULT,
+}
+
+TASK_SCHEDULING_POLICY_DEFAULTS: dict[str, Any] = {"nodeFillType": "Spread", "jobDefaultOrder": "none"}
+
 AUTO_POOL_SPECIFICATION_DEFAULTS: dict[str, Any] = {"keepAlive": False}
 
 AUTO_POOL_DEFAULTS: dict[str, Any] = {
@@ -104,6 +120,15 @@ def _task_defaults(task: dict[str, Any], extra: dict[str, Any] | None = None) ->
     return out
 
 
+def _release_defaults(task: dict[str, Any]) -> dict[str, Any]:
+    """A job release task as Batch reads it back: ``id``, ``commandLine``, then the defaults, then the rest."""
+    order = {"id": task.get("id", "jobrelease"), "commandLine": task.get("commandLine")}
+    out = _with_defaults(task, {**order, **JOB_RELEASE_TASK_DEFAULTS, "id": order["id"]})
+    if out.get("commandLine") is None:
+        out.pop("commandLine")
+    return out
+
+
 def apply_auto_pool_defaults(auto: dict[str, Any]) -> dict[str, Any]:
     """A copy of an ``autoPoolSpecification`` with Batch's read-time defaults."""
     out = copy.deepcopy(auto)
@@ -114,6 +139,9 @@ def apply_auto_pool_defaults(auto: dict[str, Any]) -> dict[str, Any]:
         out["pool"] = _with_defaults(pool, {"vmSize": pool.get("vmSize"), **AUTO_POOL_DEFAULTS})
         if out["pool"].get("vmSize") is None:
             out["pool"].pop("vmSize")
+        policy = out["pool"].get("taskSchedulingPolicy")
+        if isinstance(policy, dict):
+            out["pool"]["taskSchedulingPolicy"] = _with_defaults(policy, TASK_SCHEDULING_POLICY_DEFAULTS)
     return out
 
 
@@ -123,12 +151,17 @@ def apply_job_specification_defaults(spec: dict[str, Any]) -> dict[str, Any]:
     out["constraints"] = _with_defaults(out.get("constraints") or {}, JOB_CONSTRAINTS_DEFAULTS)
     manager = out.get("jobManagerTask")
     if isinstance(manager, dict):
-        out["jobManagerTask"] = _task_defaults(manager, JOB_MANAGER_TASK_DEFAULTS)
+        retries = out["constraints"].get("maxTaskRetryCount", 0)
+        inherited = {**manager, "constraints": {"maxTaskRetryCount": retries, **(manager.get("constraints") or {})}}
+        out["jobManagerTask"] = _task_defaults(inherited, JOB_MANAGER_TASK_DEFAULTS)
     preparation = out.get("jobPreparationTask")
     if isinstance(preparation, dict):
         out["jobPreparationTask"] = _task_defaults(
             preparation, {"id": "jobpreparation", "waitForSuccess": True, "rerunOnNodeRebootAfterSuccess": True}
         )
+    release = out.get("jobReleaseTask")
+    if isinstance(release, dict):
+        out["jobReleaseTask"] = _release_defaults(release)
     pool_info = out.get("poolInfo")
     if isinstance(pool_info, dict) and isinstance(pool_info.get("autoPoolSpecification"), dict):
         out["poolInfo"] = {

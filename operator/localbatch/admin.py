@@ -1,7 +1,7 @@
 """The admin API under ``/_emulator/`` (outside the Batch API; never faulted).
 
 Allowed without credentials from loopback clients; from anywhere else the request must carry
-``X-Emulator-Key: <account key>``.
+``X-Emulator-Key: <account key>`` (either key).
 
 - ``GET  /_emulator/health``: ``{"status": "ok"}``
 - ``GET  /_emulator/info``: endpoint, account, time scale, virtual time, work dir, engine, TLS
@@ -20,11 +20,19 @@ Allowed without credentials from loopback clients; from anywhere else the reques
 - ``GET  /_emulator/entra`` / ``POST {"accessTokenLifetimeSeconds": n, "clientsWithoutBatchRole": [ids]}``:
   access-token lifetime, identities the Batch API refuses with 403 ``AuthorizationFailure`` (no role
   assignment), and (GET) the credentials and the sign-in log of the token endpoint
+- ``GET  /_emulator/quotas`` / ``POST`` (any subset of ``dedicatedCores``, ``lowPriorityCores``,
+  ``activeJobsAndSchedules``, ``dedicatedCoresPerVMFamily``; null = unlimited): the account's quotas
+  (:mod:`localbatch.quotas`); pools short of their target try again after a change
+- ``GET  /_emulator/allocation-failures`` / ``POST {"vmSize", "code", "message"}`` / ``DELETE``
+  (``?vmSize=`` for one): pools of that VM size get that resize error and no node
+- ``GET  /_emulator/windows`` / ``POST {"terminatingSeconds", "deletingSeconds"}``: Batch seconds jobs and
+  schedules stay ``terminating`` / ``deleting`` (:mod:`localbatch.windows`)
+- ``GET  /_emulator/keys``: ``{"primary", "secondary"}``; ``POST /_emulator/keys/regenerate
+  {"keyName": "primary"|"secondary"}``: a new key replaces that one (the old one stops working)
 """
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from datetime import timedelta
 from typing import Any
@@ -49,7 +57,7 @@ def _authorize(request: web.Request) -> None:
     except ValueError:
         pass
     sent = request.headers.get("X-Emulator-Key", "")
-    if not hmac.compare_digest(sent.encode(), _svc(request).config.key.encode()):
+    if not _svc(request).keys.matches(sent):
         raise web.HTTPForbidden(text="admin API: call from loopback or send X-Emulator-Key: <account key>\n")
 
 
@@ -186,6 +194,85 @@ async def set_entra(request: web.Request) -> web.Response:
     return web.json_response(tokens.settings_json())
 
 
+def _limits_changed(svc: ServiceContext) -> None:
+    notify = getattr(svc.engine, "limits_changed", None)
+    if callable(notify):
+        notify()
+
+
+async def get_quotas(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response(_svc(request).limits.to_json())
+
+
+async def set_quotas(request: web.Request) -> web.Response:
+    """Set any of ``dedicatedCores``, ``lowPriorityCores``, ``activeJobsAndSchedules``,
+    ``dedicatedCoresPerVMFamily`` (null clears); pools short of their target then try again."""
+    _authorize(request)
+    svc = _svc(request)
+    try:
+        svc.limits.update(await _json(request))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"admin API: {exc}\n") from None
+    _limits_changed(svc)
+    return web.json_response(svc.limits.to_json())
+
+
+async def get_allocation_failures(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response(_svc(request).limits.failures_json())
+
+
+async def add_allocation_failure(request: web.Request) -> web.Response:
+    """``{"vmSize", "code" (default AllocationFailed), "message"}``: pools of that size get no node."""
+    _authorize(request)
+    svc = _svc(request)
+    try:
+        failure = svc.limits.add_failure(await _json(request))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"admin API: {exc}\n") from None
+    return web.json_response(failure, status=201)
+
+
+async def clear_allocation_failures(request: web.Request) -> web.Response:
+    _authorize(request)
+    svc = _svc(request)
+    svc.limits.clear_failures(request.query.get("vmSize"))
+    _limits_changed(svc)
+    return web.json_response(svc.limits.failures_json())
+
+
+async def get_windows(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response(_svc(request).windows.to_json())
+
+
+async def set_windows(request: web.Request) -> web.Response:
+    _authorize(request)
+    svc = _svc(request)
+    try:
+        svc.windows.update(await _json(request))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"admin API: {exc}\n") from None
+    return web.json_response(svc.windows.to_json())
+
+
+async def get_keys(request: web.Request) -> web.Response:
+    _authorize(request)
+    return web.json_response(_svc(request).keys.to_json())
+
+
+async def regenerate_key(request: web.Request) -> web.Response:
+    """``{"keyName": "primary"|"secondary"}``: that key is replaced at once (the old one stops working)."""
+    _authorize(request)
+    svc = _svc(request)
+    try:
+        keys = svc.keys.regenerate(str((await _json(request)).get("keyName", "")).lower())
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"admin API: {exc}\n") from None
+    return web.json_response(keys)
+
+
 def add_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/_emulator/health", health, name="admin_health")
@@ -204,3 +291,13 @@ def add_routes(app: web.Application) -> None:
                       name="admin_remove_federated_credentials")
     router.add_get("/_emulator/entra", get_entra, name="admin_entra")
     router.add_post("/_emulator/entra", set_entra, name="admin_set_entra")
+    router.add_get("/_emulator/quotas", get_quotas, name="admin_quotas")
+    router.add_post("/_emulator/quotas", set_quotas, name="admin_set_quotas")
+    router.add_get("/_emulator/allocation-failures", get_allocation_failures, name="admin_allocation_failures")
+    router.add_post("/_emulator/allocation-failures", add_allocation_failure, name="admin_add_allocation_failure")
+    router.add_delete("/_emulator/allocation-failures", clear_allocation_failures,
+                      name="admin_clear_allocation_failures")
+    router.add_get("/_emulator/windows", get_windows, name="admin_windows")
+    router.add_post("/_emulator/windows", set_windows, name="admin_set_windows")
+    router.add_get("/_emulator/keys", get_keys, name="admin_keys")
+    router.add_post("/_emulator/keys/regenerate", regenerate_key, name="admin_regenerate_key")

@@ -141,7 +141,7 @@ async def delete_job(request: web.Request) -> web.Response:
         raise BatchError("JobBeingDeleted")
     now = svc.clock.now()
     set_state(obj, "deleting", timestamps.format(now))
-    svc.store.touch(obj, now)
+    svc.store.mark_changed()  # GET answers deleting with the ETag from before the delete, as Azure
     svc.engine.delete_job(key)
     return empty(202)
 
@@ -150,7 +150,7 @@ async def get_job_task_counts(request: web.Request) -> web.Response:
     svc = service(request)
     key, _obj = _find(request)
     counts = svc.engine.counts(key)
-    return json_response({"odata.metadata": f"{svc.base_url}/$metadata#taskcounts/@Element", **counts})
+    return json_response({"odata.metadata": f"{svc.base_url}/$metadata#taskcountsresult/@Element", **counts})
 
 
 async def list_tasks(request: web.Request) -> web.Response:

@@ -1,6 +1,6 @@
 """Pool and compute-node operations: list / get / exists / delete pools (auto pools included),
-list and get nodes (their ``state``, ``errors``, ``startTaskInfo``). Pools and nodes are created and moved
-through their states by the engine."""
+list and get nodes (their ``state``, ``errors``, ``startTaskInfo``), and the account's node counts per pool
+(``GET /nodecounts``). Pools and nodes are created and moved through their states by the engine."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from localbatch.responses import (
     entity_headers,
     entity_response,
     entity_url,
+    json_response,
     list_response,
 )
 
@@ -86,11 +87,45 @@ async def get_node(request: web.Request) -> web.Response:
     return entity_response(request, node, f"{svc.base_url}/pools/{pool['id']}/nodes/{node['id']}", "nodes")
 
 
+# Node states as ``BatchNodeCounts`` names them (List Pool Node Counts).
+_COUNT_NAMES = {
+    "creating": "creating", "idle": "idle", "offline": "offline", "preempted": "preempted",
+    "rebooting": "rebooting", "reimaging": "reimaging", "running": "running", "starting": "starting",
+    "starttaskfailed": "startTaskFailed", "leavingpool": "leavingPool", "unknown": "unknown",
+    "unusable": "unusable", "waitingforstarttask": "waitingForStartTask", "deallocated": "deallocated",
+    "deallocating": "deallocating", "upgradingos": "upgradingOS",
+}
+
+
+def _node_counts(nodes: list[JSON]) -> JSON:
+    counts = dict.fromkeys(_COUNT_NAMES.values(), 0)
+    for node in nodes:
+        name = _COUNT_NAMES.get(str(node.get("state", "")).lower(), "unknown")
+        counts[name] += 1
+    counts["total"] = len(nodes)
+    return counts
+
+
+async def list_pool_node_counts(request: web.Request) -> web.Response:
+    """``GET /nodecounts``: per pool, dedicated and low-priority nodes by state."""
+    svc = service(request)
+    value = []
+    for key, pool in sorted(svc.store.pools.items()):
+        nodes = list(svc.store.nodes.get(key, {}).values())
+        value.append({
+            "poolId": pool["id"],
+            "dedicated": _node_counts([n for n in nodes if n.get("isDedicated", True)]),
+            "lowPriority": _node_counts([n for n in nodes if not n.get("isDedicated", True)]),
+        })
+    return json_response({"odata.metadata": f"{svc.base_url}/$metadata#poolnodecounts", "value": value})
+
+
 ROUTES: list[tuple[str, str, str, Any]] = [
     ("GET", "/pools", "list_pools", list_pools),
     ("GET", "/pools/{poolId}", "get_pool", get_pool),
     ("HEAD", "/pools/{poolId}", "pool_exists", pool_exists),
     ("DELETE", "/pools/{poolId}", "delete_pool", delete_pool),
+    ("GET", "/nodecounts", "list_pool_node_counts", list_pool_node_counts),
     ("GET", "/pools/{poolId}/nodes", "list_nodes", list_nodes),
     ("GET", "/pools/{poolId}/nodes/{nodeId}", "get_node", get_node),
 ]

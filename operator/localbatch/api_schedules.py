@@ -189,7 +189,7 @@ async def enable_job_schedule(request: web.Request) -> web.Response:
 async def terminate_job_schedule(request: web.Request) -> web.Response:
     key, obj = _set_schedule_state(request, "terminating")
     service(request).engine.terminate_schedule(key)
-    _ = truthy(request.query.get("force"))  # accepted; termination is immediate here anyway
+    _ = truthy(request.query.get("force"))  # accepted; the terminating window is the same either way
     return empty(202, _write_headers(request, obj, "/terminate"))
 
 
@@ -201,7 +201,7 @@ async def delete_job_schedule(request: web.Request) -> web.Response:
         raise BatchError("JobScheduleBeingDeleted")
     now = svc.clock.now()
     set_state(obj, "deleting", timestamps.format(now))
-    svc.store.touch(obj, now)
+    svc.store.mark_changed()  # GET answers deleting with the ETag from before the delete, as Azure
     svc.engine.delete_schedule(key)
     return empty(202)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
@@ -81,12 +82,51 @@ def _fail(detail: str) -> BatchError:
     return BatchError("AuthenticationFailed", [("AuthenticationErrorDetail", detail)])
 
 
+class AccountKeys:
+    """The account's two keys, as a Batch account has them: both sign requests until one is regenerated.
+
+    Key rotation on Azure: clients move to the secondary key, the primary is regenerated (the old
+    primary stops working at once), and later the other way round. ``regenerate`` replaces one key
+    with a new random 64-byte key, base64 as the portal shows it.
+    """
+
+    NAMES = ("primary", "secondary")
+
+    def __init__(self, primary: str, secondary: str) -> None:
+        self._keys = {"primary": primary, "secondary": secondary}
+        self._decoded = {name: base64.b64decode(value) for name, value in self._keys.items()}
+
+    def to_json(self) -> dict[str, str]:
+        return dict(self._keys)
+
+    def get(self, name: str) -> str:
+        return self._keys[name]
+
+    def decoded(self) -> list[bytes]:
+        """Both keys' bytes, primary first."""
+        return [self._decoded[name] for name in self.NAMES]
+
+    def matches(self, sent: str) -> bool:
+        """Whether ``sent`` is one of the current keys (admin API ``X-Emulator-Key``)."""
+        return any(hmac.compare_digest(sent.encode(), value.encode()) for value in self._keys.values())
+
+    def regenerate(self, name: str) -> dict[str, str]:
+        """Replace key ``name`` (``primary`` or ``secondary``) by a new random key; return both."""
+        if name not in self.NAMES:
+            raise ValueError("keyName must be primary or secondary")
+        fresh = secrets.token_bytes(64)
+        self._keys[name] = base64.b64encode(fresh).decode()
+        self._decoded[name] = fresh
+        return self.to_json()
+
+
 class Authenticator:
     """Checks the ``Authorization`` header of a Batch API request."""
 
-    def __init__(self, account: str, key_b64: str, tokens: TokenIssuer | None = None) -> None:
+    def __init__(self, account: str, keys: AccountKeys | str, tokens: TokenIssuer | None = None) -> None:
+        """``keys``: the account's keys, or one base64 key (then it is both the primary and the secondary)."""
         self.account = account
-        self.key = base64.b64decode(key_b64)
+        self.keys = keys if isinstance(keys, AccountKeys) else AccountKeys(keys, keys)
         self.tokens = tokens
 
     def verify(self, method: str, raw_target: str, headers: Mapping[str, str]) -> str:
@@ -128,16 +168,15 @@ class Authenticator:
                 "(allowed: 15 minutes from the server's time)."
             )
         expected_text = string_to_sign(method, raw_target, headers, self.account)
-        expected = sign(self.key, expected_text)
-        if not hmac.compare_digest(expected, signature):
-            encoded = encoded_target(raw_target)
-            if encoded != raw_target and hmac.compare_digest(
-                sign(self.key, string_to_sign(method, encoded, headers, self.account)), signature
-            ):
+        encoded = encoded_target(raw_target)
+        candidates = [expected_text]
+        if encoded != raw_target:
+            candidates.append(string_to_sign(method, encoded, headers, self.account))
+        for key in self.keys.decoded():
+            if any(hmac.compare_digest(sign(key, text), signature) for text in candidates):
                 return f"sharedkey:{account}"
-            shown = expected_text.replace("\n", "\\n")
-            raise _fail(
-                f"The MAC signature found in the HTTP request '{signature}' is not the same as any computed "
-                f"signature. Server used following string to sign: '{shown}'."
-            )
-        return f"sharedkey:{account}"
+        shown = expected_text.replace("\n", "\\n")
+        raise _fail(
+            f"The MAC signature found in the HTTP request '{signature}' is not the same as any computed "
+            f"signature. Server used following string to sign: '{shown}'."
+        )

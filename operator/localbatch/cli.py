@@ -5,9 +5,11 @@ Contract (others script against it)::
     batchop emulator [--host 127.0.0.1] [--port 8090] [--account devbatch] [--key BASE64]
                      [--time-scale 1] [--no-execute] [--no-execute-exit-code 0] [--work-dir DIR]
                      [--state-file F] [--fault-rate 0] [--fault-codes 429,503] [--latency-ms 0]
-                     [--tls]
+                     [--tls] [--secondary-key BASE64] [--dedicated-core-quota N]
+                     [--low-priority-core-quota N] [--active-jobs-and-schedules-quota N] (alias --job-quota)
+                     [--terminating-window S] [--deleting-window S]
 
-On start the first line on stdout is one JSON object (``endpoint``, ``account``, ``key``,
+On start the first line on stdout is one JSON object (``endpoint``, ``account``, ``key``, ``secondaryKey``,
 ``admin``, ``certificate``, ``tokenAuthority``, ``workDir``, ``pid``), then a few lines for people.
 ``--port 0`` picks a free port (read it from that first line). SIGTERM or SIGINT stop it cleanly:
 no new requests, engine stopped (task processes killed), state file written; exit code 0.
@@ -29,9 +31,10 @@ from pathlib import Path
 
 from batchwire import logs, redact
 from localbatch import __version__
-from localbatch.context import DEFAULT_KEY, ServiceConfig
+from localbatch.context import DEFAULT_KEY, DEFAULT_SECONDARY_KEY, ServiceConfig
 from localbatch.faults import parse_codes
 from localbatch.service import Service
+from localbatch.windows import DEFAULT_DELETING_SECONDS, DEFAULT_TERMINATING_SECONDS
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -47,7 +50,8 @@ DESCRIPTION = (
 )
 EPILOG = (
     "Admin API (no credentials from loopback): GET /_emulator/health, /info, /counts, /faults, /clock, "
-    "/state; POST /_emulator/faults, /clock, /reset; DELETE /_emulator/counts. "
+    "/state, /quotas, /allocation-failures, /windows, /keys; POST /_emulator/faults, /clock, /reset, /quotas, "
+    "/allocation-failures, /windows, /keys/regenerate; DELETE /_emulator/counts, /allocation-failures. "
     "Docs: docs/local-batch-service.md"
 )
 
@@ -70,6 +74,20 @@ def _scale(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("--time-scale must be > 0 (240 makes PT4H last one real minute)")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("a quota must be 0 or more")
+    return value
+
+
+def _window(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("a window must be 0 or more Batch seconds")
     return value
 
 
@@ -102,6 +120,11 @@ def _add_service_arguments(parser: argparse.ArgumentParser) -> None:
         "--key",
         default=DEFAULT_KEY,
         help="account key, base64 (default: a fixed, documented development key; never use it in Azure)",
+    )
+    parser.add_argument(
+        "--secondary-key",
+        default=DEFAULT_SECONDARY_KEY,
+        help="the account's secondary key, base64 (default: a fixed development key); both keys sign requests",
     )
     parser.add_argument(
         "--time-scale",
@@ -144,10 +167,39 @@ def _add_fault_arguments(parser: argparse.ArgumentParser) -> None:
         "--retry-after", type=int, default=1, help="Retry-After seconds on injected 429/503 (default: 1)"
     )
     parser.add_argument(
-        "--job-quota",
-        type=int,
-        default=0,
-        help="active jobs + job schedules allowed, 0 = unlimited (beyond: 409 ActiveJobAndScheduleQuotaReached)",
+        "--active-jobs-and-schedules-quota",
+        type=_count,
+        default=None,
+        help="active jobs + job schedules allowed (default unlimited; beyond: 409 ActiveJobAndScheduleQuotaReached)",
+    )
+    parser.add_argument(
+        "--job-quota", type=int, default=0, help="old name of --active-jobs-and-schedules-quota (0 = unlimited)"
+    )
+    parser.add_argument(
+        "--dedicated-core-quota",
+        type=_count,
+        default=None,
+        help="dedicated cores of the account (default unlimited); pools beyond it get resizeErrors "
+        "AccountCoreQuotaReached and only the nodes that fit",
+    )
+    parser.add_argument(
+        "--low-priority-core-quota",
+        type=_count,
+        default=None,
+        help="low-priority (Spot) cores of the account (default unlimited)",
+    )
+    parser.add_argument(
+        "--terminating-window",
+        type=_window,
+        default=DEFAULT_TERMINATING_SECONDS,
+        help=f"Batch seconds a job or schedule stays terminating (default {DEFAULT_TERMINATING_SECONDS:g}, as Azure)",
+    )
+    parser.add_argument(
+        "--deleting-window",
+        type=_window,
+        default=DEFAULT_DELETING_SECONDS,
+        help=f"Batch seconds a deleted job or schedule still answers GET as deleting (default "
+        f"{DEFAULT_DELETING_SECONDS:g}, as Azure)",
     )
 
 
@@ -175,6 +227,12 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
         retry_after=args.retry_after,
         tls=args.tls,
         job_quota=args.job_quota,
+        secondary_key=args.secondary_key,
+        dedicated_core_quota=args.dedicated_core_quota,
+        low_priority_core_quota=args.low_priority_core_quota,
+        active_jobs_and_schedules_quota=args.active_jobs_and_schedules_quota,
+        terminating_window=args.terminating_window,
+        deleting_window=args.deleting_window,
     )
 
 
@@ -185,6 +243,7 @@ def banner(svc: Service) -> str:
             "endpoint": svc.base_url,
             "account": svc.config.account,
             "key": svc.config.key,
+            "secondaryKey": svc.config.secondary_key,
             "admin": f"{svc.base_url}/_emulator",
             "certificate": str(svc.cert_path) if svc.cert_path else None,
             "tokenAuthority": svc.base_url if svc.config.tls else None,
@@ -241,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
     logs.configure(getattr(args, "log_level", "INFO"), getattr(args, "log_format", "auto"), logger="localbatch")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     redact.register_secret(args.key)
+    redact.register_secret(args.secondary_key)
     return asyncio.run(serve(config_from_args(args)))
 
 

@@ -18,14 +18,17 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from localbatch.auth import Authenticator
+from localbatch.auth import AccountKeys, Authenticator
 from localbatch.clock import VirtualClock
 from localbatch.faults import FaultConfig
+from localbatch.quotas import AccountLimits
 from localbatch.store import Store
 from localbatch.tokens import TokenIssuer
+from localbatch.windows import DEFAULT_DELETING_SECONDS, DEFAULT_TERMINATING_SECONDS, Windows
 
 # A fixed, documented development key (like Azurite's): base64 of 64 bytes. Never use it in Azure.
 DEFAULT_KEY = base64.b64encode(b"batchop-local-batch-service-development-key-not-a-secret-0123456").decode()
+DEFAULT_SECONDARY_KEY = base64.b64encode(b"batchop-local-batch-service-secondary-dev-key-not-a-secret-01234").decode()
 
 
 class EngineProtocol(Protocol):
@@ -61,7 +64,16 @@ class ServiceConfig:
     retry_after: int = 1
     tls: bool = False
     job_quota: int = 0
-    """Active jobs + job schedules allowed (0 = unlimited); beyond it 409 ActiveJobAndScheduleQuotaReached."""
+    """Old form of ``active_jobs_and_schedules_quota`` (``--job-quota``): 0 = unlimited."""
+    secondary_key: str = DEFAULT_SECONDARY_KEY
+    dedicated_core_quota: int | None = None
+    """Dedicated cores the account may use (None: unlimited); beyond it pools get ``resizeErrors``."""
+    low_priority_core_quota: int | None = None
+    active_jobs_and_schedules_quota: int | None = None
+    """Active jobs + job schedules allowed (None: unlimited); beyond it 409 ActiveJobAndScheduleQuotaReached."""
+    terminating_window: float = DEFAULT_TERMINATING_SECONDS
+    """Batch seconds a job or schedule stays ``terminating`` (:mod:`localbatch.windows`)."""
+    deleting_window: float = DEFAULT_DELETING_SECONDS
     state_debounce: float = 0.2
     seed: int | None = None
     engine_factory: Callable[..., EngineProtocol] | None = None
@@ -95,6 +107,18 @@ class ServiceContext(Protocol):
     def tokens(self) -> TokenIssuer | None: ...
     @property
     def counts(self) -> MutableMapping[str, Any]: ...
+    @property
+    def limits(self) -> AccountLimits:
+        """Core quotas, the active jobs and schedules quota, injected allocation failures."""
+        ...
+    @property
+    def windows(self) -> Windows:
+        """How long jobs and schedules stay terminating and deleting."""
+        ...
+    @property
+    def keys(self) -> AccountKeys:
+        """The account's primary and secondary keys."""
+        ...
 
     def count(self, operation: str, status: int, *, next_page: bool = False) -> None: ...
     def counts_json(self) -> dict[str, Any]: ...

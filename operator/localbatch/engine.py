@@ -27,14 +27,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from localbatch import runner
+from localbatch import engine_disable, runner
 from localbatch.clock import VirtualClock
 from localbatch.engine_jobs import Jobs
 from localbatch.engine_runtime import Runtime
 from localbatch.engine_schedules import Schedules
 from localbatch.engine_tasks import Tasks
 from localbatch.pools import Pools
+from localbatch.quotas import AccountLimits
 from localbatch.store import JSON, Store
+from localbatch.task_identity import NodeIdentity
+from localbatch.windows import Windows
 
 log = logging.getLogger("localbatch.engine")
 
@@ -53,6 +56,8 @@ class Engine:
         no_execute_exit_code: int = 0,
         account_name: str = "devbatch",
         node_step_seconds: float = 0.05,
+        limits: AccountLimits | None = None,
+        windows: Windows | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -78,9 +83,11 @@ class Engine:
             containers=self.runtime.containers,
             spawn=self.runtime.spawn,
             node_step_seconds=node_step_seconds if execute else 0.0,
+            limits=limits,
         )
         self.tasks = Tasks(self.runtime, self.pools)
         self.jobs = Jobs(self.runtime, self.pools, self.tasks, job_ended=self._job_ended)
+        self.jobs.windows = windows or Windows()  # without a service (engine tests): no windows
         self.schedules = Schedules(self.runtime, self.pools, self.jobs)
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -103,6 +110,10 @@ class Engine:
         await self.runtime.cancel_all(*([loop_task] if loop_task else []))
         self.jobs.forget_runs()
         await self.runtime.close_session()
+
+    def limits_changed(self) -> None:
+        """The admin API changed quotas or allocation failures: pools short of their target try again."""
+        self.pools.retry_allocations()
 
     def clock_changed(self) -> None:
         """The admin API moved or re-scaled the clock: re-evaluate every schedule now."""
@@ -133,6 +144,14 @@ class Engine:
         """The API set ``deleting``: kill the job's tasks, delete its auto pool, forget it."""
         self.jobs.delete(key)
 
+    def disable_job(self, key: str, option: str) -> None:
+        """The API set ``disabling``: deal with running tasks per ``disableTasks``, then ``disabled``."""
+        engine_disable.spawn_disable(self.jobs, self.tasks, key, option)
+
+    def enable_job(self, key: str) -> None:
+        """The API set ``enabling``: the job becomes ``active`` and its run resumes."""
+        engine_disable.enable(self.jobs, key)
+
     def delete_pool(self, key: str) -> None:
         """The API set ``deleting``: kill tasks on the pool's nodes, remove nodes and pool."""
         if key not in self.store.pools:
@@ -143,6 +162,27 @@ class Engine:
     def counts(self, job_key: str) -> dict[str, Any]:
         """``/jobs/{id}/taskcounts``."""
         return self.tasks.counts(job_key)
+
+    # -- tasks added, terminated, deleted through the API (localbatch.api_tasks.TaskEngine) ---------
+    @property
+    def identity(self) -> NodeIdentity:
+        """The nodes' managed identity stand-in (:mod:`localbatch.task_identity`)."""
+        return self.tasks.identity
+
+    def tasks_added(self, job_key: str) -> None:
+        """Tasks were added to an active job: schedule them."""
+        self.jobs.start_run(job_key)
+        self.tasks.wake(job_key)
+
+    async def terminate_task(self, job_key: str, task_key: str) -> None:
+        await self.tasks.terminate_task(job_key, task_key)
+
+    async def delete_task(self, job_key: str, task_key: str) -> None:
+        await self.tasks.delete_task(job_key, task_key)
+
+    def prep_release_status(self, job_key: str) -> list[JSON]:
+        """``/jobs/{id}/jobpreparationandreleasetaskstatus``."""
+        return self.tasks.prep.status(job_key)
 
     def _job_ended(self, job: JSON) -> None:
         self.schedules.job_ended(job)

@@ -17,10 +17,12 @@ from datetime import timedelta
 from typing import Any
 
 from batchwire import durations, timestamps
+from localbatch import windows
 from localbatch.engine_runtime import ACTIVE_JOB_STATES, Runtime, set_state, sleep_until
 from localbatch.engine_tasks import UNLIMITED_WALL_CLOCK, Tasks
 from localbatch.pools import Pools, PoolUnavailable
 from localbatch.store import JSON
+from localbatch.windows import Windows
 
 AUTO_POOL_DEFAULTS: JSON = {
     "taskSlotsPerNode": 1,
@@ -48,6 +50,9 @@ class Jobs:
         self._job_runs: dict[str, asyncio.Task[Any]] = {}
         self._job_endings: dict[str, asyncio.Task[Any]] = {}
         self._watchdogs: dict[str, asyncio.Task[Any]] = {}
+        self._completions: dict[str, asyncio.Task[Any]] = {}
+        self.windows = Windows()
+        """How long a job stays ``terminating`` and ``deleting`` (the service sets its own)."""
 
     # -- lifecycle --------------------------------------------------------------------------------
     def resume(self) -> None:
@@ -67,6 +72,7 @@ class Jobs:
         self._job_runs.clear()
         self._job_endings.clear()
         self._watchdogs.clear()
+        self._completions.clear()
 
     # -- creation ---------------------------------------------------------------------------------
     def created(self, key: str) -> None:
@@ -150,9 +156,9 @@ class Jobs:
                     self.finish(job_key, "AllTasksComplete")
                 return
             pool_key = await self._wait_for_pool(job_key)
-            for task in pending:
-                await self.tasks.run(job_key, pool_key, task)
-            self._after_tasks(job_key)
+            reason = await self.tasks.run_job(job_key, pool_key)  # engine_tasks / task_scheduling
+            if reason is not None:
+                await self.terminate_now(job_key, reason)
         except PoolUnavailable as exc:
             error: JSON = {"category": "usererror", "code": exc.code, "message": exc.message}
             if exc.details:
@@ -189,29 +195,51 @@ class Jobs:
         manager = job.get("jobManagerTask")
         tasks = self.store.tasks.get(job_key, {})
         if manager and manager.get("killJobOnCompletion", True):
-            self.finish(job_key, "JMComplete")
+            self.terminate(job_key, "JMComplete")
         elif job.get("onAllTasksComplete") == "terminatejob" and all(
             t.get("state") == "completed" for t in tasks.values()
         ):
-            self.finish(job_key, "AllTasksComplete")
+            self.terminate(job_key, "AllTasksComplete")
 
-    def finish(self, job_key: str, reason: str | None, *, scheduling_error: JSON | None = None) -> None:
-        """Move a job to ``completed`` (via ``terminating``), release its pool, tell its schedule."""
+    def finish(
+        self, job_key: str, reason: str | None, *, scheduling_error: JSON | None = None
+    ) -> asyncio.Task[Any] | None:
+        """Move a job to ``terminating`` now and to ``completed`` when the terminating window has passed
+        (:mod:`localbatch.windows`), then release its pool and tell its schedule. Returns the task that
+        completes it (None: completed already, the window being 0)."""
         job = self.store.jobs.get(job_key)
         if job is None or job.get("state") in ("completed", "deleting"):
-            return
+            return None
         now = self.clock.now()
-        if job.get("state") != "terminating":
-            set_state(job, "terminating", now)
-        set_state(job, "completed", now)
         info = job.setdefault("executionInfo", {})
-        info["endTime"] = timestamps.format(now)
         if reason:
             info["terminateReason"] = reason
         if scheduling_error is not None:
             info["schedulingError"] = scheduling_error
-        self.store.touch(job, now)
+        if job.get("state") != "terminating":
+            set_state(job, "terminating", now)
+            self.store.touch(job, now)
         self._cancel_watchdog(job_key)
+        if self.windows.terminating_seconds <= 0:
+            self._complete(job_key)
+            return None
+        pending = self._completions.get(job_key)
+        if pending is None or pending.done():
+            self._completions[job_key] = pending = self.rt.spawn(self._complete_after_window(job_key))
+        return pending
+
+    async def _complete_after_window(self, job_key: str) -> None:
+        job = self.store.jobs.get(job_key)
+        if job is not None:
+            await self.windows.wait_terminating(self.clock, windows.since(job, self.clock.now()))
+            self._complete(job_key)
+
+    def _complete(self, job_key: str) -> None:
+        """``terminating`` -> ``completed`` (same ETag, ``previousState`` the one before terminating)."""
+        job = self.store.jobs.get(job_key)
+        if job is None or job.get("state") != "terminating":
+            return
+        windows.complete(self.store, job, self.clock.now())
         self._release_pool(job)
         self._job_ended(job)
 
@@ -230,6 +258,9 @@ class Jobs:
         """The API set ``terminating`` (or the engine decided to end the job): kill its tasks, complete it."""
         if key in self._job_endings and not self._job_endings[key].done():
             return
+        job = self.store.jobs.get(key)
+        if job is not None and job.get("state") not in ("completed", "deleting"):
+            job.setdefault("executionInfo", {})["terminateReason"] = reason  # shown while terminating
         self._job_endings[key] = self.rt.spawn(self.terminate_now(key, reason))
 
     async def terminate_now(self, key: str, reason: str) -> None:
@@ -242,7 +273,17 @@ class Jobs:
             set_state(job, "terminating", now)
             self.store.touch(job, now)
         await self._stop_run(key, reason)
-        self.finish(key, reason)
+        await self.tasks.release_job(key)  # job release tasks run before the job completes
+        completion = self.finish(key, reason)
+        if completion is not None:
+            await asyncio.gather(completion, return_exceptions=True)
+
+    async def pause_run(self, key: str) -> None:
+        """Cancel a job's run (killing its processes) but leave its tasks as they are (job disable)."""
+        run = self._job_runs.pop(key, None)
+        if run is not None and not run.done() and run is not asyncio.current_task():
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
 
     async def _stop_run(self, key: str, reason: str) -> None:
         """Cancel a job's run (killing its processes) and end its unfinished tasks."""
@@ -266,10 +307,13 @@ class Jobs:
             set_state(job, "deleting", now)
             self.store.touch(job, now)
         await self._stop_run(key, "JobDeleted")
+        await self.tasks.release_job(key)
         self._cancel_watchdog(key)
         self._release_pool(job)
+        await self.windows.wait_deleting(self.clock, windows.since(job, self.clock.now()))  # GET: 200 deleting
         self.store.jobs.pop(key, None)
         self.store.tasks.pop(key, None)
+        self.tasks.job_forgotten(key)
         self.store.mark_changed()
         self._job_ended(job)
 

@@ -4,7 +4,8 @@
 asks :func:`localbatch.scheduler.decide` what to do whenever time passes, the schedule changes or its
 job ends, and creates its jobs ``{scheduleId}:job-N`` (run by :mod:`localbatch.engine_jobs`). One loop
 wakes each schedule at its next decision time. Terminating a schedule ends its active job; deleting it
-deletes its jobs and its ``jobschedule`` auto pool.
+deletes its jobs and its ``jobschedule`` auto pool. Both take the service's windows
+(:mod:`localbatch.windows`): the schedule stays ``terminating`` / ``deleting`` that long.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from batchwire import timestamps
-from localbatch import scheduler
+from localbatch import scheduler, windows
 from localbatch.engine_jobs import Jobs
 from localbatch.engine_runtime import ACTIVE_JOB_STATES, MAX_TICK_SECONDS, Runtime, set_state
 from localbatch.pools import Pools
@@ -221,9 +222,14 @@ class Schedules:
         job = self._active_job(sched)
         if job is not None:
             await self.jobs.terminate_now(job["id"].lower(), "TerminateJobSchedule")
+        await self.jobs.windows.wait_terminating(self.clock, windows.since(sched, self.clock.now()))
         sched = self.store.schedules.get(key)
         if sched is not None and sched.get("state") == "terminating":
-            self._complete(key, self.clock.now())
+            # As Azure: completed with previousState active, endTime, the ETag of the terminate request.
+            sched.setdefault("executionInfo", {}).pop("nextRunTime", None)
+            windows.complete(self.store, sched, self.clock.now())
+            self._wake.pop(key, None)
+            self._release_pool(sched)
 
     def delete(self, key: str) -> None:
         """The API set ``deleting``: end and delete the schedule's jobs and pools, then forget it."""
@@ -242,6 +248,7 @@ class Schedules:
             teardown = self.pools.delete_pool(pool_key)
             if teardown is not None:
                 await teardown
+        await self.jobs.windows.wait_deleting(self.clock, windows.since(sched, self.clock.now()))
         self.store.schedules.pop(key, None)
         self.store.job_counters.pop(key, None)
         self._configs.pop(key, None)

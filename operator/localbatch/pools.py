@@ -4,14 +4,20 @@ An auto pool is created the moment its job (``poolLifetimeOption: job``) or the 
 schedule (``jobschedule``) is created, with id ``{autoPoolIdPrefix}_{GUID}`` (a bare upper-case GUID
 without a prefix, as Azure names them). Allocation is ``resizing`` -> ``steady``; each node goes
 ``creating`` -> ``starting`` -> ``waitingforstarttask`` (when the start task has ``waitForSuccess``)
--> ``idle``, or ``starttaskfailed``; it is ``running`` while tasks run on it.
+-> ``idle``, or ``starttaskfailed``; it is ``running`` while tasks run on it. A ``starttaskfailed``
+node takes no task and the job waits, as on Azure.
+
+A pool gets only the nodes the account's core quotas allow (:mod:`localbatch.quotas`), none for an
+unknown VM size or an injected allocation failure; the shortfall goes into ``resizeErrors``, and
+:meth:`Pools.retry_allocations` lets short pools grow when the limits change.
 
 Each node is a directory ``<work_dir>/nodes/<nodeId>/`` laid out as on a Batch Linux node:
 ``startup/`` (the start task: ``stdout.txt``, ``stderr.txt``, ``wd/``), ``shared/``,
 ``workitems/<jobId>/job-1/<taskId>/`` (a job task: ``stdout.txt``, ``stderr.txt``, ``wd/``).
 
 Unlike Batch, the directories are kept after their pool is deleted, so finished tasks' output can
-still be read (``retentionTime`` is not enforced).
+still be read (a completed task's own directory goes once its ``retentionTime`` has passed:
+:mod:`localbatch.engine_tasks`).
 
 A pool with ``virtualMachineConfiguration.containerConfiguration`` is container-enabled: while a node
 is ``starting`` its ``containerImageNames`` are fetched (present in the engine, or pulled); an image that
@@ -37,6 +43,7 @@ import aiohttp
 from batchwire import durations, timestamps
 from localbatch import container_tasks, runner
 from localbatch.clock import VirtualClock
+from localbatch.quotas import AccountLimits
 from localbatch.store import JSON, Store
 
 MAX_NODES_PER_POOL = 16
@@ -44,6 +51,7 @@ MAX_NODES_PER_POOL = 16
 NODE_AGENT_VERSION = "1.12.9"
 BUSY_STATES = ("running",)
 FAILED_STATES = ("starttaskfailed", "unusable")
+"""Node states that take no task; a job whose pool has only such nodes waits (as on Azure)."""
 
 
 class PoolUnavailable(Exception):
@@ -83,6 +91,7 @@ class Pools:
         containers: container_tasks.ContainerHost,
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
         node_step_seconds: float,
+        limits: AccountLimits | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -95,8 +104,11 @@ class Pools:
         self.containers = containers
         self._spawn = spawn
         self.node_step_seconds = node_step_seconds
+        self.limits = limits or AccountLimits()
         self._events: dict[str, asyncio.Event] = {}
-        self._allocations: dict[str, asyncio.Task[Any]] = {}
+        self._allocations: dict[str, list[asyncio.Task[Any]]] = {}
+        self._booting: set[str] = set()
+        """Nodes whose boot (image prefetch, start task) an allocation is running."""
 
     # -- wire objects -----------------------------------------------------------------------------
     def node_root(self, node_id: str) -> Path:
@@ -150,8 +162,25 @@ class Pools:
         return pool_id
 
     def start_allocation(self, key: str) -> None:
-        if key not in self._allocations or self._allocations[key].done():
-            self._allocations[key] = self._spawn(self._allocate(key))
+        """Allocate (or grow) pool ``key`` in the background; earlier allocations keep booting their nodes."""
+        running = [task for task in self._allocations.get(key, []) if not task.done()]
+        self._allocations[key] = [*running, self._spawn(self._allocate(key))]
+
+    def retry_allocations(self) -> None:
+        """Quotas or allocation failures changed: every active pool short of its target resizes again
+        (as a resize on Azure does), its ``resizeErrors`` cleared until the new attempt settles."""
+        for key, pool in self.store.pools.items():
+            if pool.get("state") != "active":
+                continue
+            dedicated, low = self._target_nodes(pool)
+            if len(self.store.nodes.get(key, {})) >= dedicated + low:
+                continue
+            now = timestamps.format(self.clock.now())
+            pool["allocationState"] = "resizing"
+            pool["allocationStateTransitionTime"] = now
+            pool.pop("resizeErrors", None)
+            self.store.mark_changed()
+            self.start_allocation(key)
 
     def _target_nodes(self, pool: JSON) -> tuple[int, int]:
         if pool.get("enableAutoScale"):
@@ -167,15 +196,20 @@ class Pools:
             self.store.mark_changed()
 
     async def _allocate(self, key: str) -> None:
-        """Bring a pool's nodes up (or, after a restart, finish bringing them up)."""
+        """Bring a pool's nodes up to what its target and the account's quotas allow (or, after a
+        restart, finish bringing them up); a shortfall is reported in ``resizeErrors``."""
         pool = self.store.pools.get(key)
         if pool is None or pool.get("state") != "active":
             return
         nodes = self.store.nodes.setdefault(key, {})
         dedicated, low = self._target_nodes(pool)
+        grant = self.limits.grant(self.store, key, dedicated, low)
         stamp = timestamps.format(self.clock.now())
-        for index in range(len(nodes), dedicated + low):
-            is_dedicated = index < dedicated
+        have_dedicated = sum(1 for n in nodes.values() if n.get("isDedicated"))
+        have_low = len(nodes) - have_dedicated
+        wanted = [True] * max(grant.dedicated - have_dedicated, 0) + [False] * max(grant.low_priority - have_low, 0)
+        for is_dedicated in wanted:
+            index = len(nodes)
             node_id = node_id_for(pool["id"], index, is_dedicated)
             nodes[node_id] = self._new_node(pool, node_id, index, is_dedicated, stamp)
         self.store.mark_changed()
@@ -189,10 +223,20 @@ class Pools:
         pool["currentLowPriorityNodes"] = sum(1 for n in nodes.values() if not n.get("isDedicated"))
         pool["allocationState"] = "steady"
         pool["allocationStateTransitionTime"] = timestamps.format(now)
+        if grant.errors:
+            pool["resizeErrors"] = grant.errors
+        else:
+            pool.pop("resizeErrors", None)
         self.store.touch(pool, now)
+        self.signal(key)
         await asyncio.sleep(self.node_step_seconds)
-        starting = [n for n in nodes.values() if n["state"] in ("starting", "waitingforstarttask")]
-        await asyncio.gather(*(self._boot_node(key, node) for node in starting))
+        starting = [n for n in nodes.values()
+                    if n["state"] in ("starting", "waitingforstarttask") and n["id"] not in self._booting]
+        self._booting.update(n["id"] for n in starting)
+        try:
+            await asyncio.gather(*(self._boot_node(key, node) for node in starting))
+        finally:
+            self._booting.difference_update(n["id"] for n in starting)
 
     def _new_node(self, pool: JSON, node_id: str, index: int, dedicated: bool, stamp: str) -> JSON:
         vm = pool.get("virtualMachineConfiguration") or {}
@@ -337,8 +381,13 @@ class Pools:
         if event is not None:
             event.set()
 
-    async def acquire_node(self, key: str, *, slots: int = 1, exclusive: bool = False) -> str:
-        """Wait for a node of pool ``key`` that can take a task and mark it busy; return its id."""
+    async def acquire_node(
+        self, key: str, *, slots: int = 1, exclusive: bool = False, exclude: frozenset[str] = frozenset()
+    ) -> str:
+        """Wait for a node of pool ``key`` that can take a task and mark it busy; return its id.
+
+        ``exclude``: nodes the task must not use (its job's preparation task failed there). With
+        ``nodeFillType`` ``Spread`` the least busy node is chosen, with ``Pack`` the first with room."""
         while True:
             pool = self.store.pools.get(key)
             if pool is None or pool.get("state") != "active":
@@ -348,8 +397,10 @@ class Pools:
                 )
             nodes = list(self.store.nodes.get(key, {}).values())
             capacity = int(pool.get("taskSlotsPerNode") or 1)
+            if str((pool.get("taskSchedulingPolicy") or {}).get("nodeFillType", "spread")).lower() == "spread":
+                nodes.sort(key=lambda n: int(n.get("runningTaskSlotsCount") or 0))
             for node in nodes:
-                if node["state"] not in ("idle", "running"):
+                if node["state"] not in ("idle", "running") or node["id"] in exclude:
                     continue
                 used = int(node.get("runningTaskSlotsCount") or 0)
                 if (exclusive and used) or (used and used + slots > capacity):
@@ -358,21 +409,8 @@ class Pools:
                 node["runningTaskSlotsCount"] = used + slots
                 self._set_node_state(node, "running")
                 return str(node["id"])
-            dedicated, low = self._target_nodes(pool)
-            if nodes and len(nodes) >= dedicated + low and all(n["state"] in FAILED_STATES for n in nodes):
-                if nodes[0].get("errors"):
-                    raise _unusable(pool, nodes[0])
-                info = (nodes[0].get("startTaskInfo") or {})
-                exit_code = info.get("exitCode")
-                failure = info.get("failureInfo") or {}
-                how = f"exit code {exit_code}" if exit_code is not None else failure.get("code", "no exit code")
-                raise PoolUnavailable(
-                    "StartTaskFailed",
-                    f"the start task failed on every node of pool {pool['id']} ({how}"
-                    f"; see {self.node_root(nodes[0]['id']) / 'startup' / 'stderr.txt'}); fix the pool's "
-                    "startTask.commandLine, or set startTask.waitForSuccess to false",
-                    [{"name": "PoolId", "value": pool["id"]}, {"name": "NodeId", "value": nodes[0]["id"]}],
-                )
+            # Nodes whose start task failed, and unusable nodes (a container image that cannot be had),
+            # take no task: the job waits, as on Azure, until a node can take it or the job ends.
             event = self._events.setdefault(key, asyncio.Event())
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1.0):
@@ -413,10 +451,10 @@ class Pools:
         return self._spawn(self._teardown(key))
 
     async def _teardown(self, key: str) -> None:
-        allocation = self._allocations.pop(key, None)
-        if allocation is not None and not allocation.done():
+        allocations = [task for task in self._allocations.pop(key, []) if not task.done()]
+        for allocation in allocations:
             allocation.cancel()
-            await asyncio.gather(allocation, return_exceptions=True)
+        await asyncio.gather(*allocations, return_exceptions=True)
         nodes = self.store.nodes.get(key, {})
         for node in nodes.values():
             self._set_node_state(node, "leavingpool")
@@ -457,18 +495,6 @@ def container_configuration(pool: JSON) -> JSON | None:
     """The pool's ``virtualMachineConfiguration.containerConfiguration`` (None: not container-enabled)."""
     config = (pool.get("virtualMachineConfiguration") or {}).get("containerConfiguration")
     return config if isinstance(config, dict) else None
-
-
-def _unusable(pool: JSON, node: JSON) -> PoolUnavailable:
-    """Every node of the pool is unusable with node errors (a container image that cannot be had)."""
-    error = node["errors"][0]
-    found = "; ".join(f"{d.get('name')}: {d.get('value')}" for d in error.get("errorDetails") or [])
-    return PoolUnavailable(
-        str(error.get("code")),
-        f"every node of pool {pool['id']} is unusable: {error.get('message')}" + (f" ({found})" if found else ""),
-        [{"name": "PoolId", "value": pool["id"]}, {"name": "NodeId", "value": node["id"]},
-         *error.get("errorDetails", [])],
-    )
 
 
 def base_env(node_root: Path) -> dict[str, str]:

@@ -1,9 +1,10 @@
 """The aiohttp application: Batch API routes, the token endpoint, the admin API, one middleware.
 
 The middleware gives every response ``request-id``, ``DataServiceVersion: 3.0`` and the
-``client-request-id`` the client sent; counts requests per operation and status; and, for Batch
-API requests only, applies the injected latency and faults, checks ``api-version`` and
-authenticates (SharedKey or bearer) before the handler runs. :class:`~localbatch.errors.BatchError`
+``client-request-id`` the client sent, and every Batch API response a ``Date`` on the service's virtual
+clock (the token endpoint, which stands for Entra ID, and the admin API keep real time); counts requests per
+operation and status; and, for Batch API requests only, applies the injected latency and faults, checks
+``api-version`` and authenticates (SharedKey or bearer) before the handler runs. :class:`~localbatch.errors.BatchError`
 becomes Batch's error body; anything unexpected becomes 500 ``InternalError``.
 """
 
@@ -14,12 +15,12 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from batchwire import timestamps
-from localbatch import admin, api_files, api_jobs, api_pools, api_schedules
+from localbatch import admin, api_files, api_jobs, api_jobs_update, api_pools, api_schedules, api_tasks, task_identity
 from localbatch.context import SERVICE_KEY, ServiceContext
 from localbatch.errors import BatchError
 from localbatch.faults import ConnectionReset
@@ -68,7 +69,11 @@ async def batch_middleware(request: web.Request, handler: Any) -> web.StreamResp
             if fault is not None:
                 raise svc.faults.error_for(fault)
             exception = request.match_info.http_exception
-            svc.authenticator.verify(request.method, request.raw_path, request.headers)
+            node_token = task_identity.is_node_token(request.headers)
+            if node_token is not None:  # a task's node identity token (localbatch.task_identity)
+                cast(api_tasks.TaskEngine, svc.engine).identity.verify(node_token)
+            else:
+                svc.authenticator.verify(request.method, request.raw_path, request.headers)
             if exception is not None:
                 if exception.status == 405:
                     raise BatchError("UnsupportedHttpVerb", status=405)
@@ -92,6 +97,10 @@ async def batch_middleware(request: web.Request, handler: Any) -> web.StreamResp
         response = error_response(svc, request, BatchError("InternalError"), request_id)
     response.headers["request-id"] = request_id
     response.headers["DataServiceVersion"] = "3.0"
+    if not is_admin and operation not in _UNAUTHENTICATED and not response.prepared:
+        # Batch's answers carry Batch's clock, as Azure's carry Azure's: the virtual clock, so that a client
+        # measuring Batch time from Date (the operator's JobStuck threshold) counts scaled seconds.
+        response.headers["Date"] = timestamps.rfc1123(svc.clock.now())
     client_request_id = request.headers.get("client-request-id")
     if client_request_id:
         response.headers["client-request-id"] = client_request_id
@@ -133,7 +142,8 @@ async def issue_token(request: web.Request) -> web.Response:
 def build_app(svc: ServiceContext) -> web.Application:
     app = web.Application(middlewares=[batch_middleware], client_max_size=2 * 1024 * 1024)
     app[SERVICE_KEY] = svc
-    for method, path, name, handler in api_schedules.ROUTES + api_jobs.ROUTES + api_pools.ROUTES + api_files.ROUTES:
+    for method, path, name, handler in api_schedules.ROUTES + api_jobs.ROUTES + api_pools.ROUTES + api_files.ROUTES \
+            + api_tasks.ROUTES + api_jobs_update.ROUTES:
         app.router.add_route(method, path, handler, name=name)
     admin.add_routes(app)
     app.router.add_get(

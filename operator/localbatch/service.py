@@ -25,15 +25,16 @@ from aiohttp import web
 
 from batchwire import containers
 from localbatch import container_tasks, persistence, tlscert
-from localbatch.auth import Authenticator
+from localbatch.auth import AccountKeys, Authenticator
 from localbatch.clock import VirtualClock
 from localbatch.context import EngineProtocol, ServiceConfig
 from localbatch.engine import Engine
-from localbatch.errors import BatchError
 from localbatch.faults import FaultConfig, parse_codes
+from localbatch.quotas import AccountLimits
 from localbatch.server import build_app
 from localbatch.store import Store
 from localbatch.tokens import TokenIssuer
+from localbatch.windows import Windows
 
 log = logging.getLogger("localbatch.service")
 
@@ -69,7 +70,19 @@ class Service:
         self.work_dir = Path(config.work_dir or tempfile.mkdtemp(prefix="localbatch-")).resolve()
         self.base_url = ""
         self.tokens: TokenIssuer | None = None
-        self.authenticator = Authenticator(config.account, config.key)
+        try:
+            base64.b64decode(config.secondary_key, validate=True)
+        except ValueError:
+            raise ValueError("--secondary-key must be base64") from None
+        self.keys = AccountKeys(config.key, config.secondary_key)
+        self.authenticator = Authenticator(config.account, self.keys)
+        self.limits = AccountLimits(
+            dedicated_cores=config.dedicated_core_quota,
+            low_priority_cores=config.low_priority_core_quota,
+            active_jobs_and_schedules=_active_quota(config),
+        )
+        self.windows = Windows(config.terminating_window, config.deleting_window)
+        self._job_quota_seen = config.job_quota
         self.engine: EngineProtocol = _NotStarted()
         self.cert_path: Path | None = None
         self._runner: web.AppRunner | None = None
@@ -125,6 +138,8 @@ class Service:
             execute=self.config.execute,
             no_execute_exit_code=self.config.no_execute_exit_code,
             account_name=self.config.account,
+            limits=self.limits,
+            windows=self.windows,
         )
         await self.engine.start()
 
@@ -165,13 +180,11 @@ class Service:
         }
 
     def check_quota(self) -> None:
-        quota = self.config.job_quota
-        if quota <= 0:
-            return
-        live = sum(1 for s in self.store.schedules.values() if s.get("state") in ("active", "disabled"))
-        live += sum(1 for j in self.store.jobs.values() if j.get("state") in ("active", "disabled"))
-        if live >= quota:
-            raise BatchError("ActiveJobAndScheduleQuotaReached")
+        """409 ``ActiveJobAndScheduleQuotaReached`` when one more job or schedule would exceed the quota."""
+        if self.config.job_quota != self._job_quota_seen:  # ``config.job_quota`` set after start (embedding)
+            self._job_quota_seen = self.config.job_quota
+            self.limits.active_jobs_and_schedules = self.config.job_quota if self.config.job_quota > 0 else None
+        self.limits.check_active(self.store)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -189,6 +202,13 @@ class Service:
             "pid": os.getpid(),
             "containerLabel": f"{containers.LABEL}={container_tasks.service_id(self.work_dir)}",
         }
+
+
+def _active_quota(config: ServiceConfig) -> int | None:
+    """``--active-jobs-and-schedules-quota``, else the old ``--job-quota`` (where 0 meant unlimited)."""
+    if config.active_jobs_and_schedules_quota is not None:
+        return config.active_jobs_and_schedules_quota
+    return config.job_quota if config.job_quota > 0 else None
 
 
 class _NotStarted:

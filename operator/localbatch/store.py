@@ -35,6 +35,9 @@ class Store:
     """Compute nodes by pool key, then node id."""
     job_counters: dict[str, int] = field(default_factory=dict)
     """Last job number used per schedule key (job ids are never reused)."""
+    job_nodes: dict[str, dict[str, JSON]] = field(default_factory=dict)
+    """Per job key, per node id: the job preparation / release task status entry of that node (the wire shape of
+    ``GET /jobs/{id}/jobpreparationandreleasetaskstatus``)."""
     version: int = 0
     """Incremented on every mutation."""
 
@@ -81,6 +84,7 @@ class Store:
             "pools": self.pools,
             "nodes": self.nodes,
             "jobCounters": self.job_counters,
+            "jobNodes": self.job_nodes,
         }
 
     def restore(self, data: JSON) -> None:
@@ -90,6 +94,7 @@ class Store:
         self.pools = dict(data.get("pools", {}))
         self.nodes = dict(data.get("nodes", {}))
         self.job_counters = dict(data.get("jobCounters", {}))
+        self.job_nodes = dict(data.get("jobNodes", {}))
         self.mark_changed()
 
     def clear(self) -> None:

@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from batchwire import durations, timestamps
-from localbatch import wireschema
+from localbatch import wireschema, wireschema_jobs
 from localbatch.errors import BatchError, invalid_value, missing
 
 JSON = dict[str, Any]
@@ -59,7 +59,7 @@ def validate_id(value: object, prop: str = "id") -> str:
 
 def check(value: Any, type_name: str, path: str) -> Any:
     """Validate ``value`` as an object of wire type ``type_name``; return its normalised copy."""
-    fields = wireschema.TYPES[type_name]
+    fields = _fields(type_name)
     if not isinstance(value, dict):
         raise BatchError(
             "InvalidRequestBody",
@@ -103,7 +103,7 @@ def _check_kind(value: Any, kind: str, path: str) -> Any:
         return [_check_kind(item, kind[5:], f"{path}[{i}]") for i, item in enumerate(value)]
     if kind.startswith("enum:"):
         name = kind[5:]
-        allowed = wireschema.ENUMS[name]
+        allowed = wireschema.ENUMS.get(name) or wireschema_jobs.ENUMS[name]
         canonical = {value.lower(): value for value in allowed} if isinstance(value, str) else {}
         if not isinstance(value, str) or value.lower() not in canonical:
             raise invalid_value(leaf, value, f"{path} must be one of {', '.join(allowed)}")
@@ -127,19 +127,42 @@ def _check_kind(value: Any, kind: str, path: str) -> Any:
         if not isinstance(value, str):
             raise invalid_value(leaf, value, f"{path} must be a string")
         return value
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise invalid_value(leaf, value, f"{path} must be an integer")
-        return value
-    if kind == "float":
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise invalid_value(leaf, value, f"{path} must be a number")
-        return value
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise invalid_value(leaf, value, f"{path} must be true or false")
-        return value
+    if kind in ("int", "float", "bool"):
+        return _check_scalar(value, kind, path)
     return value
+
+
+# Batch reads JSON with OData's reader, which converts a JSON string to the property's primitive type
+# (ODataLib ``ConvertStringValue``: ``Convert.ChangeType(value, type, InvariantCulture)``): ``"20"`` is
+# an Int32, ``"true"`` a Boolean. The Azure CLI relies on it (it sends ``"priority": "20"``).
+_INT_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
+_FLOAT_TEXT = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _check_scalar(value: Any, kind: str, path: str) -> Any:
+    """An int, float or bool property: the JSON value, or a string OData converts to it."""
+    leaf = _leaf(path)
+    if isinstance(value, str):
+        text = value.strip()
+        if kind == "int" and _INT_TEXT.match(value) and _INT32[0] <= int(text) <= _INT32[1]:
+            return int(text)
+        if kind == "float" and _FLOAT_TEXT.match(value):
+            return float(text)
+        if kind == "bool" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+    elif kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    elif kind == "bool" and isinstance(value, bool):
+        return value
+    wanted = {"int": "an integer", "float": "a number", "bool": "true or false"}[kind]
+    raise invalid_value(leaf, value, f"{path} must be {wanted}")
+
+
+def _fields(type_name: str) -> dict[str, tuple[str, bool]]:
+    return wireschema.TYPES.get(type_name) or wireschema_jobs.TYPES[type_name]
 
 
 def _leaf(path: str) -> str:
@@ -173,6 +196,11 @@ def check_job_specification(spec: JSON, path: str) -> None:
     if retries is not None and retries < -1:
         raise invalid_value("maxTaskRetryCount", retries, f"{path}.constraints.maxTaskRetryCount must be -1 or more")
     _check_pool_info(spec.get("poolInfo"), f"{path}.poolInfo")
+    if spec.get("jobReleaseTask") is not None and spec.get("jobPreparationTask") is None:
+        raise invalid_value(
+            "jobReleaseTask", "", f"{path}.jobReleaseTask: a Job Release Task cannot be specified without also "
+            "specifying a Job Preparation Task for the Job; add a jobPreparationTask (it may do nothing)"
+        )
     for name in ("jobManagerTask", "jobPreparationTask", "jobReleaseTask"):
         task = spec.get(name)
         if task is not None:
@@ -276,6 +304,41 @@ def job_create(body: Any) -> JSON:
     out = check(body, "BatchJobCreateOptions", "")
     check_job_specification(out, "job")
     return out
+
+
+JOB_UPDATABLE = (
+    "priority", "maxParallelTasks", "allowTaskPreemption", "constraints", "poolInfo", "onAllTasksComplete",
+    "metadata", "networkConfiguration",
+)
+
+
+def job_update(body: Any, *, replace: bool) -> JSON:
+    """``PATCH`` (``replace=False``) or ``PUT`` (``replace=True``) of a job: only the updatable properties
+    (``BatchJobUpdateOptions``); PUT needs ``poolInfo``. Anything else is refused with 400 naming it."""
+    if not isinstance(body, dict):
+        raise BatchError("InvalidRequestBody", [("Reason", "The request body must be a JSON object")])
+    verb = "PUT" if replace else "PATCH"
+    for key in body:
+        if key not in JOB_UPDATABLE and key in _fields("BatchJob"):
+            raise BatchError(
+                "InvalidRequestBody",
+                [
+                    ("PropertyName", key),
+                    ("Reason", f"{key} cannot be changed by {verb}: only {', '.join(JOB_UPDATABLE)} can be updated"),
+                ],
+            )
+    out = check(body, "BatchJobUpdateOptions", "")
+    if replace and "poolInfo" not in out:
+        raise missing("poolInfo", "PUT replaces every updatable property of the job: poolInfo is required")
+    probe = {k: v for k, v in out.items() if k in ("priority", "maxParallelTasks", "constraints")}
+    check_job_specification({**probe, "poolInfo": out.get("poolInfo") or {"poolId": "unchanged"}}, "job")
+    return out
+
+
+def job_disable(body: Any) -> str:
+    """``POST /jobs/{id}/disable``: ``disableTasks`` (requeue, terminate or wait)."""
+    out = check(body if body is not None else {}, "BatchJobDisableOptions", "")
+    return str(out["disableTasks"])
 
 
 def job_terminate(body: Any) -> str | None:

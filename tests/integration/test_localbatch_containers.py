@@ -6,8 +6,9 @@ busybox image built locally (:func:`devstack.images.ensure_busybox`; no registry
 the image with a resource file in and an output file out, sees Batch's variables and directories; a start
 task runs in a container too; an image that cannot be had, run options that leave the sandbox and settings
 that do not fit the pool fail as Azure fails them; a pool whose image cannot be fetched gets ``unusable``
-nodes. After every test no container of the service is left (listed by its label), also after a wall-clock
-limit, a job terminate, a pool deletion, a service stop and a service killed and started again.
+nodes and its job waits. After every test no container of the service is left (listed by its label), also
+after a wall-clock limit, a job terminate, a pool deletion, a service stop and a service killed and started
+again.
 """
 
 from __future__ import annotations
@@ -231,14 +232,16 @@ def test_container_settings_must_match_the_pool(client: Any, image: str) -> None
 
 
 def test_container_pool_image_missing_makes_node_unusable_with_error(client: Any, image: str) -> None:
+    """As on Azure: the node is unusable with the error, takes no task, and the job waits (active)."""
     missing = f"localhost/batchop-missing-{uuid.uuid4().hex[:6]}:none"
     job_id = run_job(client, {"commandLine": "/bin/true", "containerSettings": settings(image)},
-                     pool_info=pool(images=[image, missing], keep=True))
+                     pool_info=pool(images=[image, missing], keep=True), wait=False)
+    pool_id = client.get_job(job_id).execution_info.pool_id
+    (node,) = wait_for(lambda: [n for n in client.list_nodes(pool_id) if n.state == "unusable"], limit=60,
+                       what="the node unusable")
     job = client.get_job(job_id)
-    pool_id = job.execution_info.pool_id
-    assert job.execution_info.scheduling_error.code == "ContainerInvalidImage"
-    (node,) = list(client.list_nodes(pool_id))
-    assert node.state == "unusable"
+    assert job.state == "active" and job.execution_info.scheduling_error is None
+    assert client.get_task(job_id, "jm").state == "active"
     (error,) = node.errors
     assert error.code == "ContainerInvalidImage"
     assert error.message == "One or more container images specified are invalid"
@@ -247,6 +250,7 @@ def test_container_pool_image_missing_makes_node_unusable_with_error(client: Any
     assert client.get_node(pool_id, node.id).errors[0].code == "ContainerInvalidImage"
     assert client.get_pool(pool_id).allocation_state == "steady"
     assert node.start_task_info is None, "the start task does not run on a node that failed its images"
+    client.begin_delete_job(job_id, polling_interval=0.2).result(timeout=30)
     client.begin_delete_pool(pool_id, polling_interval=0.2).result(timeout=30)
 
 

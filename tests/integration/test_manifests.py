@@ -1,6 +1,11 @@
 """manifests/ against the real local kube-apiserver (1.20) with the real kubectl: server dry-run, real apply,
 idempotent re-apply with nothing to diff, the hardening fields kept by the server, least-privilege RBAC
-checked with ``kubectl auth can-i`` as the operator's ServiceAccount, the namespaced and AKS variants."""
+checked with ``kubectl auth can-i`` as the operator's ServiceAccount, the namespaced and AKS variants, the
+two-replica Deployment with its PodDisruptionBudget and the leader election Lease rights.
+
+The PodDisruptionBudget ships as ``policy/v1`` (Kubernetes 1.21 and later); an API server that serves only
+``policy/v1beta1`` (the local 1.20) receives the same object under that version, whose fields are the same
+(:func:`for_this_server`): everything else is applied exactly as ``kubectl kustomize`` renders it."""
 
 from __future__ import annotations
 
@@ -33,6 +38,21 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
+def for_this_server(kubeconfig: Path, tree: Path) -> str:
+    """``kubectl kustomize tree``, with the PodDisruptionBudget's version lowered to ``policy/v1beta1`` when
+    the server does not serve ``policy/v1`` (see the module docstring)."""
+    rendered = ok(kubectl(kubeconfig, "kustomize", str(tree)))
+    if "policy/v1\n" in ok(kubectl(kubeconfig, "api-versions")):
+        return rendered
+    return rendered.replace("apiVersion: policy/v1\nkind: PodDisruptionBudget",
+                            "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget")
+
+
+def apply_tree(kubeconfig: Path, tree: Path, *flags: str, verb: str = "apply") -> subprocess.CompletedProcess[str]:
+    """``kubectl apply|diff [flags] -k tree``, through :func:`for_this_server`."""
+    return kubectl(kubeconfig, verb, *flags, "-f", "-", input=for_this_server(kubeconfig, tree))
+
+
 @pytest.fixture(scope="module")
 def kubeconfig(kube: Any) -> Path:
     return Path(kube.kubeconfig)
@@ -45,8 +65,8 @@ def installed(kubeconfig: Path) -> Iterator[str]:
     and the cluster-scoped objects the install added are removed (never the CRD: others use it)."""
     before = kubectl(kubeconfig, "get", "validatingwebhookconfiguration", VWC, "-o", "json")
     saved = json.loads(before.stdout) if before.returncode == 0 else None
-    dry_run_before_namespace = kubectl(kubeconfig, "apply", "--dry-run=server", "-k", str(MANIFESTS))
-    output = ok(kubectl(kubeconfig, "apply", "-k", str(MANIFESTS)))
+    dry_run_before_namespace = apply_tree(kubeconfig, MANIFESTS, "--dry-run=server")
+    output = ok(apply_tree(kubeconfig, MANIFESTS))
     try:
         yield output + "\n--- dry run before install ---\n" + dry_run_before_namespace.stdout + \
             dry_run_before_namespace.stderr
@@ -55,7 +75,8 @@ def installed(kubeconfig: Path) -> Iterator[str]:
         kubectl(kubeconfig, "delete", "--ignore-not-found", *CLUSTER_OBJECTS)
         kubectl(kubeconfig, "-n", NAMESPACE, "delete", "--ignore-not-found", "deployment/batchop",
                 "service/batchop-webhook", "service/batchop-metrics", "configmap/batchop-config",
-                "serviceaccount/batchop", "role/batchop", "rolebinding/batchop")
+                "serviceaccount/batchop", "role/batchop", "rolebinding/batchop", "poddisruptionbudget/batchop",
+                "role/batchop-leader-election", "rolebinding/batchop-leader-election")
         if saved is not None:
             for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
                 saved["metadata"].pop(key, None)
@@ -74,24 +95,27 @@ def test_server_dry_run_and_apply(installed: str, kubeconfig: Path) -> None:
     errors = [line for line in dry.splitlines() if line.startswith("Error")]
     assert all(f'namespaces "{NAMESPACE}" not found' in line for line in errors), errors
     # Installed (or with the namespace present), the server dry run of the whole tree succeeds.
-    out = ok(kubectl(kubeconfig, "apply", "--dry-run=server", "-k", str(MANIFESTS)))
+    out = ok(apply_tree(kubeconfig, MANIFESTS, "--dry-run=server"))
     assert "deployment.apps/batchop" in out and "(server dry run)" in out
 
 
 def test_second_apply_changes_nothing_and_diff_is_empty(installed: str, kubeconfig: Path) -> None:
-    out = ok(kubectl(kubeconfig, "apply", "-k", str(MANIFESTS)))
+    out = ok(apply_tree(kubeconfig, MANIFESTS))
     changed = [line for line in out.splitlines() if line.strip() and not line.endswith(" unchanged")]
     assert not changed, changed
-    diff = kubectl(kubeconfig, "diff", "-k", str(MANIFESTS))
+    diff = apply_tree(kubeconfig, MANIFESTS, verb="diff")
     assert diff.returncode == 0, diff.stdout + diff.stderr
 
 
 def test_hardening_survives_the_api_server(installed: str, kubeconfig: Path) -> None:
     deployment = json.loads(ok(kubectl(kubeconfig, "-n", NAMESPACE, "get", "deployment", "batchop", "-o", "json")))
     spec = deployment["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
     pod = spec["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == spec["selector"]["matchLabels"]
     assert pod["serviceAccountName"] == "batchop"
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}  # kept by 1.20
@@ -104,6 +128,12 @@ def test_hardening_survives_the_api_server(installed: str, kubeconfig: Path) -> 
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+    assert "--leader-elect" in container["args"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}} in \
+        container["env"]
+    budget = json.loads(ok(kubectl(kubeconfig, "-n", NAMESPACE, "get", "poddisruptionbudget", "batchop", "-o", "json")))
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == spec["selector"]["matchLabels"]
     assert container["image"] == "ghcr.io/batchop/batchop:0.1.0"
 
 
@@ -133,9 +163,16 @@ DENIED = [
 ]
 
 
+LEASES = "leases.coordination.k8s.io"
+LEASE = "batchop.azurebatch.dev"
+
+
 def test_rbac_grants_what_the_operator_uses(installed: str, kubeconfig: Path) -> None:
     for verb, resource in ALLOWED:
         assert can_i(kubeconfig, verb, resource, "some-team"), f"{verb} {resource} should be allowed"
+    for verb in ("get", "update"):
+        assert can_i(kubeconfig, verb, LEASES, NAMESPACE, LEASE), f"{verb} of the operator's Lease"
+    assert can_i(kubeconfig, "create", LEASES, NAMESPACE)  # create cannot be limited by name (RBAC)
     assert can_i(kubeconfig, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
     assert can_i(kubeconfig, "patch", "validatingwebhookconfigurations.admissionregistration.k8s.io", None, VWC)
 
@@ -148,11 +185,16 @@ def test_rbac_grants_nothing_more(installed: str, kubeconfig: Path) -> None:
     assert not can_i(kubeconfig, "create", webhooks, None)
     assert not can_i(kubeconfig, "delete", webhooks, None, VWC)
     assert not can_i(kubeconfig, "update", "customresourcedefinitions.apiextensions.k8s.io", None)
+    assert not can_i(kubeconfig, "update", LEASES, NAMESPACE, "kube-scheduler")  # only its own Lease
+    assert not can_i(kubeconfig, "get", LEASES, NAMESPACE, "someone-elses-lease")
+    assert not can_i(kubeconfig, "delete", LEASES, NAMESPACE, LEASE)
+    assert not can_i(kubeconfig, "list", LEASES, NAMESPACE)
+    assert not can_i(kubeconfig, "create", LEASES, "some-team")  # only in the operator's own namespace
 
 
 @pytest.mark.parametrize("variant", ["namespaced", "overlays/aks-workload-identity"])
 def test_variants_pass_a_server_dry_run(installed: str, kubeconfig: Path, variant: str) -> None:
-    out = ok(kubectl(kubeconfig, "apply", "--dry-run=server", "-k", str(MANIFESTS / variant)))
+    out = ok(apply_tree(kubeconfig, MANIFESTS / variant, "--dry-run=server"))
     assert "deployment.apps/batchop" in out
     rendered = ok(kubectl(kubeconfig, "kustomize", str(MANIFESTS / variant)))
     if variant == "namespaced":
@@ -220,5 +262,5 @@ def test_operator_fills_the_shipped_webhook_ca_bundle_with_only_its_rights(
                         {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}])
     ok(kubectl(kubeconfig, "--as", SA, "patch", "validatingwebhookconfiguration", VWC, "--type", "json", "-p", patch))
     # caBundle is not in the manifests, so kubectl's three-way diff leaves it alone: still nothing to diff.
-    diff = kubectl(kubeconfig, "diff", "-k", str(MANIFESTS))
+    diff = apply_tree(kubeconfig, MANIFESTS, verb="diff")
     assert diff.returncode == 0, diff.stdout + diff.stderr

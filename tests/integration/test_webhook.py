@@ -100,10 +100,9 @@ BAD = [
     ("blob reference", "jobSpecification.jobManagerTask.resourceFiles",
      [{"blob": {"container": "UPPER", "path": "run.sh"}, "filePath": "run.sh"}],
      "jobManagerTask.resourceFiles"),
-    ("blob reference on another task", "jobSpecification.jobPreparationTask",
-     {"commandLine": "x", "resourceFiles": [{"blob": {"container": "input", "path": "x.sh"}, "filePath": "x.sh"}]},
-     "spec.jobSpecification.jobPreparationTask.resourceFiles[0].blob: blob references are resolved on the "
-     "jobManagerTask"),
+    ("bad blob reference on the release task", "jobSpecification.jobReleaseTask",
+     {"commandLine": "x", "resourceFiles": [{"blob": {"container": "input", "path": "x", "prefix": "y"}}]},
+     "or prefix (every blob under it), not both"),
 
     ("unknown output placeholder", "jobSpecification.jobManagerTask.outputFiles",
      [{"filePattern": "*.txt", "destination": {"blob": {"container": "out", "path": "{date}/x"}},
@@ -155,3 +154,12 @@ def test_warnings_are_shown_but_admit(webhook_operator: Any, kube: Any) -> None:
     result = apply(kube, obj)
     assert result.returncode == 0, result.stderr
     assert "Warning:" in result.stderr and "SAS" in result.stderr
+
+
+def test_blob_references_on_preparation_and_release_tasks_are_admitted(webhook_operator: Any, kube: Any) -> None:
+    obj = variant("prep-release-blobs", "jobSpecification.jobPreparationTask",
+                  {"commandLine": "/bin/true", "resourceFiles": [{"blob": {"container": "input", "path": "x.sh"}}]})
+    obj["spec"]["jobSpecification"]["jobReleaseTask"] = {
+        "commandLine": "/bin/true", "resourceFiles": [{"blob": {"container": "input", "prefix": "cleanup/"}}]}
+    result = apply(kube, obj, "--dry-run=server")
+    assert result.returncode == 0, result.stderr

@@ -236,3 +236,92 @@ def test_resolve_offline_shows_placeholder_sas_without_storage() -> None:
     bad["jobManagerTask"]["outputFiles"][0]["destination"]["blob"]["path"] = "{jobId}/out"
     with pytest.raises(BlobReferenceError, match=r"\{jobId\}"):
         resolve_offline(bad, account_url=PLACEHOLDER_STORAGE_URL, schedule_id="s", expiry=EXPIRY)
+
+
+def prep_release_spec() -> dict[str, Any]:
+    """A job whose preparation task stages a script and a prefix, and whose release task fetches one blob."""
+    return {
+        "jobManagerTask": {"id": "main", "commandLine": "/bin/bash -c 'cat $AZ_BATCH_JOB_PREP_WORKING_DIR/p.sh'"},
+        "jobPreparationTask": {
+            "id": "stage",
+            "commandLine": "/bin/bash -c 'ls'",
+            "resourceFiles": [
+                {"blob": {"container": "application", "path": "p.sh"}, "filePath": "p.sh"},
+                {"blob": {"container": "input", "prefix": "lyrics/"}, "filePath": "lyrics"},
+            ],
+        },
+        "jobReleaseTask": {
+            "id": "cleanup",
+            "commandLine": "/bin/bash -c './bye.sh'",
+            "resourceFiles": [{"blob": {"container": "application", "path": "bye.sh"}}],
+        },
+    }
+
+
+def test_has_blob_references_on_preparation_and_release_tasks() -> None:
+    spec = prep_release_spec()
+    spec.pop("jobReleaseTask")
+    assert has_blob_references(spec)
+    only_release = prep_release_spec()
+    only_release.pop("jobPreparationTask")
+    assert has_blob_references(only_release)
+    plain = {"jobPreparationTask": {"commandLine": "x", "resourceFiles": [{"httpUrl": "https://x/y", "filePath": "y"}]}}
+    assert not has_blob_references(plain)
+
+
+async def test_preparation_and_release_references_become_sas_urls() -> None:
+    spec = prep_release_spec()
+    minter = CheckedMinter()
+    resolved = await resolve(spec, minter=minter, schedule_id="s", expiry=EXPIRY)
+    assert spec == prep_release_spec(), "resolve must not modify its input"
+    prep = resolved.job_specification["jobPreparationTask"]
+    script, lyrics = prep["resourceFiles"]
+    assert strip_sas(script["httpUrl"]) == f"{URL}/application/p.sh" and sas_permissions(script["httpUrl"]) == "r"
+    assert script["filePath"] == "p.sh" and "blob" not in script
+    assert strip_sas(lyrics["storageContainerUrl"]) == f"{URL}/input"
+    assert sas_permissions(lyrics["storageContainerUrl"]) == "rl"
+    assert lyrics["blobPrefix"] == "lyrics/" and lyrics["filePath"] == "lyrics"
+    (bye,) = resolved.job_specification["jobReleaseTask"]["resourceFiles"]
+    assert strip_sas(bye["httpUrl"]) == f"{URL}/application/bye.sh" and bye["filePath"] == "bye.sh"
+    assert parse_qs(urlsplit(bye["httpUrl"]).query)["se"] == ["2030-01-02T03:04:05Z"]
+    assert resolved.containers == ("application", "input") and sorted(minter.checked) == ["application", "input"]
+    assert "'blob'" not in str(resolved.job_specification), "no reference left for Batch to refuse"
+
+
+@pytest.mark.parametrize("task", ["jobPreparationTask", "jobReleaseTask"])
+async def test_preparation_and_release_errors_name_their_field(task: str) -> None:
+    spec = prep_release_spec()
+    spec[task]["resourceFiles"][0]["blob"]["container"] = "Bad_Name"
+    with pytest.raises(BlobReferenceError, match="not a valid blob container name") as info:
+        await resolve(spec, minter=CheckedMinter(), schedule_id="s", expiry=EXPIRY)
+    assert info.value.field == f"spec.jobSpecification.{task}.resourceFiles[0].blob.container"
+    assert [p.field for p in blobrefs.validate_references(spec)] == [info.value.field]
+    missing = prep_release_spec()
+    missing[task]["resourceFiles"][0]["blob"]["container"] = "nowhere"
+    with pytest.raises(BlobReferenceError) as found:
+        await resolve(missing, minter=CheckedMinter(), schedule_id="s", expiry=EXPIRY)
+    assert found.value.reason == "ContainerNotFound"
+    assert found.value.field == f"spec.jobSpecification.{task}.resourceFiles[0].blob.container"
+
+
+def test_every_place_the_schema_takes_a_blob_reference_is_resolved() -> None:
+    """The CRD's schema amends ResourceFile and OutputFile wherever the SDK's models use them: each of those
+    places must be one the resolver rewrites, or a reference written there would reach Batch unresolved."""
+    from batchop.api import cel_rules, crd
+
+    places = [path for path, _ in cel_rules.schema_nodes(crd.spec_schema()) if path.endswith(".blob")]
+    assert len(places) == 5, places
+    for place in places:
+        job: dict[str, Any] = {}
+        node: Any = job
+        keys = place.split(".")[1:]
+        for key in keys[:-1]:
+            listed = key.endswith("[]")
+            name = key.removesuffix("[]")
+            child: dict[str, Any] = {}
+            node[name] = [child] if listed else child
+            node = child
+        node["blob"] = {"container": "application", "path": "x.sh"}
+        assert has_blob_references(job), place
+        resolved = resolve_offline(job, account_url=URL, schedule_id="s", expiry=EXPIRY)
+        assert "'blob'" not in str(resolved), place

@@ -15,8 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_scan_of_the_sample_tree() -> None:
     containers = {c.name: c for c in blobsync.scan(REPO / "blob")}
-    assert set(containers) == {"application", "input", "output"}
-    assert sorted(containers["application"].files) == ["Containerfile", "starttask.sh", "task.sh", "wordcount.py"]
+    assert set(containers) == {"application", "input", "output", "fanout-input"}
+    assert sorted(containers["application"].files) == [
+        "Containerfile", "fanout.py", "starttask.sh", "task.sh", "wordcount.py"]
+    assert len(containers["fanout-input"].files) == 4
     assert list(containers["input"].files) == ["the_star_spangled_banner.txt"]
     assert containers["output"].files == {} and containers["output"].placeholders == 1
 

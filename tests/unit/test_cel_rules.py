@@ -80,12 +80,18 @@ def test_blob_reference_path_or_prefix() -> None:
     assert refused(spec_with("jobSpecification.jobManagerTask.resourceFiles", bad))
 
 
-def test_blob_references_only_where_resolved() -> None:
-    (rule,) = rules_at("jobSpecification.jobPreparationTask.resourceFiles[]")
-    assert evaluate(rule, {"httpUrl": "https://a/b", "filePath": "b"})
-    assert not evaluate(rule, {"blob": {"container": "input", "path": "a"}, "filePath": "a"})
-    task = {"commandLine": "x", "resourceFiles": [{"blob": {"container": "input", "path": "a"}, "filePath": "a"}]}
-    assert refused(spec_with("jobSpecification.jobPreparationTask", task))
+@pytest.mark.parametrize("task", ["jobPreparationTask", "jobReleaseTask",
+                                  "poolInfo.autoPoolSpecification.pool.startTask"])
+def test_blob_references_on_every_task_that_takes_resource_files(task: str) -> None:
+    """The operator resolves blob references on the preparation, release and start tasks too: a good one is
+    admitted, one with both path and prefix refused by the same rule as on the job manager task."""
+    (rule,) = rules_at(f"jobSpecification.{task}.resourceFiles[].blob")
+    assert evaluate(rule, {"container": "input", "path": "a"})
+    assert not evaluate(rule, {"container": "input", "path": "a", "prefix": "b"})
+    good = [{"blob": {"container": "input", "path": "a"}, "filePath": "a"}]
+    assert not refused(spec_with(f"jobSpecification.{task}", {"commandLine": "x", "resourceFiles": good}))
+    bad = [{"blob": {"container": "input", "path": "a", "prefix": "b"}, "filePath": "a"}]
+    assert refused(spec_with(f"jobSpecification.{task}", {"commandLine": "x", "resourceFiles": bad}))
 
 
 def test_output_path_without_job_id() -> None:

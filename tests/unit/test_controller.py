@@ -139,7 +139,11 @@ async def test_outcome_writer_patches_status_records_the_reason_and_posts_events
                  schedule_id="s")
     ok.status["scheduleId"] = "s"
     await outcomes.write(view(), ok, entry)
-    assert kube.patches[0]["scheduleId"] == "s" and [c["type"] for c in kube.patches[0]["conditions"]] == ["Synced"]
+    assert kube.patches[0]["scheduleId"] == "s"
+    # nothing observed in Batch yet: Ready Unknown (derived by the writer) beside Synced
+    conditions = {c["type"]: c for c in kube.patches[0]["conditions"]}
+    assert conditions["Synced"]["status"] == "True" and conditions["Ready"]["status"] == "Unknown"
+    assert conditions["Reconciling"]["status"] == "True" and conditions["Stalled"]["status"] == "False"
     assert entry.synced_reason == cond.REASON_SYNCED and entry.retry_delay == 0.0
     assert [r for _, r, _ in kube.events] == ["Created"]
     await outcomes.write(view(), ok, entry)

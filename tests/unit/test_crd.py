@@ -124,9 +124,11 @@ def test_names_and_version() -> None:
 
 def test_printer_columns() -> None:
     columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"]}
-    assert list(columns) == ["Ready", "State", "Interval", "Next Run", "Last Job", "Last Result", "Age", "Pool"]
-    assert columns["Pool"]["priority"] == 1
-    assert all("priority" not in c for name, c in columns.items() if name != "Pool")
+    assert list(columns) == ["Ready", "Synced", "State", "Interval", "Next Run", "Last Job", "Last Result", "Age",
+                             "Pool", "Reason"]
+    assert columns["Pool"]["priority"] == 1 and columns["Reason"]["priority"] == 1
+    assert all("priority" not in c for name, c in columns.items() if name not in ("Pool", "Reason"))
+    assert columns["Synced"]["jsonPath"] == '.status.conditions[?(@.type=="Synced")].status'
     assert columns["Next Run"]["type"] == "string"  # a future 'date' prints as <invalid>
 
 
@@ -249,10 +251,10 @@ def test_status_fields() -> None:
         assert name in status, name
     recent = status["recentJob"]["properties"]
     for name in ("id", "state", "creationTime", "startTime", "endTime", "terminateReason", "result",
-                 "taskCounts", "poolId", "schedulingError"):
+                 "taskCounts", "poolId", "schedulingError", "waitingSince"):
         assert name in recent, name
-    assert set(status["pool"]["properties"]) == {"id", "state", "allocationState", "currentDedicatedNodes",
-                                                  "currentLowPriorityNodes"}
+    assert set(status["pool"]["properties"]) == {"id", "state", "allocationState", "vmSize", "currentDedicatedNodes",
+                                                  "currentLowPriorityNodes", "resizeErrors", "nodeCounts"}
     conditions = status["conditions"]
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]
     assert set(conditions["items"]["properties"]) >= {"type", "status", "reason", "message", "observedGeneration",

@@ -93,7 +93,7 @@ def test_auth_failures_are_terminal() -> None:
         (500, "InternalError", cond.REASON_BATCH_UNAVAILABLE),
         (412, "ConditionNotMet", cond.REASON_CONFLICT),
         (409, "JobScheduleBeingDeleted", cond.REASON_CONFLICT),
-        (409, "ActiveJobAndScheduleQuotaReached", cond.REASON_QUOTA_REACHED),
+        (409, "ActiveJobAndScheduleQuotaReached", cond.REASON_ACTIVE_JOB_QUOTA),  # its own reason, retried
         (404, "JobScheduleNotFound", cond.REASON_NOT_FOUND),
     ],
 )
@@ -172,7 +172,7 @@ async def test_concurrency_limit_and_404_as_none() -> None:
     assert gateway.stats.errors[cond.REASON_NOT_FOUND] == 8
 
 
-def test_accounts_keep_working_credentials_for_the_poller_and_follow_rotation() -> None:
+def test_accounts_give_each_credential_its_gateway_and_retire_a_rotated_key() -> None:
     from batchop.batch.credentials import AccountRef, Accounts
     from batchop.batch.settings import Settings
 
@@ -180,16 +180,18 @@ def test_accounts_keep_working_credentials_for_the_poller_and_follow_rotation() 
     endpoint = "https://acct.westeurope.batch.azure.com"
     good = AccountRef(endpoint, "acct", "a2V5LW9uZQ==", source="defaults")
     bad = AccountRef(endpoint, "acct", "d3Jvbmcta2V5", source="secret team/creds@1")
+    same_key = AccountRef(endpoint, "acct", "a2V5LW9uZQ==", source="secret other/creds@7")
     first = accounts.gateway_for(good)
-    accounts.promote(good)
     other = accounts.gateway_for(bad)
-    assert other is not first
-    assert accounts.current(good.endpoint_key) is first  # a wrong key elsewhere does not break the poller
+    assert other is not first  # a wrong key elsewhere does not touch the good key's gateway
+    assert accounts.gateway_for(same_key) is first, "two Secrets holding one key share its gateway"
     rotated = AccountRef(endpoint, "acct", "a2V5LXR3bw==", source="secret team/creds@2")
     replaced = accounts.gateway_for(rotated)
     assert replaced is not other and accounts.gateway_for(rotated) is replaced
-    accounts.promote(rotated)
-    assert accounts.current(good.endpoint_key) is replaced
+    assert accounts.gateway(bad.credential_id) is None, "no Secret holds the old key: its gateway is retired"
+    moved = AccountRef(endpoint, "acct", "a2V5LXR3bw==", source="secret other/creds@8")
+    assert accounts.gateway_for(moved) is replaced
+    assert accounts.gateway(good.credential_id) is first, "the defaults still hold the first key"
 
 
 class DownClient:

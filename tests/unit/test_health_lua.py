@@ -24,11 +24,11 @@ lupa = pytest.importorskip("lupa.lua51")
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = (ROOT / "examples/argocd/health.lua").read_text()
 HEALTH = {"Healthy", "Progressing", "Degraded", "Suspended"}
-# Reasons that need the user to act: the gateway's terminal ones, plus the runtime's and the storage checks'
-# (batchop.blob.sas raises ContainerNotFound and StorageAuthenticationFailed as permanent).
+# Reasons that need the user to act: the ones the operator marks Stalled (batchop.api.conditions.STALLED_REASONS),
+# which include the gateway's terminal ones and the storage checks' permanent ones.
 STORAGE_PERMANENT = {"ContainerNotFound", "StorageAuthenticationFailed"}
-TERMINAL = (set(gateway.TERMINAL_REASONS) | STORAGE_PERMANENT | cond.IDENTITY_SETUP_REASONS
-            | {cond.REASON_ID_IMMUTABLE, cond.REASON_CREDENTIALS_NOT_FOUND, REASON_ACCOUNT_NOT_CONFIGURED})
+TERMINAL = set(cond.STALLED_REASONS)
+assert set(gateway.TERMINAL_REASONS) | STORAGE_PERMANENT | cond.IDENTITY_SETUP_REASONS <= TERMINAL
 
 
 def to_lua(runtime: Any, value: Any) -> Any:
@@ -83,11 +83,16 @@ def build(*, batch_state: str | None, job_result: str | None, synced: tuple[str,
     job, counts = batch_job(job_result)
     doc = status.observed_status(schedule_id=SCHEDULE_ID, schedule=batch_schedule(batch_state) if batch_state else None,
                                  job=job, task_counts=counts, pool=None, previous={}, generation=observed)
-    updates = list(doc.pop("conditions"))
+    observed_ready = doc.pop("conditions")[0]
     if ready_override is not None:
-        updates = [cond.make(cond.READY, ready_override[0], ready_override[1], "from the handler", generation=observed)]
+        observed_ready = cond.make(cond.READY, ready_override[0], ready_override[1], "from the poller",
+                                   generation=observed)
+    synced_cond = None
     if synced is not None:
-        updates.append(cond.make(cond.SYNCED, synced[0], synced[1], f"{synced[1]} message", generation=observed))
+        synced_cond = cond.make(cond.SYNCED, synced[0], synced[1], f"{synced[1]} message", generation=observed)
+    # as the status writer derives them (batchop.kube.status_writer): Ready, Reconciling, Stalled
+    updates = ([synced_cond] if synced_cond else []) + cond.summarize(synced_cond, observed_ready,
+                                                                      generation=observed)
     doc = {k: v for k, v in doc.items() if v is not None}
     doc["conditions"] = cond.merge([], updates, now="2026-01-01T00:00:00Z")
     if observed is not None and synced is not None and synced[0] == cond.TRUE:
@@ -160,6 +165,16 @@ SCENARIOS: list[tuple[str, dict[str, Any], str]] = [
                                 "synced": (cond.UNKNOWN, cond.REASON_SKIPPED), "observed": None}, "Suspended"),
     ("observe only, missing", {"batch_state": None, "job_result": None,
                                "synced": (cond.UNKNOWN, cond.REASON_SKIPPED), "observed": None}, "Degraded"),
+    ("active jobs quota on create", {"batch_state": None, "job_result": None,
+                                     "synced": (cond.FALSE, cond.REASON_ACTIVE_JOB_QUOTA)}, "Degraded"),
+    *[(f"job cannot run: {reason}", {"batch_state": "active", "job_result": "running", "synced": SYNCED_OK,
+                                     "ready_override": (cond.FALSE, reason)}, "Degraded")
+      for reason in sorted(cond.JOB_BLOCKED_REASONS)],
+    ("job blocked, new edit being applied", {"batch_state": "active", "job_result": "running", "synced": SYNCED_OK,
+                                             "ready_override": (cond.FALSE, cond.REASON_QUOTA_EXCEEDED),
+                                             "observed": 1}, "Progressing"),
+    ("window: deleting after delete", {"batch_state": "deleting", "job_result": None,
+                                       "synced": (cond.FALSE, cond.REASON_DELETING)}, "Progressing"),
 ]
 
 

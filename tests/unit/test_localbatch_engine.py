@@ -249,13 +249,27 @@ async def test_job_wall_clock_ends_the_job(h: Harness) -> None:
     assert h.job("jobwall:job-1")["executionInfo"]["terminateReason"] == "MaxWallClockTimeExpiry"
 
 
-async def test_start_task_failure_with_wait_for_success_fails_the_job(h: Harness) -> None:
+async def test_start_task_failure_with_wait_for_success_leaves_the_job_waiting(h: Harness) -> None:
+    """As on Azure: the node goes starttaskfailed, takes no task, and the job stays active."""
     start = {"commandLine": "/bin/bash -c 'echo broken >&2; exit 7'", "waitForSuccess": True}
-    h.create_schedule("badstart", {}, spec("/bin/true", start_task=start))
+    job_spec = spec("/bin/true", start_task=start)
+    job_spec["constraints"] = {"maxWallClockTime": "PT3S"}  # it waits until its wall clock ends it
+    h.create_schedule("badstart", {}, job_spec)
+    pool_key = h.job("badstart:job-1")["executionInfo"]["poolId"].lower()
+
+    def failed_node() -> dict[str, Any] | None:
+        nodes = list(h.store.nodes.get(pool_key, {}).values())
+        return nodes[0] if nodes and nodes[0]["state"] == "starttaskfailed" else None
+
+    node = await wait_for(failed_node)
+    info = node["startTaskInfo"]
+    assert info["exitCode"] == 7 and info["result"] == "failure"
+    assert info["failureInfo"]["category"] == "usererror"
+    assert h.job("badstart:job-1")["state"] == "active"
     await wait_for(lambda: completed(h, "badstart:job-1"))
-    error = h.job("badstart:job-1")["executionInfo"]["schedulingError"]
-    assert error["category"] == "usererror" and error["code"] == "StartTaskFailed"
-    assert "exit code 7" in error["message"]
+    info = h.job("badstart:job-1")["executionInfo"]
+    assert info["terminateReason"] == "MaxWallClockTimeExpiry" and "schedulingError" not in info
+    assert "startTime" not in (h.task("badstart:job-1").get("executionInfo") or {}) and node["totalTasksRun"] == 0
 
 
 async def test_start_task_success_then_node_idle_and_manager_sees_shared_dir(h: Harness) -> None:

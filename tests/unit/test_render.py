@@ -124,3 +124,25 @@ def test_suspended_schedule_notes_the_disable(tmp_path: Path, capsys: pytest.Cap
     spec["suspend"] = True
     assert cli.main(["render", "-f", str(_write(tmp_path, _resource(spec=spec))), "--unresolved"]) == 0
     assert "/disable" in capsys.readouterr().err
+
+
+def test_preparation_and_release_references_are_rendered_resolved(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Rendering the fan-out example shows its preparation task's scripts as read SAS URLs, as the operator sends
+    them (no blob reference left for Batch to refuse)."""
+    example = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "schedule-fanout.yaml").read_text())
+    spec = example["spec"]
+    spec["jobSpecification"]["jobReleaseTask"]["resourceFiles"] = [{"blob": {"container": "application",
+                                                                             "prefix": "cleanup/"}}]
+    spec["storage"] = {"accountUrl": "https://mystore.blob.core.windows.net"}
+    assert cli.main(["render", "-f", str(_write(tmp_path, _resource("fanout", spec))), "-n", "team-a"]) == 0
+    out, _ = capsys.readouterr()
+    job = json.loads(out)["jobSpecification"]
+    staged = {rf["filePath"]: rf["httpUrl"] for rf in job["jobPreparationTask"]["resourceFiles"]}
+    assert set(staged) == {"fanout.py", "wordcount.py"}
+    for name, url in staged.items():
+        assert url.startswith(f"https://mystore.blob.core.windows.net/application/{name}?") and "sp=r&" in url
+    (release,) = job["jobReleaseTask"]["resourceFiles"]
+    assert release["storageContainerUrl"].startswith("https://mystore.blob.core.windows.net/application?")
+    assert "sp=rl" in release["storageContainerUrl"] and release["blobPrefix"] == "cleanup/"
+    assert '"blob"' not in out

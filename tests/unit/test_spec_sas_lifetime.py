@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,25 @@ def test_check_lifetime() -> None:
     problem = sas_lifetime.check_lifetime({"sasLifetime": "PT4H"}, {"recurrenceInterval": "PT4H"}, job)
     assert problem is not None and problem.field == "spec.storage.sasLifetime"
     assert "PT5H6M1S" in problem.message
+
+
+def test_a_release_task_extends_the_job_window_by_its_wall_clock() -> None:
+    """A release task runs (and downloads its resource files) when the job ends, and again after a node reboot:
+    the SAS it holds must outlive the job by the release task's maxWallClockTime (Batch's default PT15M)."""
+    job: dict[str, Any] = {"constraints": {"maxWallClockTime": "PT1H"}, "jobReleaseTask": {"commandLine": "x"}}
+    assert sas_lifetime.max_wall_clock(job) == timedelta(hours=1, minutes=15)
+    job["jobReleaseTask"]["maxWallClockTime"] = "PT5M"
+    assert sas_lifetime.max_wall_clock(job) == timedelta(hours=1, minutes=5)
+    manager = {"jobManagerTask": {"constraints": {"maxWallClockTime": "PT10M"}}, "jobReleaseTask": {"commandLine": "x"}}
+    assert sas_lifetime.max_wall_clock(manager) == timedelta(minutes=25)
+    assert sas_lifetime.max_wall_clock({"jobReleaseTask": {"commandLine": "x"}}) is None  # unbounded stays so
+    # the window rule: a SAS expiring before the next job's release task could have run is due for renewal
+    next_run = NOW + timedelta(hours=4)
+    window = sas_lifetime.max_wall_clock(job)
+    ends = next_run + timedelta(hours=1)  # the job's own limit; its release task may run until ends + PT5M
+    assert renewal_due(ends + timedelta(minutes=3), now=NOW, next_run_time=next_run, max_wall_clock=window)
+    assert not renewal_due(ends + timedelta(minutes=5) + timedelta(minutes=6, seconds=31), now=NOW,
+                           next_run_time=next_run, max_wall_clock=window)
+    # and check_lifetime asks for the longer minimum
+    problem = sas_lifetime.check_lifetime({"sasLifetime": "PT5H6M1S"}, {"recurrenceInterval": "PT4H"}, job)
+    assert problem is not None and "PT5H11M31S" in problem.message

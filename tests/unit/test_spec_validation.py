@@ -178,9 +178,12 @@ def test_blob_references() -> None:
     findings = _mutated(lambda s: s["jobSpecification"]["jobManagerTask"]["outputFiles"][0]["destination"]["blob"]
                         .__setitem__("path", "{jobId}/out"))
     assert "AZ_BATCH_JOB_ID" in _at(findings, f"{MANAGER}.outputFiles[0].destination.blob.path").message
-    findings = _mutated(lambda s: s["jobSpecification"].__setitem__("jobPreparationTask", {
-        "commandLine": "true", "resourceFiles": [{"blob": {"container": "app", "path": "p.sh"}}]}))
-    assert "jobManagerTask" in _at(findings, "spec.jobSpecification.jobPreparationTask.resourceFiles[0].blob").message
+    for task in ("jobPreparationTask", "jobReleaseTask"):  # resolved there too: accepted, checked alike
+        assert validate(_spec_with(lambda s, t=task: s["jobSpecification"].__setitem__(t, {
+            "commandLine": "true", "resourceFiles": [{"blob": {"container": "app", "path": "p.sh"}}]}))) == []
+        findings = _mutated(lambda s, t=task: s["jobSpecification"].__setitem__(t, {
+            "commandLine": "true", "resourceFiles": [{"blob": {"container": "app", "path": "p", "prefix": "q"}}]}))
+        assert "not both" in _at(findings, f"spec.jobSpecification.{task}.resourceFiles[0].blob").message
     # one message per problem: the container name is reported by the schema check only
     findings = _mutated(lambda s: s["jobSpecification"]["jobManagerTask"]["resourceFiles"][0]["blob"].__setitem__(
         "container", "x"))

@@ -51,7 +51,8 @@ def test_observed_status_success() -> None:
         "allocationState": "steady",
         "currentDedicatedNodes": 1,
         "currentLowPriorityNodes": 0,
-        "vmSize": "ignored",
+        "vmSize": "standard_d2s_v3",
+        "targetDedicatedNodes": "not mirrored",
     }
     out = st.observed_status(
         schedule_id="team_report",
@@ -68,7 +69,7 @@ def test_observed_status_success() -> None:
     assert job["terminateReason"] == "AllTasksComplete"
     assert out["lastScheduleTime"] == JOB_DONE["creationTime"]
     assert out["lastSuccessfulTime"] == "2026-01-01T01:05:00Z"
-    assert out["pool"] == {k: v for k, v in pool.items() if k != "vmSize"}
+    assert out["pool"] == {k: v for k, v in pool.items() if k != "targetDedicatedNodes"}
     assert out["conditions"][0]["reason"] == "Active" and out["conditions"][0]["observedGeneration"] == 3
 
 
@@ -154,7 +155,8 @@ async def test_status_writer_patches_only_on_change() -> None:
     synced = cond.make(cond.SYNCED, cond.TRUE, "Synced", "ok")
     assert await writer.update("ns", "a", {"scheduleId": "x"}, [synced])
     assert len(kube.patches) == 2
-    assert [c["type"] for c in kube.patches[1]["conditions"]] == ["Ready", "Synced"]  # lists go whole
+    # lists go whole; Reconciling and Stalled are derived on every write (batchop.api.conditions.summarize)
+    assert [c["type"] for c in kube.patches[1]["conditions"]] == ["Ready", "Synced", "Reconciling", "Stalled"]
 
 
 class BudgetGateway:

@@ -66,16 +66,14 @@ RULES: tuple[CelRule, ...] = (
         "blob: set path (one blob) or prefix (every blob under it), not both",
     ),
     CelRule(
-        "jobSpecification.jobPreparationTask.resourceFiles[]",
-        "!has(self.blob)",
-        "blob references are resolved on the jobManagerTask and the auto pool's startTask only: move the file "
-        "there, or use httpUrl / autoStorageContainerName",
+        "jobSpecification.jobPreparationTask.resourceFiles[].blob",
+        "!(has(self.path) && has(self.prefix))",
+        "blob: set path (one blob) or prefix (every blob under it), not both",
     ),
     CelRule(
-        "jobSpecification.jobReleaseTask.resourceFiles[]",
-        "!has(self.blob)",
-        "blob references are resolved on the jobManagerTask and the auto pool's startTask only: move the file "
-        "there, or use httpUrl / autoStorageContainerName",
+        "jobSpecification.jobReleaseTask.resourceFiles[].blob",
+        "!(has(self.path) && has(self.prefix))",
+        "blob: set path (one blob) or prefix (every blob under it), not both",
     ),
     CelRule(
         "jobSpecification.*.outputFiles[].destination.blob",

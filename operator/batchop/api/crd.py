@@ -78,8 +78,8 @@ def resource_blob_reference() -> JSONSchema:
         "description": "batchop extension: a blob (path) or every blob under a prefix (prefix) in the storage "
         "account of spec.storage (or the operator's default). The operator replaces it with httpUrl (read SAS) "
         "or storageContainerUrl + blobPrefix (read + list SAS), and renews the SAS before it expires. "
-        "Set path or prefix (neither: the whole container), not both. Allowed on the jobManagerTask and the "
-        "auto pool's startTask.",
+        "Set path or prefix (neither: the whole container), not both. Allowed on the jobManagerTask, the "
+        "jobPreparationTask, the jobReleaseTask and the auto pool's startTask.",
         "type": "object",
         "required": ["container"],
         "properties": {
@@ -262,8 +262,23 @@ def _pool_status() -> JSONSchema:
             "id": _string("Pool id."),
             "state": _string("active or deleting."),
             "allocationState": _string("steady, resizing or stopping."),
+            "vmSize": _string("The pool's VM size."),
             "currentDedicatedNodes": _integer("Dedicated nodes now in the pool."),
             "currentLowPriorityNodes": _integer("Spot/low-priority nodes now in the pool."),
+            "resizeErrors": {
+                "description": "Why the pool did not get the nodes it asked for (Batch's resizeErrors: "
+                               "AccountCoreQuotaReached, AllocationFailed ...).",
+                "type": "array",
+                "items": _object("A resize error.", {"code": _string("Batch's code."),
+                                                     "message": _string("Batch's message.")}),
+            },
+            "nodeCounts": _object(
+                "The pool's nodes by state (Batch's node counts; only states with nodes, and total), read while the "
+                "job is active.",
+                {kind: {"description": f"{label} nodes by state (idle, running, startTaskFailed, unusable ...).",
+                        "type": "object", "additionalProperties": {"type": "integer"}}
+                 for kind, label in (("dedicated", "Dedicated"), ("lowPriority", "Spot/low-priority"))},
+            ),
         },
     )
 
@@ -272,7 +287,9 @@ def status_schema() -> JSONSchema:
     """The status the operator writes (through the status subresource only)."""
     recent_job = _object(
         "The schedule's most recent job.",
-        {**_job_fields(), "schedulingError": _scheduling_error(), **_failed_tasks()},
+        {**_job_fields(), "schedulingError": _scheduling_error(), **_failed_tasks(),
+         "waitingSince": _timestamp("Set while the active job has had no task running yet: when it began "
+                                    "waiting (Batch time). Ready turns False with JobStuck after --job-stuck-after.")},
     )
     return _object(
         "The observed state of the Batch job schedule, written by the operator.",
@@ -297,7 +314,8 @@ def status_schema() -> JSONSchema:
             "runNow": _string("The last azurebatch.dev/run-now annotation value handled (each value fires once)."),
             "lastSyncTime": _timestamp("When the operator last read the schedule from Batch."),
             "conditions": {
-                "description": "Ready and Synced.",
+                "description": "Ready (the summary), Synced (the last reconcile), Reconciling and Stalled "
+                               "(kstatus' abnormal-true pair); see docs/operator.md for every reason.",
                 "type": "array",
                 "items": _condition(),
                 "x-kubernetes-list-type": "map",
@@ -425,6 +443,8 @@ def printer_columns() -> list[JSONSchema]:
     return [
         {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
          "description": "The Ready condition."},
+        {"name": "Synced", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Synced")].status',
+         "description": "The Synced condition: did the operator make Batch match the spec."},
         {"name": "State", "type": "string", "jsonPath": ".status.state", "description": "Batch schedule state."},
         {"name": "Interval", "type": "string", "jsonPath": ".spec.schedule.recurrenceInterval",
          "description": "Recurrence interval."},
@@ -437,6 +457,8 @@ def printer_columns() -> list[JSONSchema]:
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "Pool", "type": "string", "jsonPath": ".status.pool.id", "priority": 1,
          "description": "Pool of the most recent job."},
+        {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+         "priority": 1, "description": "The Ready condition's reason (QuotaExceeded, StartTaskFailed, ...)."},
     ]
 
 

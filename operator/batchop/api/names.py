@@ -41,3 +41,14 @@ MARK_RUN_NOW: Final = f"{PREFIX}/run-now"
 OWNER_MARKS: Final = (MARK_OWNER, MARK_UID)
 RESERVED_METADATA_PREFIX: Final = f"{PREFIX}/"
 """Batch metadata names under this prefix are the operator's; a spec may not set them."""
+
+# High availability (docs/operator.md, "High availability and sharding").
+LEADER_ELECTION_ID: Final = f"batchop.{GROUP}"
+"""Default ``--leader-election-id``: the Lease of the one leader; shard Leases are ``<id>-shard-<k>``."""
+LEASE_SHARD_INFIX: Final = "-shard-"
+LEASE_MEMBERS_SUFFIX: Final = "-members"
+"""``<id>-members``: the Lease whose annotations are the replicas' heartbeats (sharded mode only)."""
+ANNOTATION_MEMBER_PREFIX: Final = f"members.{PREFIX}/"
+"""One annotation per replica on the members Lease: ``members.azurebatch.dev/<hash>: <identity> <time>``."""
+LABEL_SHARD: Final = f"{PREFIX}/shard"
+"""On a BatchJobSchedule in sharded mode: the shard (``0`` .. ``N-1``) whose Lease holder reconciles it."""

@@ -87,6 +87,8 @@ class RecentJob(JobSummary, total=False):
     """The first few failed tasks of a failed job (at most :data:`batchop.spec.failures.SHOWN`)."""
     failedTaskCount: int
     """How many tasks of the job failed in all."""
+    waitingSince: str
+    """Set while the active job has had no task running: its creation time (Batch time)."""
 
 
 class OutputLocation(TypedDict, total=False):
@@ -109,8 +111,13 @@ class PoolStatus(TypedDict, total=False):
     id: str
     state: str
     allocationState: str
+    vmSize: str
     currentDedicatedNodes: int
     currentLowPriorityNodes: int
+    resizeErrors: list[dict[str, str]]
+    """Batch's ``resizeErrors`` (code, message): why the pool did not get its nodes."""
+    nodeCounts: dict[str, dict[str, int]]
+    """``{dedicated: {state: n, total: n}, lowPriority: {...}}``, from ``GET /nodecounts`` while the job is active."""
 
 
 class SasStatus(TypedDict):

@@ -10,9 +10,12 @@ Most specific wins:
    ``BATCHOP_BATCH_KEY``), and Entra ID (``DefaultAzureCredential``: workload identity on AKS) when no key.
 
 Rotation without restart: Secrets are re-read when the cached copy is older than
-``secret_cache_seconds`` (default 10 s); a new ``resourceVersion`` with a different key gives a new
-credential, and :class:`Accounts` swaps the account's gateway for one using it. Every key read is
-registered with :func:`batchwire.redact.register_secret` so it never appears in a log, event or status.
+``secret_cache_seconds`` (default 10 s), and at once when Batch refuses a key read from one
+(:meth:`SecretSource.reread`, at most once per :data:`REREAD_INTERVAL` per Secret): so a key regenerated in
+Azure right after the Secret was switched to the other key costs no failed reconcile. A different key is a
+new credential with its own gateway (:class:`Accounts`); the gateway of a key no Secret holds any more is
+retired. Every key read is registered with :func:`batchwire.redact.register_secret` so it never appears in a
+log, event or status.
 
 Entra ID: the process has one :class:`EntraCredential` (``Accounts.entra``), shared by every Batch gateway
 without a key and by the user-delegation SAS of Blob storage. It is ``DefaultAzureCredential`` unchanged (on
@@ -65,8 +68,23 @@ class AccountRef:
 
     @property
     def credential_id(self) -> str:
+        """Endpoint, account and a digest of the key (never the key): resources whose Secrets hold the same key
+        share a gateway and a poller."""
         digest = hashlib.sha256((self.key or "").encode()).hexdigest()[:16] if self.key else "entra"
         return f"{self.endpoint_key}|{self.account_name}|{digest}"
+
+    @property
+    def secret(self) -> tuple[str, str] | None:
+        """Namespace and name of the Secret the key came from (None: operator defaults or Entra ID)."""
+        if not self.source.startswith("secret "):
+            return None
+        namespace, _, name = self.source[len("secret "):].split("@", 1)[0].partition("/")
+        return namespace, name
+
+
+def endpoint_of(credential_id: str) -> str:
+    """The account endpoint of an :attr:`AccountRef.credential_id`."""
+    return credential_id.split("|", 1)[0]
 
 
 class SecretReader(Protocol):
@@ -76,20 +94,41 @@ class SecretReader(Protocol):
     async def get_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None: ...
 
 
+REREAD_INTERVAL = 1.0
+"""Seconds: a Secret whose key Batch refused is read again at once, at most once per this interval, so a burst
+of refused requests costs one read per Secret, not one each."""
+
+
 class SecretSource:
     """Reads Secrets with a short cache: ``get(ns, name) -> (data, resourceVersion) | None``."""
 
-    def __init__(self, client: SecretReader, ttl: float = 10.0) -> None:
+    def __init__(self, client: SecretReader, ttl: float = 10.0, reread_interval: float = REREAD_INTERVAL) -> None:
         self.client = client
         self.ttl = ttl
+        self.reread_interval = reread_interval
         self._cache: dict[tuple[str, str], tuple[float, tuple[dict[str, str], str] | None]] = {}
+        self._reread: dict[tuple[str, str], float] = {}  # when each Secret was last read because of a refusal
 
     async def get(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
-        key = (namespace, name)
-        hit = self._cache.get(key)
-        now = time.monotonic()
-        if hit is not None and now - hit[0] < self.ttl:
+        hit = self._cache.get((namespace, name))
+        if hit is not None and time.monotonic() - hit[0] < self.ttl:
             return hit[1]
+        return await self._read(namespace, name)
+
+    async def reread(self, namespace: str, name: str) -> None:
+        """Read the Secret now instead of when the cached copy expires (called when Batch refused its key),
+        unless a refusal made it read within the last ``reread_interval`` seconds: that read already came after
+        the key stopped working. Reads at the cache's own pace do not count, since one just before a rotation
+        still holds the old key."""
+        key = (namespace, name)
+        now = time.monotonic()
+        if now - self._reread.get(key, -self.reread_interval) >= self.reread_interval:
+            self._reread[key] = now
+            await self._read(namespace, name)
+
+    async def _read(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+        key = (namespace, name)
+        now = time.monotonic()
         value = await self.client.get_secret(namespace, name)
         if value is not None:
             for secret_value in value[0].values():
@@ -335,13 +374,14 @@ def make_credential(ref: AccountRef, entra: Any = None) -> Any:
 
 
 class Accounts:
-    """Gateways per credential, and per account endpoint the one the poller uses.
+    """One gateway per credential (endpoint, account, key).
 
-    Each distinct credential (endpoint, account, key) gets its own gateway, so one object with a wrong key
-    in its Secret cannot break the others on the same account. The poller of an endpoint uses the
-    *current* gateway: the first one created, then the last one a reconcile succeeded with
-    (:meth:`promote`). A rotated key is a new credential: its gateway replaces the old one of the same
-    source.
+    Each distinct credential gets its own gateway, and each resource uses the gateway of its own credential
+    (for its reconciles and in its poller), so one object with a wrong key in its Secret cannot break the
+    others on the same account, nor be shown as healthy through someone else's key. Resources whose Secrets
+    hold the same key share one gateway. A rotated key is a new credential: when no Secret (no credential
+    *source*) holds the old one any more, its gateway is retired (closed with the others at the end, since
+    requests may still be in flight on it).
     """
 
     def __init__(self, settings: Settings, entra: EntraCredential | None = None) -> None:
@@ -350,7 +390,6 @@ class Accounts:
         """The process's Entra ID credential, for every gateway without a key (and for Blob storage)."""
         self._gateways: dict[str, Gateway] = {}
         self._by_source: dict[tuple[str, str], str] = {}
-        self._current: dict[str, str] = {}
         self._retired: list[Gateway] = []
 
     def limits(self) -> Limits:
@@ -361,35 +400,29 @@ class Accounts:
         )
 
     def gateway_for(self, ref: AccountRef) -> Gateway:
-        found = self._gateways.get(ref.credential_id)
-        if found is not None:
-            return found
-        gateway = Gateway(ref.endpoint, make_credential(ref, self.entra), limits=self.limits())
+        """The gateway of ``ref``'s credential (made on first use); retires the gateway of the credential its
+        source held before, once no source holds that one."""
         source = (ref.endpoint_key, ref.source.split("@", 1)[0])
         previous = self._by_source.get(source)
-        if previous is not None and previous in self._gateways:
-            log.info("credentials from %s for %s changed: using the new ones", source[1], ref.endpoint)
-            old = self._gateways.pop(previous)
-            gateway.stats = old.stats  # keep counting per account across rotations
-            self._retired.append(old)
-            if self._current.get(ref.endpoint_key) == previous:
-                self._current[ref.endpoint_key] = ref.credential_id
         self._by_source[source] = ref.credential_id
-        self._gateways[ref.credential_id] = gateway
-        self._current.setdefault(ref.endpoint_key, ref.credential_id)
+        gateway = self._gateways.get(ref.credential_id)
+        created = gateway is None
+        if gateway is None:
+            gateway = self._gateways[ref.credential_id] = Gateway(
+                ref.endpoint, make_credential(ref, self.entra), limits=self.limits()
+            )
+        if previous is not None and previous != ref.credential_id:
+            log.info("credentials from %s for %s changed: using the new ones", source[1], ref.endpoint)
+            if previous not in self._by_source.values() and previous in self._gateways:
+                old = self._gateways.pop(previous)
+                if created:
+                    gateway.stats = old.stats  # a rotation: keep counting where the old key left off
+                self._retired.append(old)
         return gateway
 
-    def promote(self, ref: AccountRef) -> None:
-        """Make ``ref``'s gateway the one the account's poller uses (it just worked)."""
-        self.gateway_for(ref)
-        self._current[ref.endpoint_key] = ref.credential_id
-
-    def current(self, endpoint_key: str) -> Gateway | None:
-        credential_id = self._current.get(endpoint_key)
-        return self._gateways.get(credential_id) if credential_id else None
-
-    def endpoints(self) -> list[str]:
-        return list(self._current)
+    def gateway(self, credential_id: str) -> Gateway | None:
+        """The gateway of a credential in use, None when none (or retired)."""
+        return self._gateways.get(credential_id)
 
     async def close(self) -> None:
         for gateway in list(self._gateways.values()) + self._retired:

@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
+import os
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -37,7 +41,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline.policies import AsyncRetryPolicy
+from azure.core.pipeline.policies import AsyncRetryPolicy, SansIOHTTPPolicy
 
 from batchop.api import conditions as cond
 from batchop.batch import settings
@@ -201,6 +205,11 @@ _BY_STATUS = {
 }
 _SCHEDULE_EXISTS = _Rule(cond.REASON_ALREADY_EXISTS, False, "{code}: {message}")
 _QUOTA = _Rule(cond.REASON_QUOTA_REACHED, False, "Batch quota reached ({code}): {message}")
+_ACTIVE_JOB_QUOTA = _Rule(
+    cond.REASON_ACTIVE_JOB_QUOTA, False,
+    "the Batch account's quota of active jobs and job schedules is reached ({code}: {message}); the schedule is "
+    "created when room appears (jobs or schedules complete or are deleted) or when the quota is raised",
+)
 _CONFLICT = _Rule(cond.REASON_CONFLICT, False, "Batch conflict ({code}): {message}")
 
 
@@ -211,6 +220,8 @@ def _rule(exc: HttpResponseError, answer: _Answer) -> _Rule:
         return _AUTHENTICATION
     if status == 403 and code == "AuthorizationFailure":  # a bearer token without a Batch role assignment
         return _ROLE_MISSING
+    if code == cond.REASON_ACTIVE_JOB_QUOTA:  # Azure's error code, kept as the reason
+        return _ACTIVE_JOB_QUOTA
     if status == 409:
         if code == "JobScheduleExists":
             return _SCHEDULE_EXISTS
@@ -260,6 +271,36 @@ def classify(exc: BaseException) -> BatchError:
     if answer.status == 400:
         return _invalid_spec(answer)
     return _rule(exc, answer).error(answer, _retry_after(exc))
+
+
+class Fenced(BatchError):
+    """A Batch write refused before it was sent: this replica no longer holds the Lease of the resource's shard
+    (:data:`WRITE_FENCE`). Recoverable: the replica that holds the Lease reconciles instead."""
+
+
+WRITE_FENCE: contextvars.ContextVar[Callable[[], str | None] | None] = contextvars.ContextVar(
+    "batchop_write_fence", default=None
+)
+"""The write fence of the controller running in this context (set by the controller's supervisor before it
+starts reconciling; inherited by every task it starts). Called before *every HTTP attempt* that is not a GET
+(create, patch, enable, disable, terminate, delete, job create/delete), retries included: None lets the
+request go, a string refuses it with :class:`Fenced`. Unset (standalone mode): no fence. The batch layer
+only calls it; what a valid Lease is belongs to the controller."""
+
+
+class FencePolicy(SansIOHTTPPolicy):
+    """Checks :data:`WRITE_FENCE` right before each write attempt leaves the process (per-retry policy)."""
+
+    def on_request(self, request: Any) -> None:
+        fence = WRITE_FENCE.get()
+        if fence is None or request.http_request.method in ("GET", "HEAD"):
+            return
+        refused = fence()
+        if refused is not None:
+            raise Fenced(
+                f"Batch write not sent: {refused}", reason=cond.REASON_KUBERNETES_UNAVAILABLE, terminal=False,
+                retry_after=5.0,
+            )
 
 
 class TokenBucket:
@@ -320,6 +361,12 @@ def _encoded_path_transport() -> Any:
     The SDK percent-encodes ``:`` in job ids (``/jobs/sched%3Ajob-1``) and signs that path (SharedKey);
     aiohttp's URL normalisation would send ``/jobs/sched:job-1`` instead, so the signature no longer
     matches what the service receives. Marking the URL as already encoded keeps the bytes signed.
+
+    The environment is trusted (aiohttp's ``trust_env``) only when a proxy variable is set: with it on,
+    aiohttp looks for credentials in ``~/.netrc`` on a worker thread before *every* request, which a profile
+    of a burst of 10,000 creates put at about 6% of the operator's CPU (the hand-over to the thread and back).
+    Batch requests carry their own ``Authorization``, so ``.netrc`` never applies to them; the proxy variables
+    keep working.
     """
     import yarl
     from azure.core.pipeline.transport import AioHttpTransport
@@ -335,7 +382,13 @@ def _encoded_path_transport() -> Any:
                     request.url = url
             return await super().send(request, **config)
 
-    return EncodedPathTransport()
+    return EncodedPathTransport(use_env_settings=_proxy_configured())
+
+
+def _proxy_configured() -> bool:
+    """Whether the environment names a proxy (``HTTP(S)_PROXY``, ``ALL_PROXY``, any case)."""
+    return any(os.environ.get(name) or os.environ.get(name.lower())
+               for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"))
 
 
 def _with_query(url: str, params: Mapping[str, str], api_version: str) -> str:
@@ -358,6 +411,20 @@ def _raw(item: Any) -> dict[str, Any]:
     if isinstance(data, dict):
         return data
     return dict(item)
+
+
+async def _download(start: Callable[[], Any]) -> bytes:
+    """The bytes of a file download the SDK ``start``s. The SDK raises a download's error before reading its
+    body, so the body is read here for :func:`classify` (Batch's error code lives in it)."""
+    try:
+        stream = await start()
+    except HttpResponseError as exc:
+        response: Any = exc.response  # the aio transport's response: read() is a coroutine
+        if response is not None:
+            with contextlib.suppress(Exception):
+                await response.read()
+        raise
+    return b"".join([chunk async for chunk in stream])
 
 
 class Gateway:
@@ -384,17 +451,30 @@ class Gateway:
                 self.endpoint,
                 credential,
                 retry_policy=retry,
-                per_retry_policies=[MetricsPolicy()],
+                per_retry_policies=[MetricsPolicy(), FencePolicy()],
                 transport=_encoded_path_transport(),
                 raw_response_hook=self._count_response,
                 connection_timeout=self.limits.connection_timeout,
                 read_timeout=self.limits.read_timeout,
             )
         self._client = client
+        self._server_date: tuple[datetime, float] | None = None
+
+    def batch_now(self) -> datetime:
+        """Batch's clock: the ``Date`` of its last answer plus the time since (the operator's clock before the
+        first answer). How long a job has waited is measured on it, so that it is Batch time."""
+        if self._server_date is None:
+            return datetime.now(UTC)
+        date, at = self._server_date
+        return date + timedelta(seconds=time.monotonic() - at)
 
     def _count_response(self, response: Any) -> None:
         status = response.http_response.status_code
         self.stats.responses[status] += 1
+        date = response.http_response.headers.get("Date") if response.http_response.headers else None
+        if date:
+            with contextlib.suppress(TypeError, ValueError):
+                self._server_date = (parsedate_to_datetime(date), time.monotonic())
         if status == 429:
             self.stats.throttled += 1
             log.warning("Batch throttled a request (429) on %s", self.endpoint)
@@ -415,6 +495,10 @@ class Gateway:
             self.stats.requests[op] += 1
             try:
                 result = await coro_factory()
+            except Fenced:
+                self.breaker.abandoned()  # nothing was sent: no news about the account
+                self.stats.errors["Fenced"] += 1
+                raise
             except Exception as exc:
                 if unreachable(exc):
                     self.breaker.unreachable()
@@ -446,11 +530,23 @@ class Gateway:
         return body, etag or body.get("eTag")
 
     async def create_schedule(self, body: Mapping[str, Any]) -> None:
-        from azure.batch.models import BatchJobScheduleCreateOptions
+        """``POST /jobschedules`` with ``body`` sent as the wire JSON it already is, through the SDK client's
+        own pipeline (authentication, retries, ``Retry-After``, metrics), like the listings: the SDK's
+        ``create_job_schedule`` would build its model of the whole body and serialise it back, per create."""
+        await self._call("create_schedule", lambda: self._post("/jobschedules", body))
 
-        await self._call(
-            "create_schedule", lambda: self._client.create_job_schedule(BatchJobScheduleCreateOptions(dict(body)))
+    async def _post(self, path: str, body: Mapping[str, Any]) -> None:
+        """``POST {path}`` with a JSON body; errors raise ``HttpResponseError`` as the SDK's operations do."""
+        from azure.core.rest import HttpRequest
+
+        request = HttpRequest(
+            "POST",
+            _with_query(path, {}, self.api_version),
+            headers={"Content-Type": "application/json; odata=minimalmetadata"},
+            content=json.dumps(body, separators=(",", ":")),
         )
+        response = await self._client.send_request(request)
+        response.raise_for_status()
 
     async def patch_schedule(self, schedule_id: str, properties: Mapping[str, Any], etag: str | None) -> None:
         """PATCH only the given top-level properties, conditional on ``etag`` when given."""
@@ -543,6 +639,18 @@ class Gateway:
     async def list_pools(self, *, filter: str | None = None, select: list[str] | None = None) -> list[dict[str, Any]]:
         return await self._list("list_pools", "/pools", filter=filter, select=select)
 
+    async def list_node_counts(self) -> list[dict[str, Any]]:
+        """Node counts by state per pool for the whole account (``GET /nodecounts``, Azure's "List Pool Node
+        Counts"): one request per page of 1000 pools, whatever the number of jobs."""
+        return await self._list("list_node_counts", "/nodecounts", filter=None, select=None)
+
+    async def list_nodes(
+        self, pool_id: str, *, filter: str | None = None, select: list[str] | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A pool's compute nodes as wire JSON (``GET /pools/{id}/nodes``); ``limit``: the first ones, one request."""
+        path = f"/pools/{quote(pool_id, safe='')}/nodes"
+        return await self._list("list_nodes", path, filter=filter, select=select, limit=limit)
+
     async def get_job(self, job_id: str) -> dict[str, Any] | None:
         try:
             return _raw(await self._call("get_job", lambda: self._client.get_job(job_id)))
@@ -596,17 +704,25 @@ class Gateway:
             ocp_range = f"bytes={start}-{'' if end is None else end}"
 
         async def run() -> bytes:
-            try:
-                stream = await self._client.download_task_file(job_id, task_id, path, ocp_range=ocp_range)
-            except HttpResponseError as exc:
-                response: Any = exc.response  # the aio transport's response: read() is a coroutine
-                if response is not None:
-                    with contextlib.suppress(Exception):
-                        await response.read()
-                raise
-            return b"".join([chunk async for chunk in stream])
+            return await _download(lambda: self._client.download_task_file(job_id, task_id, path,
+                                                                           ocp_range=ocp_range))
 
         data: bytes = await self._call("read_task_file", run)
+        return data
+
+    async def read_node_file(
+        self, pool_id: str, node_id: str, path: str, *, start: int | None = None, end: int | None = None
+    ) -> bytes:
+        """A compute node file's bytes (``GET /pools/{pool}/nodes/{node}/files/{path}``, the SDK's
+        ``download_node_file``), such as the start task's ``startup/stderr.txt``; ``start``/``end`` and errors
+        as :meth:`read_task_file` (``NodeNotFound``, ``PoolNotFound``, ``FileNotFound``, ``InvalidRange``...)."""
+        ocp_range = None if start is None else f"bytes={start}-{'' if end is None else end}"
+
+        async def run() -> bytes:
+            return await _download(lambda: self._client.download_node_file(pool_id, node_id, path,
+                                                                           ocp_range=ocp_range))
+
+        data: bytes = await self._call("read_node_file", run)
         return data
 
     async def task_counts(self, job_id: str) -> dict[str, Any] | None:

@@ -8,7 +8,8 @@
 | ``--resync-interval`` | ``BATCHOP_RESYNC_INTERVAL`` | 30 s |
 | ``--max-concurrency`` | ``BATCHOP_MAX_CONCURRENCY`` | 8 requests in flight per account |
 | ``--requests-per-second`` | ``BATCHOP_REQUESTS_PER_SECOND`` | 20 per account |
-| ``--secret-cache-seconds`` | ``BATCHOP_SECRET_CACHE_SECONDS`` | 10 s |
+| (no flag) | ``BATCHOP_SECRET_CACHE_SECONDS`` | 10 s (a key Batch refuses is read again at once) |
+| ``--job-stuck-after`` | ``BATCHOP_JOB_STUCK_AFTER`` | 3600 s of Batch time |
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ class Settings:
     """``status.lastSyncTime`` is refreshed on any change, and otherwise at most this often."""
     task_count_refreshes: int = 20
     """How many running jobs per cycle get their task counts refreshed (bounded, see poller)."""
+    job_stuck_after: float = 3600.0
+    """Seconds of Batch time an active job may wait without a running task before ``Ready`` turns False with
+    ``JobStuck`` (Azure allocates an auto pool's nodes in minutes; an hour with no task running is not normal)."""
 
     @property
     def default_account(self) -> str | None:
@@ -68,6 +72,7 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         "max_concurrency": int(_float(env, "BATCHOP_MAX_CONCURRENCY", DEFAULTS.max_concurrency)),
         "requests_per_second": _float(env, "BATCHOP_REQUESTS_PER_SECOND", DEFAULTS.requests_per_second),
         "secret_cache_seconds": _float(env, "BATCHOP_SECRET_CACHE_SECONDS", DEFAULTS.secret_cache_seconds),
+        "job_stuck_after": _float(env, "BATCHOP_JOB_STUCK_AFTER", DEFAULTS.job_stuck_after),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

@@ -1,7 +1,9 @@
 """Blob references in a ``jobSpecification``, resolved into the SAS URLs Batch understands.
 
 The references and their offline rules are :mod:`batchop.spec.blobrefs`; here they meet a storage
-account, through a :class:`batchop.blob.sas.SasMinter`:
+account, through a :class:`batchop.blob.sas.SasMinter`. They are resolved on the job manager task, the job
+preparation and release tasks and the auto pool's start task
+(:data:`batchop.spec.blobrefs.REFERENCE_TASKS`), each the same way:
 
 ============================================================  ===============================================
 reference                                                     becomes (permission of the minted SAS)

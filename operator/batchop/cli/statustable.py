@@ -4,7 +4,9 @@ Pure functions of the resources' JSON (as ``kubectl get bjs -o json`` returns th
 layout is unit-tested. One row per resource (READY, STATE, INTERVAL, NEXT RUN, LAST JOB, LAST RESULT, AGE),
 then, indented, one row per job in ``status.recentJobs`` (or ``status.recentJob`` when the list is empty): state,
 result, start, end, task counts and output location. Marked ``!``: conditions that are not True, and why the last
-job failed (its first failed task and cause, :func:`batchop.spec.failures.job_detail`).
+job failed (its first failed task and cause, :func:`batchop.spec.failures.job_detail`). A job that waits without a
+running task shows it in its RESULT: ``waiting 12m``, or the cause when Batch says why it cannot run
+(``QuotaExceeded, waiting 12m``; the ``!`` line under the row says what to do).
 """
 
 from __future__ import annotations
@@ -74,6 +76,19 @@ def _table(rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
     return [indent + "   ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
 
 
+def job_result(obj: Mapping[str, Any], job: Mapping[str, Any], now: datetime) -> str:
+    """A job's RESULT cell: its result; for the waiting recent job, how long it waits and why it cannot run."""
+    if job.get("result"):
+        return str(job["result"])
+    recent = (obj.get("status") or {}).get("recentJob") or {}
+    since = recent.get("waitingSince") if recent.get("id") == job.get("id") else None
+    if since and job.get("state") == "active":
+        ready = _condition(obj, conditions.READY)
+        cause = f"{ready.get('reason')}, " if ready.get("reason") in conditions.JOB_BLOCKED_REASONS else ""
+        return f"{cause}waiting {age(since, now)}"
+    return str(job.get("state") or NONE)
+
+
 def schedule_row(obj: Mapping[str, Any], now: datetime, *, namespace: bool) -> list[str]:
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
@@ -90,22 +105,24 @@ def schedule_row(obj: Mapping[str, Any], now: datetime, *, namespace: bool) -> l
         str((spec.get("schedule") or {}).get("recurrenceInterval") or "once"),
         when(status.get("nextRunTime")),
         str(job.get("id") or NONE),
-        str(job.get("result") or (job.get("state") if job else None) or NONE),
+        job_result(obj, job, now) if job else NONE,
         age(meta.get("creationTimestamp"), now),
     ]
     return row
 
 
-def job_rows(obj: Mapping[str, Any]) -> list[list[str]]:
+def job_rows(obj: Mapping[str, Any], now: datetime | None = None) -> list[list[str]]:
     status = obj.get("status") or {}
     jobs = list(status.get("recentJobs") or [])
-    if not jobs and status.get("recentJob"):
-        jobs = [status["recentJob"]]
+    recent = status.get("recentJob") or {}
+    if recent and not any(j.get("id") == recent.get("id") for j in jobs):
+        jobs = [recent, *jobs]  # the running job, before the kept ones
+    now = now or datetime.now(UTC)
     return [
         [
             str(job.get("id") or NONE),
             str(job.get("state") or NONE),
-            str(job.get("result") or NONE),
+            job_result(obj, job, now) if job.get("state") == "active" else str(job.get("result") or NONE),
             when(job.get("startTime") or job.get("creationTime")),
             when(job.get("endTime")),
             tasks(job.get("taskCounts")),
@@ -119,9 +136,13 @@ def problems(obj: Mapping[str, Any]) -> list[str]:
     """The message of each condition that is not True (what to fix), and why the last job failed with the command
     that shows its output, for display under the row."""
     out = []
+    seen: set[tuple[Any, Any]] = set()
     for type_ in (conditions.SYNCED, conditions.READY):
         cond = _condition(obj, type_)
         if cond and cond.get("status") != conditions.TRUE and cond.get("message"):
+            if (cond.get("reason"), cond.get("message")) in seen:
+                continue  # Ready repeats a failed Synced: said once
+            seen.add((cond.get("reason"), cond.get("message")))
             out.append(f"{type_} {cond.get('status')} ({cond.get('reason')}): {cond.get('message')}")
     job = (obj.get("status") or {}).get("recentJob") or {}
     if job.get("result") == "failure":
@@ -150,7 +171,7 @@ def render(objects: Sequence[Mapping[str, Any]], *, now: datetime | None = None,
         out.append(line)
         for problem in problems(obj):
             out.append(f"    ! {problem}")
-        rows = job_rows(obj)
+        rows = job_rows(obj, now)
         if rows:
             out += _table([["JOB", "STATE", "RESULT", "START", "END", "TASKS", "OUTPUT"], *rows], indent="    ")
     return "\n".join(out) + "\n"

@@ -1,9 +1,17 @@
-"""Which Batch account and gateway a resource uses, and the credential refresh of each account's poller.
+"""Which Batch account, credential and gateway each resource uses, kept current for the pollers.
 
 Resolution itself (Secret, endpoint, operator defaults) and the gateways per credential are
-:mod:`batchop.batch.credentials`. This keeps, per account, the spec of a resource that used it (the last
-one Batch answered), so the account's poller can re-resolve the credentials each cycle: a rotated Secret
-gives a new gateway without a restart and without waiting for a reconcile.
+:mod:`batchop.batch.credentials`. This keeps, per resource, the credential it was last resolved to and its
+``spec.account`` (what resolves it again), grouped by credential: each group is polled by its own poller
+with its own gateway (:mod:`batchop.controller.pollers`), so a resource is never mirrored through a key that
+is not its own, and a wrong key shows on the resources that use it only.
+
+:meth:`AccountResolver.refresh` re-resolves a group's members from the cached Secrets every poll cycle: a
+rotated Secret moves its resources to the group of the new key without a restart and without waiting for a
+reconcile. :meth:`AccountResolver.after_refusal` and ``refresh(reread=True)`` are for a key Batch refused:
+the Secret is re-read at once (rate-limited per Secret, :meth:`batchop.batch.credentials.SecretSource.reread`)
+instead of after the cache time, so switching the Secret to the secondary key and then regenerating the
+primary in Azure costs no failed reconcile.
 
 It also hands out the process's one Entra ID credential (:attr:`AccountResolver.entra`): the Batch gateways
 without a key and the Blob storage user-delegation SAS sign in with the same identity (on AKS: workload
@@ -12,21 +20,57 @@ identity), so one token file, one token cache and one set of sign-in errors serv
 
 from __future__ import annotations
 
-from batchop.api.types import Spec
+import copy
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchop.api import conditions as cond
+from batchop.api.types import Condition
 from batchop.batch.credentials import AccountRef, Accounts, CredentialError, EntraCredential, SecretSource, resolve
 from batchop.batch.gateway import Gateway
 from batchop.batch.settings import Settings
 from batchop.controller.reconcile.view import ObjectView
 
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+"""A resource's namespace and name."""
+
+
+@dataclass
+class _Member:
+    """A resource's credential and the ``spec.account`` it was resolved from."""
+
+    namespace: str
+    spec: dict[str, Any]
+    ref: AccountRef
+
+
+@dataclass
+class Refresh:
+    """What re-resolving a credential group changed."""
+
+    moved: set[str] = field(default_factory=set)
+    """Credential groups that gained members (their pollers must run)."""
+    movers: list[Key] = field(default_factory=list)
+    """Members now in another group: their Secret holds another key."""
+    stayed: list[Key] = field(default_factory=list)
+    """Members still in the group."""
+    unresolved: list[Key] = field(default_factory=list)
+    """Members whose account no longer resolves (a Secret or key removed): in no group any more."""
+
 
 class AccountResolver:
-    """Resolves resources to accounts and gateways; re-resolves an account's credentials for its poller."""
+    """Resolves resources to accounts and gateways; keeps each resource's credential group current."""
 
     def __init__(self, settings: Settings, secrets: SecretSource) -> None:
         self.settings = settings
         self.secrets = secrets
         self.accounts = Accounts(settings)
-        self._specs: dict[str, tuple[str, Spec]] = {}  # endpoint -> (namespace, spec) to re-resolve
+        self._members: dict[Key, _Member] = {}
+        self._groups: dict[str, set[Key]] = {}
 
     @property
     def entra(self) -> EntraCredential:
@@ -38,36 +82,104 @@ class AccountResolver:
         return await resolve(view.namespace, view.spec, self.settings, self.secrets)
 
     def gateway_for(self, ref: AccountRef, view: ObjectView) -> Gateway:
-        """The gateway of ``ref``'s credential; the first resource of an account is remembered for refreshes."""
-        if ref.endpoint_key not in self._specs:
-            self._specs[ref.endpoint_key] = (view.namespace, view.spec.copy())
+        """The gateway of ``ref``'s credential; the resource is polled with this credential from now on."""
+        self._assign(view.key, view.namespace, {"account": copy.deepcopy(view.spec.get("account") or {})}, ref)
         return self.accounts.gateway_for(ref)
 
     def deletion_gateway(self, ref: AccountRef) -> Gateway:
         """The gateway of ``ref``'s credential, for a deletion step."""
         return self.accounts.gateway_for(ref)
 
-    def promote(self, ref: AccountRef, view: ObjectView) -> None:
-        """Batch answered with ``ref``'s credentials: the account's poller uses them, and refreshes from
-        this resource's spec."""
-        self.accounts.promote(ref)
-        self._specs[ref.endpoint_key] = (view.namespace, view.spec.copy())
+    def group_of(self, key: Key) -> str | None:
+        """The credential group (:attr:`AccountRef.credential_id`) the resource is polled in, None if none."""
+        member = self._members.get(key)
+        return member.ref.credential_id if member else None
 
-    def current(self, endpoint_key: str) -> Gateway | None:
-        """The gateway the account's poller uses."""
-        return self.accounts.current(endpoint_key)
+    def members_of(self, group: str) -> frozenset[Key]:
+        return frozenset(self._groups.get(group, ()))
 
-    async def refresh(self, endpoint_key: str) -> None:
-        """Re-resolve the account's credentials (cached Secret read) so a rotated key is used."""
-        found = self._specs.get(endpoint_key)
-        if found is None:
-            return
-        try:
-            ref = await resolve(found[0], found[1], self.settings, self.secrets)
-        except CredentialError:
-            return
-        if ref.endpoint_key == endpoint_key:
+    def gateway(self, group: str) -> Gateway | None:
+        """The gateway a group's poller uses (None once no resource holds its key)."""
+        return self.accounts.gateway(group)
+
+    async def refresh(self, group: str, *, reread: bool = False) -> Refresh:
+        """Re-resolve every member of ``group`` (Secrets from the cache; with ``reread``, each Secret read
+        again at once, as after Batch refused the group's key). Members whose credential changed join the
+        group of the new one."""
+        result = Refresh()
+        for key in sorted(self._groups.get(group, ())):
+            member = self._members[key]
+            secret = member.ref.secret
+            if reread and secret is not None:
+                await self.secrets.reread(*secret)
+            try:
+                ref = await resolve(member.namespace, member.spec, self.settings, self.secrets)
+            except CredentialError:
+                self.forget(key)
+                result.unresolved.append(key)
+                continue
+            self._assign(key, member.namespace, member.spec, ref)
             self.accounts.gateway_for(ref)
+            if ref.credential_id == group:
+                result.stayed.append(key)
+            else:
+                result.moved.add(ref.credential_id)
+                result.movers.append(key)
+        return result
+
+    async def after_refusal(self, ref: AccountRef, view: ObjectView) -> AccountRef | None:
+        """Batch refused ``ref``'s key: read its Secret again now rather than when the cache expires. The fresh
+        credential when it differs (the Secret was switched to another key meanwhile), else None."""
+        if ref.secret is None:
+            return None
+        await self.secrets.reread(*ref.secret)
+        try:
+            fresh = await self.resolve(view)
+        except CredentialError:
+            return None
+        if fresh.credential_id == ref.credential_id:
+            return None
+        log.info("Batch refused the key of %s for %s/%s; the Secret holds another key now: using it",
+                 ref.source.split("@", 1)[0], view.namespace, view.name)
+        return fresh
+
+    def forget(self, key: Key) -> None:
+        """The resource is gone, or has no credential any more: it leaves its group."""
+        member = self._members.pop(key, None)
+        if member is not None:
+            self._leave(key, member.ref.credential_id)
+
+    def _assign(self, key: Key, namespace: str, spec: dict[str, Any], ref: AccountRef) -> None:
+        previous = self._members.get(key)
+        if previous is not None and previous.ref.credential_id != ref.credential_id:
+            self._leave(key, previous.ref.credential_id)
+        self._members[key] = _Member(namespace, spec, ref)
+        self._groups.setdefault(ref.credential_id, set()).add(key)
+
+    def _leave(self, key: Key, group: str) -> None:
+        keys = self._groups.get(group)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._groups[group]
 
     async def close(self) -> None:
         await self.accounts.close()
+
+
+def name_secret(synced: Condition, ref: AccountRef) -> None:
+    """Say which Secret's key Batch refused, in the ``Synced`` message (the resource's own credential)."""
+    secret = ref.secret
+    if secret is None or synced.get("reason") != cond.REASON_AUTHENTICATION_FAILED:
+        return
+    where = f"Secret {secret[0]}/{secret[1]} (spec.account.credentialsSecretRef)"
+    message = str(synced.get("message") or "")
+    if where in message:
+        return
+    named = message.replace("the credentials Secret", where, 1)
+    synced["message"] = named if named != message else f"{message} (the key of {where})"
+
+
+def refused(synced: Mapping[str, Any]) -> bool:
+    """Whether a pass ended because Batch refused the credentials."""
+    return synced.get("reason") == cond.REASON_AUTHENTICATION_FAILED

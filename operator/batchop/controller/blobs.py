@@ -7,7 +7,8 @@ at start from ``AZURE_STORAGE_CONNECTION_STRING`` / ``BATCHOP_STORAGE_URL``), th
 :class:`~batchop.batch.gateway.BatchError` the reconcile reports (the field, and whether it is terminal).
 
 :func:`renewal_due` tells the poller when the SAS inside a schedule's ``jobSpecification`` could expire
-under the next job, so it re-mints them (a ``jobSpecification`` PATCH) a whole recurrence ahead.
+under the next job, so it re-mints them (a ``jobSpecification`` PATCH) a whole recurrence ahead. It goes by
+``status.sas.expiresAt``, which :func:`kept_sas` keeps for every managed schedule, adopted ones included.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from batchop.blob import sas
 from batchop.blob.settings import ENV_CONNECTION_STRING, ENV_STORAGE_URL
 from batchop.controller.reconcile.view import ObjectView
 from batchop.spec.blobrefs import BlobReferenceError, has_blob_references
-from batchop.spec.sas_lifetime import max_wall_clock
+from batchop.spec.sas_lifetime import held_expiry, max_wall_clock
 from batchop.spec.sas_lifetime import renewal_due as sas_renewal_due
 from batchwire import timestamps
 
@@ -88,9 +89,15 @@ class BlobResolver:
         return found[0]
 
 
-def kept_sas(previous: Status, outcome_status: Status, writes: list[str]) -> None:
+def kept_sas(
+    previous: Status, outcome_status: Status, writes: list[str], observed: Mapping[str, Any] | None = None
+) -> None:
     """``status.sas`` says when the SAS *in Batch* expire: a pass that resolved fresh SAS but wrote no
-    ``jobSpecification`` keeps the previous expiry (Batch still holds the SAS minted then)."""
+    ``jobSpecification`` keeps the previous expiry (Batch still holds the SAS minted then).
+
+    With no previous expiry (a schedule adopted as it is: someone else minted the SAS it holds), the expiry
+    is read from the SAS in the ``observed`` schedule, so the poller renews them like any other; a schedule
+    holding no SAS where the resource's blob references need one counts as expired now (renewed at once)."""
     if "sas" not in outcome_status:
         return
     if any(w == "create" or (w.startswith("patch") and "jobSpecification" in w) for w in writes):
@@ -98,6 +105,9 @@ def kept_sas(previous: Status, outcome_status: Status, writes: list[str]) -> Non
     before = previous.get("sas")
     if before and before.get("expiresAt"):
         outcome_status["sas"] = {"expiresAt": before["expiresAt"]}
+    elif observed is not None:
+        held = held_expiry(observed.get("jobSpecification") or {})
+        outcome_status["sas"] = {"expiresAt": timestamps.seconds(held or datetime.now(UTC))}
     else:
         outcome_status.pop("sas")
 

@@ -23,7 +23,7 @@ per-account state the poller keeps.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
@@ -332,11 +332,10 @@ class History:
                 continue
             sid = str(member.schedule_id)
             schedule = schedules.get(sid.lower())
-            budget = await self._judge(gateway, sid, previous(member), counts, budget)
+            budget = await self._judge(gateway, sid, previous(member), counts, budget, schedule)
             rid = self.recent_job_id(sid, schedule)
             limits = member.history or Limits()
-            results = {k: v[0] for k, v in self.results.items()}
-            decided = plan(self.jobs_of(sid), results, limits, {rid.lower()} if rid else ())
+            decided = plan(self.jobs_of(sid), _Results(self.results), limits, {rid.lower()} if rid else ())
             if _may_write(member, schedule, owned):
                 await self._delete(gateway, sid, decided.delete, limits)
             self.recent[member.key] = self._kept(decided.keep, counts, (schedule or {}).get("jobSpecification"))
@@ -348,10 +347,12 @@ class History:
         shown_status: Mapping[str, Any],
         counts: Mapping[str, Mapping[str, Any]],
         budget: int,
+        schedule: Mapping[str, Any] | None = None,
     ) -> int:
         """Record the result of each completed job of the schedule not judged yet: from the counts the poller
         has, from ``status.recentJobs`` (after a restart), else one ``taskcounts`` read within ``budget``.
-        Returns the budget left."""
+        Returns the budget left. ``schedule`` gives listed jobs their ``onTaskFailure`` (the result of a job whose
+        exit conditions let failed tasks through, :func:`batchop.controller.status.job_result`)."""
         shown = {str(i.get("id")).lower(): i for i in (shown_status.get("recentJobs") or []) if i.get("result")}
         for job in self.jobs_of(sid):
             key = str(job["id"]).lower()
@@ -369,7 +370,8 @@ class History:
                 if found is None:  # gone meanwhile
                     self._forget(key)
                     continue
-            self.results[key] = (st.job_result(job, found), dict(found) if found else None)
+            judged = st.with_failure_mode(job, schedule) or job
+            self.results[key] = (st.job_result(judged, found), dict(found) if found else None)
         return budget
 
     async def _delete(self, gateway: HistoryGateway, sid: str, job_ids: Sequence[str], limits: Limits) -> None:
@@ -396,6 +398,23 @@ class History:
             job_counts: Mapping[str, Any] | None = known or counts.get(key)
             items.append(kept_job(kept, result, job_counts, output_location(job_spec, result)))
         return items
+
+
+class _Results(Mapping[str, str | None]):
+    """:attr:`History.results` read as job id -> result, without copying it: a copy per member made a cycle's
+    cost grow with the square of the number of schedules (N copies of an N-entry book)."""
+
+    def __init__(self, book: Mapping[str, tuple[str | None, dict[str, Any] | None]]) -> None:
+        self._book = book
+
+    def __getitem__(self, key: str) -> str | None:
+        return self._book[key][0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._book)
+
+    def __len__(self) -> int:
+        return len(self._book)
 
 
 def _may_write(

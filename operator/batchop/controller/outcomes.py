@@ -2,12 +2,16 @@
 
 All status goes through the one :class:`~batchop.kube.status_writer.StatusWriter` of the process, which patches
 only when the document changed. The ``Synced`` condition comes from the outcome, and ``Ready`` when the pass
-knew better than the poller; the Events follow (:class:`~batchop.controller.events.EventPoster`). The
-tracked copy learns the new ``Synced`` reason, which the poller's retries go by.
+knew better than the poller; the writer derives ``Ready``, ``Reconciling`` and ``Stalled`` from them. Every
+outcome writes ``observedGeneration``, failures included: a tool that compares it with ``metadata.generation``
+(kstatus, Argo CD) then knows the failure is about the current spec. The Events follow
+(:class:`~batchop.controller.events.EventPoster`). The tracked copy learns the new ``Synced`` reason, which the
+poller's retries go by.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from batchop.api import conditions as cond
@@ -17,8 +21,11 @@ from batchop.controller.reconcile.outcome import Outcome
 from batchop.controller.reconcile.view import ObjectView
 from batchop.controller.status import observed_status
 from batchop.controller.tracking import Tracked
+from batchop.kube.client import KubeError
 from batchop.kube.status_writer import StatusWriter
 from batchwire import timestamps
+
+log = logging.getLogger(__name__)
 
 
 class OutcomeWriter:
@@ -28,6 +35,18 @@ class OutcomeWriter:
         self.writer = writer
         self.events = events
 
+    async def begin(self, view: ObjectView) -> None:
+        """Before the first pass of a resource that has no ``Ready`` yet: ``Ready=Unknown``, ``Reconciling=True``
+        (once per resource: a resource that has any ``Ready`` is left alone)."""
+        known = self.writer.known(view.namespace, view.name)
+        if known is None or cond.find(known.get("conditions"), cond.READY) is not None:
+            return
+        # Reconciling only: the writer derives Ready=Unknown from "no Synced, nothing observed yet"
+        try:
+            await self.writer.update(view.namespace, view.name, None, cond.first_pass(view.generation)[1:])
+        except KubeError as err:  # advisory: the pass itself reports an unreachable API server
+            log.warning("could not mark %s/%s as reconciling: %s", view.namespace, view.name, err)
+
     async def write(self, view: ObjectView, outcome: Outcome, entry: Tracked | None) -> None:
         """Status (fields and conditions), the tracked ``Synced`` reason, then the Events."""
         previous = self.writer.known(view.namespace, view.name) or {}
@@ -35,6 +54,8 @@ class OutcomeWriter:
         conditions: list[Condition] = [outcome.synced]
         if outcome.ready is not None:
             conditions.append(outcome.ready)
+        if view.generation:
+            outcome.status.setdefault("observedGeneration", view.generation)
         await self.writer.update(view.namespace, view.name, outcome.status, conditions)
         if entry is not None:
             entry.synced_reason = str(outcome.synced.get("reason"))

@@ -39,8 +39,10 @@ from typing import Any, Protocol
 from batchop.api import conditions as cond
 from batchop.api.types import Condition, Status
 from batchop.batch.gateway import BatchError, GatewayStats
+from batchop.batch.settings import account_from_endpoint
 from batchop.controller import history as hist
 from batchop.controller import status as st
+from batchop.controller.poolhealth import PoolHealth
 from batchop.controller.reconcile.ownership import owns
 from batchop.controller.tracking import Tracked
 from batchop.kube.status_writer import StatusWriter
@@ -51,8 +53,9 @@ from batchwire import timestamps
 log = logging.getLogger(__name__)
 
 SCHEDULE_SELECT = ["id", "state", "eTag", "lastModified", "executionInfo", "metadata", "schedule", "jobSpecification"]
-JOB_SELECT = ["id", "state", "creationTime", "stateTransitionTime", "executionInfo"]
-POOL_SELECT = ["id", "state", "allocationState", "currentDedicatedNodes", "currentLowPriorityNodes"]
+JOB_SELECT = ["id", "state", "creationTime", "stateTransitionTime", "executionInfo", "onTaskFailure"]
+POOL_SELECT = ["id", "state", "allocationState", "vmSize", "currentDedicatedNodes", "currentLowPriorityNodes",
+               "resizeErrors"]
 MAX_ID_FILTER = 10
 MIRROR_CONCURRENCY = 16
 """Members mirrored at once in a cycle (each may patch status, post Events, or repair drift)."""
@@ -85,6 +88,8 @@ class OnDrift(Protocol):
 
 
 OnRetry = Callable[[Tracked, str], Awaitable[None]]
+OnRefused = Callable[[list[Tracked]], Awaitable[None]]
+"""Batch refused the poller's credential: given the members polled with it."""
 RenewalDue = Callable[[Tracked, Mapping[str, Any]], bool]
 
 
@@ -110,6 +115,7 @@ RETRY_REASONS = frozenset(
         cond.REASON_THROTTLED,
         cond.REASON_CONFLICT,
         cond.REASON_QUOTA_REACHED,
+        cond.REASON_ACTIVE_JOB_QUOTA,
         cond.REASON_BATCH_ERROR,
         cond.REASON_KUBERNETES_UNAVAILABLE,
     }
@@ -145,8 +151,12 @@ class Poller:
         heartbeat: float = 600.0,
         task_count_refreshes: int = 20,
         renewal_due: RenewalDue | None = None,
+        stuck_after: float = st.DEFAULT_STUCK_AFTER,
+        account: str | None = None,
+        on_refused: OnRefused | None = None,
     ) -> None:
         self._renewal_due = renewal_due
+        self._on_refused = on_refused
         self.endpoint_key = endpoint_key
         self._gateway = gateway
         self._members = members
@@ -163,6 +173,9 @@ class Poller:
         self._counts: dict[str, dict[str, Any]] = {}  # job id (lower) -> task counts
         self._pools: dict[str, dict[str, Any]] = {}
         self._failed: dict[str, dict[str, Any]] = {}  # job id (lower) -> {failedTasks, failedTaskCount}
+        # node counts of active jobs' pools, a failed start task's node, Batch's clock (batchop.controller.poolhealth)
+        account = account or account_from_endpoint(endpoint_key) or endpoint_key  # named in QuotaExceeded
+        self.pool_health = PoolHealth(stuck_after=stuck_after, account=account)
         self._rr = 0
         self.history = hist.History()  # the job listing, history limits and status.recentJobs
         self.cycles = 0
@@ -198,8 +211,9 @@ class Poller:
             await self._refresh_credentials()
         except Exception as exc:  # a missing secret must not stop the others' status
             log.warning("credential refresh for %s failed: %s", self.endpoint_key, exc)
+        members = [m for m in self._members() if m.endpoint_key == self.endpoint_key]  # the refresh may move some
         gateway = self._gateway()
-        if gateway is None:
+        if gateway is None or not members:
             return report
         before = gateway.stats.total_requests
         try:
@@ -207,9 +221,12 @@ class Poller:
         except BatchError as err:
             report.error = str(err)
             log.warning("poll of %s failed (%s): %s", self.endpoint_key, err.reason, err)
-            for member in members:
-                if _retry_due(member):
-                    await self._on_retry(member, f"retry after {member.synced_reason}")
+            if err.reason == cond.REASON_AUTHENTICATION_FAILED and self._on_refused is not None:
+                await self._on_refused(members)  # their key: each member shows the refusal, or moves to a new key
+            else:
+                for member in members:
+                    if _retry_due(member):
+                        await self._on_retry(member, f"retry after {member.synced_reason}")
         report.requests = gateway.stats.total_requests - before
         self.cycles += 1
         return report
@@ -227,6 +244,7 @@ class Poller:
         await self._refresh_counts(gateway, running, recent_ids, changed)
         await self._read_failures(gateway, members, schedules)
         await self._list_pools(gateway)
+        await self.pool_health.read(gateway, self._jobs)
         await self.history.step(
             gateway,
             members,
@@ -388,10 +406,11 @@ class Poller:
             await self._on_drift(member, "SAS renewal", force=("jobSpecification",))
         previous = self.writer.known(member.namespace, member.name) or {}
         candidate, conditions = self._observed(member, member.schedule_id, schedule, previous)
+        observed = self.writer.observed(member.namespace, member.name)  # not the document's: Synced may override it
         changed = (
             any(previous.get(k) != v for k, v in candidate.items())
             or cond.find(previous.get("conditions"), cond.READY) is None
-            or _cond_changed(previous, conditions[0])
+            or _cond_changed({"conditions": [observed] if observed else []}, conditions[0])
         )
         stale = member.last_sync is None or now - member.last_sync > timedelta(seconds=self.heartbeat)
         if changed or stale:
@@ -399,7 +418,8 @@ class Poller:
         if await self.writer.update(member.namespace, member.name, candidate, conditions):
             report.patched += 1
             member.last_sync = now
-        for event in st.transitions(previous, candidate) if previous else []:
+        for event in [*(st.transitions(previous, candidate) if previous else []),
+                      *st.readiness_events(observed, conditions[0])]:
             report.events += 1
             await self._post_event(member, event)
 
@@ -429,6 +449,7 @@ class Poller:
             previous=previous,
             generation=member.generation,
             failed=self._failed.get(rid.lower()) if rid else None,
+            health=self.pool_health.health(pool_id, resource=(member.namespace, member.name)),
         )
         conditions = fields.pop("conditions")
         fields["recentJobs"] = self.history.recent.get(member.key) if schedule is not None else None

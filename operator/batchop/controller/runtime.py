@@ -7,7 +7,7 @@
 - :class:`~batchop.controller.blobs.BlobResolver`: blob references into SAS (storage defaults read once);
 - :class:`~batchop.controller.outcomes.OutcomeWriter`: outcomes into status (one
   :class:`~batchop.kube.status_writer.StatusWriter`) and Events (:class:`~batchop.controller.events.EventPoster`);
-- :class:`~batchop.controller.pollers.Pollers`: one poller per account, whose drift repairs and retries go
+- :class:`~batchop.controller.pollers.Pollers`: one poller per account credential, whose drift repairs and retries go
   through :class:`~batchop.controller.retry.Repairer` and :class:`~batchop.controller.retry.RetryScheduler`;
 - :class:`~batchop.controller.cleanup.OrphanCleanup`: schedules of resources that vanished during a create.
 
@@ -22,10 +22,11 @@ from typing import Any, cast
 
 from batchop.api import conditions as cond
 from batchop.api.types import Status
-from batchop.batch.credentials import CredentialError, SecretSource
+from batchop.batch.credentials import AccountRef, CredentialError, SecretSource, endpoint_of
+from batchop.batch.gateway import Gateway
 from batchop.batch.settings import Settings
 from batchop.controller import runnow
-from batchop.controller.accounts import AccountResolver
+from batchop.controller.accounts import AccountResolver, Refresh, name_secret, refused
 from batchop.controller.blobs import BlobResolver, kept_sas, renewal_due, storage_defaults
 from batchop.controller.cleanup import OrphanCleanup
 from batchop.controller.events import EventPoster
@@ -33,6 +34,7 @@ from batchop.controller.finalizer import FinalizerHold
 from batchop.controller.outcomes import OutcomeWriter, mirror_created
 from batchop.controller.poller import Poller
 from batchop.controller.pollers import Pollers
+from batchop.controller.poolhealth import account_of
 from batchop.controller.ports import Kube
 from batchop.controller.reconcile.apply import apply
 from batchop.controller.reconcile.delete import delete, released
@@ -70,7 +72,7 @@ class Runtime:
         self.cleanup = OrphanCleanup()
         self.repair = Repairer(kube, self.reconcile)
         self.retry = RetryScheduler(kube, self.secrets, self.repair, settings.resync_interval)
-        self.pollers = Pollers(self._poller)
+        self.pollers = Pollers(self._poller, occupied=lambda group: bool(self.accounts.members_of(group)))
         self.credentials_retry = max(settings.resync_interval, CREDENTIALS_RETRY_MIN)
 
     async def close(self) -> None:
@@ -87,6 +89,7 @@ class Runtime:
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         if event_type == "DELETED":
             self.tracker.forget((namespace, name))
+            self.accounts.forget((namespace, name))
             self.writer.forget(namespace, name)
             metrics.forget_resource(namespace, name)
             return False
@@ -112,11 +115,14 @@ class Runtime:
         """One reconcile of the resource ``body`` (serialised per resource)."""
         view = ObjectView.from_body(body)
         async with self.tracker.locked(view.key) as entry:
-            with metrics.reconcile_timer("reconcile"):
-                return await self._reconcile(view, entry, force)
+            with metrics.reconcile_timer("reconcile") as run:
+                outcome = await self._reconcile(view, entry, force)
+                run.settle(outcome.synced, outcome.retry_after)  # controller-runtime's result label
+                return outcome
 
     async def _reconcile(self, view: ObjectView, entry: Tracked | None, force: tuple[str, ...]) -> Outcome:
         view.status = self._status_of(view)
+        await self.outcomes.begin(view)  # Ready=Unknown before a resource's very first pass does anything
         try:
             ref = await self.accounts.resolve(view)
         except CredentialError as err:
@@ -124,21 +130,18 @@ class Runtime:
             unresolved = Outcome(synced=synced, retry_after=self.credentials_retry, done=False)
             await self.outcomes.write(view, unresolved, entry)
             return unresolved
-        gateway = self.accounts.gateway_for(ref, view)
+        hold = FinalizerHold(self.kube, view)
+        ref, gateway, outcome = await self._apply(view, ref, force, hold)
         if entry is not None:
             entry.endpoint_key = ref.endpoint_key
-        self.pollers.ensure(ref.endpoint_key)
-        hold = FinalizerHold(self.kube, view)
-        outcome = await apply(view, gateway, model=self.model, resolve_blobs=self.blobs, force=force, hold=hold)
-        kept_sas(view.status, outcome.status, outcome.writes)
+        self.pollers.ensure(ref.credential_id)
+        kept_sas(view.status, outcome.status, outcome.writes, outcome.observed)
         if "adopt" in outcome.writes and not await hold.after_adopt():
             # the resource was deleted while we adopted the schedule: nothing will ever release it, so we do
             self.cleanup.spawn(view, outcome.schedule_id, gateway)
             return outcome
         if "create" in outcome.writes:
             mirror_created(view, outcome, entry)
-        if outcome.status.get("scheduleId"):
-            self.accounts.promote(ref, view)  # Batch answered with these credentials: the poller uses them
         await self.outcomes.write(view, outcome, entry)
         if "create" in outcome.writes and self.writer.known(view.namespace, view.name) is None:
             # the status write found no object: it vanished while we created its schedule (its finalizer
@@ -148,8 +151,24 @@ class Runtime:
         if entry is not None:
             _remember(entry, outcome)
         if outcome.writes:
-            self.pollers.wake(ref.endpoint_key)
+            self.pollers.wake(ref.credential_id)
         return outcome
+
+    async def _apply(
+        self, view: ObjectView, ref: AccountRef, force: tuple[str, ...], hold: FinalizerHold
+    ) -> tuple[AccountRef, Gateway, Outcome]:
+        """One pass with the resource's own credential. When Batch refuses its key, the Secret is read again at
+        once (not after the cache time; at most once a second per Secret) and, if it holds another key by now
+        (switched to the secondary key, then the primary regenerated), the pass runs once more with that."""
+        gateway = self.accounts.gateway_for(ref, view)
+        outcome = await apply(view, gateway, model=self.model, resolve_blobs=self.blobs, force=force, hold=hold)
+        if refused(outcome.synced):
+            fresh = await self.accounts.after_refusal(ref, view)
+            if fresh is not None:
+                ref, gateway = fresh, self.accounts.gateway_for(fresh, view)
+                outcome = await apply(view, gateway, model=self.model, resolve_blobs=self.blobs, force=force, hold=hold)
+            name_secret(outcome.synced, ref)
+        return ref, gateway, outcome
 
     # -- delete ----------------------------------------------------------------------------------------------
 
@@ -195,22 +214,58 @@ class Runtime:
 
     # -- pollers ---------------------------------------------------------------------------------------------
 
-    def _poller(self, endpoint_key: str) -> Poller:
+    def _poller(self, group: str) -> Poller:
+        """The poller of one credential group: its members, through that credential's own gateway."""
         return Poller(
-            endpoint_key,
-            gateway=lambda: self.accounts.current(endpoint_key),
-            members=self.tracker.members,
+            endpoint_of(group),
+            gateway=lambda: self.accounts.gateway(group),
+            members=lambda: self._members_of(group),
             writer=self.writer,
             post_event=self._post_member_event,
             on_drift=self.repair,
             on_retry=self.retry,
-            refresh_credentials=lambda: self.accounts.refresh(endpoint_key),
+            refresh_credentials=lambda: self._refresh_credentials(group),
+            on_refused=lambda members: self._refused(group, members),
             changed_properties=self.model.changed_properties,
             interval=self.settings.resync_interval,
             heartbeat=self.settings.sync_heartbeat,
             task_count_refreshes=self.settings.task_count_refreshes,
+            stuck_after=self.settings.job_stuck_after,
+            account=account_of(group),
             renewal_due=self._renewal_due,
         )
+
+    def _members_of(self, group: str) -> list[Tracked]:
+        return [entry for key in self.accounts.members_of(group) if (entry := self.tracker.get(key)) is not None]
+
+    async def _refresh_credentials(self, group: str) -> None:
+        """Each member's credential resolved again (Secrets from the cache): a Secret switched to another key
+        moves its resources to that key's poller; one that no longer resolves is reconciled, which says why."""
+        await self._regroup(await self.accounts.refresh(group))
+
+    async def _refused(self, group: str, members: list[Tracked]) -> None:
+        """Batch refused the group's key while polling: the members' Secrets are read again at once (not after
+        the cache time); those still on this key are reconciled with it, each showing the refusal itself."""
+        result = await self.accounts.refresh(group, reread=True)
+        await self._regroup(result)
+        stayed = set(result.stayed)
+        for member in members:
+            if member.key in stayed:
+                await self.retry(member, "Batch refused its credentials")
+
+    async def _regroup(self, result: Refresh) -> None:
+        """Start the pollers of new keys; reconcile who failed with the old key, and who has none any more."""
+        for group in result.moved:
+            self.pollers.ensure(group)
+            self.pollers.wake(group)
+        for key in result.movers:
+            entry = self.tracker.get(key)
+            if entry is not None and entry.synced_reason == cond.REASON_AUTHENTICATION_FAILED:
+                await self.retry(entry, "its Secret holds another key now")
+        for key in result.unresolved:
+            entry = self.tracker.get(key)
+            if entry is not None:
+                await self.retry(entry, "its credentials no longer resolve")
 
     async def _post_member_event(self, member: Tracked, event: EventSpec) -> None:
         await self.events.post(member.namespace, member.name, member.uid, event)

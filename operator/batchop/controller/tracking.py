@@ -5,6 +5,13 @@ account pollers mirror Batch into status for every tracked resource, so they mus
 only those reconciled since the start. Per resource, reconciles and deletes run one at a time
 (:meth:`Tracker.locked`), whether kopf or the poller (drift repair, credential retry, SAS renewal)
 started them; the lock of a deleted resource goes with it, so the locks do not grow with churn.
+
+At most :data:`MAX_IN_FLIGHT` reconciles and deletes run at once, whatever the number of resources. kopf
+starts a handler for every object the moment its event arrives: 10,000 resources applied at once were
+10,000 reconciles in flight, each holding its desired body, blob references and requests while it waited
+for one of the account's few Batch connections, and the process's memory peaked at 750 MiB. A reconcile
+now waits for a slot *before* it builds anything; the waiting costs a task each, and the watch is never
+blocked (kopf queues events per object, and a handler waiting for a slot holds up only its own object).
 """
 
 from __future__ import annotations
@@ -20,9 +27,14 @@ from batchop.api import conditions as cond
 from batchop.api.names import ANNOTATION_ADOPT, ANNOTATION_RECONCILE_POLICY
 from batchop.controller import history
 from batchop.controller.reconcile.view import ObjectView, adopts, policy_of
+from batchop.observability import metrics
 
 Key = tuple[str, str]
 """A resource's namespace and name."""
+
+MAX_IN_FLIGHT = 64
+"""Reconciles and deletes running at once (the others wait for a slot): 8 accounts' worth of the default
+Batch concurrency per account (8), so a burst keeps every account's connections busy."""
 
 
 @dataclass
@@ -55,6 +67,9 @@ class Tracked:
     create or edit racing with the listing is never taken for drift nor mirrored from a stale page."""
     notes: tuple[str | None, str | None] | None = None
     """The ``adopt`` and ``reconcile-policy`` annotations as last seen (None before the first event)."""
+    essence: str | None = None
+    """kopf's last-handled configuration as compact JSON (:class:`batchop.controller.diffbase.TrackedDiffBase`),
+    kept here instead of in an annotation on the object."""
 
     @property
     def busy(self) -> bool:
@@ -73,10 +88,13 @@ class Tracked:
 class Tracker:
     """The tracked resources by key, and one lock per resource while it is tracked or in use."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self.entries: dict[Key, Tracked] = {}
         self.locks: dict[Key, asyncio.Lock] = {}
         self.lock_users: dict[Key, int] = {}  # reconciles/deletes holding or awaiting the lock
+        self.slots = asyncio.Semaphore(max_in_flight)
+        self.max_in_flight = max_in_flight
+        metrics.set_max_concurrent_reconciles(max_in_flight)
 
     def get(self, key: Key) -> Tracked | None:
         return self.entries.get(key)
@@ -126,14 +144,18 @@ class Tracker:
 
     @contextlib.asynccontextmanager
     async def locked(self, key: Key) -> AsyncIterator[Tracked | None]:
-        """Hold the resource's lock for one reconcile or delete, its :attr:`Tracked.version` odd meanwhile.
-        Yields the tracked entry (None for a resource no watch event showed yet)."""
+        """Hold one of the in-flight slots, then the resource's lock, for one reconcile or delete, its
+        :attr:`Tracked.version` odd meanwhile. Yields the tracked entry (None for a resource no watch event
+        showed yet). The slot comes first: whoever holds a resource's lock already has a slot, so a waiter
+        can never keep a lock holder from finishing."""
         self.lock_users[key] = self.lock_users.get(key, 0) + 1
+        request = metrics.reconcile_requested()  # the workqueue metrics: waiting until the slot and lock are held
         try:
             lock = self.locks.get(key)
             if lock is None:
                 lock = self.locks[key] = asyncio.Lock()
-            async with lock:
+            async with self.slots, lock:
+                request.start()
                 entry = self.entries.get(key)
                 if entry is not None:
                     entry.version += 1
@@ -143,5 +165,6 @@ class Tracker:
                     if entry is not None:
                         entry.version += 1
         finally:
+            request.done()
             self.lock_users[key] -= 1
             self._drop_lock(key)

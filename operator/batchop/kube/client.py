@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from batchop.api.names import API_GROUP_VERSION, KIND, PLURAL
+from batchop.observability import metrics
 from batchwire import timestamps
 from batchwire.redact import redact
 
@@ -135,6 +136,7 @@ class KubeClient:
                 # no total: a request queued for one of the MAX_CONNECTIONS must wait, not time out (at
                 # N = 10,000 a total of 30 s failed tens of thousands of finalizer adds: a retry storm)
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30),
+                trace_configs=[metrics.rest_client_trace()],  # rest_client_requests_total
             )
         headers = self._headers()
         if content_type:

@@ -5,6 +5,11 @@ document per object, merges conditions (``lastTransitionTime`` kept when unchang
 merge-patch to the ``/status`` subresource only when the document changed. One writer per process, so two
 writers can never undo each other's fields, and a repeated report of the same state costs no request.
 
+``Ready``, ``Reconciling`` and ``Stalled`` are derived here, on every write that carries a condition
+(:func:`batchop.api.conditions.summarize`): from the ``Synced`` condition of the last pass and the ``Ready`` the
+poller last observed in Batch (remembered per object, apart from the document, because a failed ``Synced``
+replaces the document's ``Ready`` until the next successful pass brings the observation back).
+
 Apart from :mod:`batchop.kube.client`: the writer decides *what* to send, the client only sends it, and any
 :class:`StatusClient` (a fake in unit tests) will do.
 """
@@ -66,6 +71,7 @@ class StatusWriter:
         self.on_written = on_written
         self._status: dict[tuple[str, str], dict[str, Any]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._observed: dict[tuple[str, str], dict[str, Any]] = {}  # the Ready last computed from Batch
         self.patches = 0
 
     def known(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -73,11 +79,45 @@ class StatusWriter:
 
     def seed(self, namespace: str, name: str, status: Mapping[str, Any] | None) -> None:
         """Remember the status seen on the object, unless this process has written it already."""
-        self._status.setdefault((namespace, name), _prune(copy.deepcopy(dict(status or {}))))
+        key = (namespace, name)
+        if key not in self._status:
+            self._status[key] = _prune(copy.deepcopy(dict(status or {})))
+            self._remember_observed(key, self._status[key])
 
     def forget(self, namespace: str, name: str) -> None:
         self._status.pop((namespace, name), None)
         self._locks.pop((namespace, name), None)
+        self._observed.pop((namespace, name), None)
+
+    def observed(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ``Ready`` last computed from Batch for the object (not the document's, which a failed ``Synced``
+        overrides): what the poller compares a new observation with."""
+        return self._observed.get((namespace, name))
+
+    def _remember_observed(self, key: tuple[str, str], status: Mapping[str, Any]) -> None:
+        """A ``Ready`` read back from the object counts as observed when Batch's state gave it (after a
+        restart, until the first poll cycle)."""
+        ready = cond.find(status.get("conditions"), cond.READY)
+        if ready is not None and ready.get("reason") in cond.OBSERVED_READY_REASONS:
+            self._observed.setdefault(key, dict(ready))
+
+    def _conditions(
+        self, key: tuple[str, str], old: Mapping[str, Any], updates: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """``updates`` merged into the old conditions, with ``Ready``, ``Reconciling`` and ``Stalled`` derived
+        (module docstring): an incoming ``Ready`` is the observation, not the final word."""
+        rest = []
+        for update in updates:
+            if update.get("type") == cond.READY:
+                self._observed[key] = dict(update)
+            else:
+                rest.append(update)
+        merged = cond.merge(old.get("conditions"), rest)
+        synced = cond.find(merged, cond.SYNCED)
+        generation = next((u["observedGeneration"] for u in updates if u.get("observedGeneration") is not None),
+                          (synced or {}).get("observedGeneration"))
+        derived = cond.summarize(synced, self._observed.get(key), generation=generation)
+        return cond.merge(merged, derived)
 
     async def update(
         self,
@@ -95,6 +135,7 @@ class StatusWriter:
                 if body is None:
                     return False
                 old = _prune(dict(body.get("status") or {}))
+                self._remember_observed(key, old)
             new = copy.deepcopy(old)
             for field_name, value in (fields or {}).items():
                 if value is None:
@@ -102,9 +143,7 @@ class StatusWriter:
                 else:
                     new[field_name] = _prune(copy.deepcopy(value))
             if conditions:
-                merged = cond.merge(old.get("conditions"), conditions)
-                # keep the stamp when nothing but the stamp would change
-                new["conditions"] = merged
+                new["conditions"] = self._conditions(key, old, conditions)
             if new == old:
                 return False
             patch = merge_patch(old, new)

@@ -14,6 +14,12 @@ prometheus-client's default registry, so process metrics come along). The operat
   exception's class, or a condition reason given to :func:`count_error`);
 - :func:`start_metrics_server` to serve ``/metrics`` (``batchop run --metrics-port``).
 
+Beside them, under the names controller dashboards already query (:mod:`batchop.observability.conventions`):
+controller-runtime's ``controller_runtime_reconcile_*`` (fed by :func:`reconcile_timer`, whose run is told how
+the reconcile ended with :meth:`ReconcileRun.settle`), client-go's ``workqueue_*`` (:func:`reconcile_requested`
+for each reconcile request) and ``rest_client_requests_total`` (:func:`rest_client_trace` on the operator's
+Kubernetes client's session).
+
 Label values are bounded: ``operation`` is the HTTP method and the URL path with ids replaced by
 ``{id}`` (``GET /jobschedules/{id}``), never an id or a query string.
 """
@@ -28,11 +34,13 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from batchop.api import conditions as cond
+from batchop.observability.conventions import ERROR, SUCCESS, ControllerMetrics, QueueItem, result_of
 from batchwire import timestamps
 
 #: HTTP statuses counted as throttling: 429 Too Many Requests, and 503 Server Busy (Batch sends both).
@@ -89,6 +97,7 @@ class Metrics:
             "batchop_reconcile_errors",
             "Reconcile handler runs that raised, by handler and exception class.",
             ["handler", "error"], registry=registry)
+        self.controller = ControllerMetrics(registry)
         self._known: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
@@ -136,20 +145,44 @@ class Metrics:
     # -- reconciles -----------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def reconcile_timer(self, handler: str) -> Iterator[None]:
-        """Time the ``with`` body as one run of ``handler``; an exception also counts as an error (re-raised)."""
+    def reconcile_timer(self, handler: str) -> Iterator[ReconcileRun]:
+        """Time the ``with`` body as one run of ``handler``; an exception also counts as an error (re-raised).
+        The body tells how the run ended with :meth:`ReconcileRun.settle` (default: success); a cancelled run
+        (the operator stopping) counts in no controller-runtime result."""
+        run = ReconcileRun()
         start = time.perf_counter()
+        ended = False
         try:
-            yield
+            yield run
+            ended = True
         except Exception as exc:
             self.reconcile_errors.labels(handler, type(exc).__name__).inc()
+            run.result, run.terminal = ERROR, False
+            ended = True
             raise
         finally:
-            self.reconcile_duration.labels(handler).observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.reconcile_duration.labels(handler).observe(seconds)
+            if ended:
+                self.controller.reconciled(run.result, seconds, terminal=run.terminal)
 
     def count_error(self, handler: str, error: str) -> None:
         """Count a handler run that ended in an error without raising (e.g. a ``Synced=False`` reason)."""
         self.reconcile_errors.labels(handler, error).inc()
+
+
+class ReconcileRun:
+    """How one reconcile under :meth:`Metrics.reconcile_timer` ended (controller-runtime's ``result`` label)."""
+
+    def __init__(self) -> None:
+        self.result = SUCCESS
+        self.terminal = False
+
+    def settle(self, synced: Mapping[str, Any] | None, retry_after: float | None) -> None:
+        """The run ended with this ``Synced`` condition, to be run again after ``retry_after`` seconds (None:
+        not unless something changes); see :func:`batchop.observability.conventions.result_of`."""
+        synced = synced or {}
+        self.result, self.terminal = result_of(synced.get("status"), synced.get("reason"), retry_after)
 
 
 def operation_name(method: str, url: str) -> str:
@@ -228,7 +261,7 @@ def forget_resource(namespace: str, name: str) -> None:
     METRICS.forget_resource(namespace, name)
 
 
-def reconcile_timer(handler: str) -> contextlib.AbstractContextManager[None]:
+def reconcile_timer(handler: str) -> contextlib.AbstractContextManager[ReconcileRun]:
     """:meth:`Metrics.reconcile_timer` on :data:`METRICS`."""
     return METRICS.reconcile_timer(handler)
 
@@ -236,6 +269,39 @@ def reconcile_timer(handler: str) -> contextlib.AbstractContextManager[None]:
 def count_error(handler: str, error: str) -> None:
     """:meth:`Metrics.count_error` on :data:`METRICS`."""
     METRICS.count_error(handler, error)
+
+
+def reconcile_requested() -> QueueItem:
+    """A reconcile request is made (``workqueue_*`` on :data:`METRICS`): call ``start()`` on the item once it
+    may run (a slot and its resource's lock are held) and ``done()`` when it ended, or was given up."""
+    return METRICS.controller.queue.add()
+
+
+def rest_client_trace(metrics: Metrics | None = None) -> aiohttp.TraceConfig:
+    """An aiohttp trace for a Kubernetes API client's session (``ClientSession(trace_configs=[...])``): each
+    request counts in ``rest_client_requests_total{code,method,host}`` as client-go counts it (``host`` the API
+    server's ``host:port``, ``code`` the HTTP status or ``<error>`` when no answer came)."""
+
+    def target() -> ControllerMetrics:
+        return (metrics or METRICS).controller
+
+    async def on_end(_session: aiohttp.ClientSession, _context: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        target().rest_request(params.method, params.url.authority, params.response.status)
+
+    async def on_exception(
+        _session: aiohttp.ClientSession, _context: Any, params: aiohttp.TraceRequestExceptionParams
+    ) -> None:
+        target().rest_request(params.method, params.url.authority, None)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_end)
+    trace.on_request_exception.append(on_exception)
+    return trace
+
+
+def set_max_concurrent_reconciles(limit: float) -> None:
+    """``controller_runtime_max_concurrent_reconciles`` on :data:`METRICS`: the bound on reconciles at once."""
+    METRICS.controller.set_max_concurrent_reconciles(limit)
 
 
 def start_metrics_server(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> int:

@@ -1,7 +1,10 @@
 """Blob references in a ``jobSpecification``: where they may be, their shapes and output paths, checked offline.
 
 batchop extends Batch's shapes (docs/blob-storage.md) so users name containers and paths instead of
-pasting SAS tokens, on the job manager task and on the auto pool's start task:
+pasting SAS tokens, on every task of a ``jobSpecification`` that takes resource files: the job manager task,
+the job preparation and release tasks, and the auto pool's start task (:data:`REFERENCE_TASKS`, every place the
+CRD's schema lets a ``blob`` be written). Of these, only the job manager task has ``outputFiles`` in Batch's
+model (API 2025-06-01):
 
 - ``resourceFiles[]: {blob: {container, path}, filePath?}``: one blob;
 - ``resourceFiles[]: {blob: {container, prefix?}, filePath?}``: every blob under a prefix (no prefix: the
@@ -34,7 +37,11 @@ _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
 OUTPUT_PLACEHOLDERS = ("{scheduleId}", "{jobId}", "{taskId}")
 
 JOB_MANAGER = "jobManagerTask"
+JOB_PREPARATION = "jobPreparationTask"
+JOB_RELEASE = "jobReleaseTask"
 START_TASK_PATH = ("poolInfo", "autoPoolSpecification", "pool", "startTask")
+REFERENCE_TASKS: tuple[tuple[str, ...], ...] = ((JOB_MANAGER,), (JOB_PREPARATION,), (JOB_RELEASE,), START_TASK_PATH)
+"""Where in a ``jobSpecification`` the tasks whose blob references are resolved are, in resolution order."""
 JOB_SPECIFICATION = "spec.jobSpecification"
 """Where a resource's ``jobSpecification`` is: the default base of every field path reported."""
 
@@ -69,20 +76,19 @@ class BlobRef:
 
 
 def task_locations(job_spec: Mapping[str, Any], base: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """``(path, task)`` of the tasks whose references are resolved: the job manager and the auto pool's start
-    task."""
-    manager = job_spec.get(JOB_MANAGER)
-    if isinstance(manager, Mapping):
-        yield f"{base}.{JOB_MANAGER}", manager
-    node: Any = job_spec
-    for key in START_TASK_PATH:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    if isinstance(node, Mapping):
-        yield f"{base}.{'.'.join(START_TASK_PATH)}", node
+    """``(path, task)`` of the tasks whose references are resolved (:data:`REFERENCE_TASKS`) that ``job_spec``
+    has: the job manager, the job preparation and release tasks, the auto pool's start task."""
+    for keys in REFERENCE_TASKS:
+        node: Any = job_spec
+        for key in keys:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping):
+            yield f"{base}.{'.'.join(keys)}", node
 
 
 def has_blob_references(job_spec: Mapping[str, Any] | None) -> bool:
-    """True when the job manager task or the auto pool's start task uses a ``blob:`` reference."""
+    """True when any task of :data:`REFERENCE_TASKS` uses a ``blob:`` reference: the resource then needs a
+    storage account and SAS renewal."""
     if not isinstance(job_spec, Mapping):
         return False
     for _, task in task_locations(job_spec, ""):

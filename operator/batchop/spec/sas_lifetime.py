@@ -5,21 +5,25 @@ and every job Batch starts from it uses them: resource files are read when a job
 when its tasks end. So a SAS must outlive the next job the schedule can start, with some slack:
 
 - :func:`lifetime_of`: ``spec.storage.sasLifetime`` (default P7D, at least PT1M);
-- :func:`max_wall_clock`: how long one job can last (:data:`DEFAULT_JOB_WINDOW` when unbounded);
+- :func:`max_wall_clock`: how long one job can last, its release task included (:data:`DEFAULT_JOB_WINDOW`
+  when unbounded);
 - :func:`renewal_due`: the SAS must be re-minted now, before the next job could outlive it
   (:func:`required_until`, with :func:`renewal_margin`);
 - :func:`check_lifetime`: a ``sasLifetime`` too short for renewal to keep ahead of (:func:`minimum_lifetime`),
-  reported by :mod:`batchop.spec.validation` as a warning.
+  reported by :mod:`batchop.spec.validation` as a warning;
+- :func:`held_expiry`: when the SAS a schedule already holds expire, read from the tokens themselves (a
+  schedule the operator adopted was written by someone else, so nothing else says it).
 
 :mod:`batchop.blob.sas` mints the tokens with these lifetimes; the operator's poller asks :func:`renewal_due`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from batchwire import durations
 
@@ -27,6 +31,8 @@ DEFAULT_SAS_LIFETIME = timedelta(days=7)
 MIN_SAS_LIFETIME = timedelta(minutes=1)
 #: When a job's wall clock is unbounded, assume a job runs at most this long (docs/blob-storage.md).
 DEFAULT_JOB_WINDOW = timedelta(days=1)
+#: A job release task's ``maxWallClockTime`` when it sets none: Batch's default, also the most it accepts.
+RELEASE_TASK_WALL_CLOCK = timedelta(minutes=15)
 LIFETIME_FIELD = "spec.storage.sasLifetime"
 
 
@@ -77,11 +83,15 @@ def _duration(value: timedelta | str | None) -> timedelta | None:
 
 
 def max_wall_clock(job_spec: Mapping[str, Any]) -> timedelta | None:
-    """How long one job of this ``jobSpecification`` can last at most, or None when unbounded.
+    """How long one job of this ``jobSpecification`` can last at most, its job release task included; None
+    when unbounded.
 
     The job's own ``constraints.maxWallClockTime`` bounds it; failing that, a job manager task that
     ends the job (``killJobOnCompletion`` true, the default) bounds it by its own
-    ``constraints.maxWallClockTime`` (retries ignored: an approximation on the long side is fine).
+    ``constraints.maxWallClockTime`` times its tries. A job release task runs when the job ends, and
+    Batch marks the job complete only once it has (it reruns after a node reboot): it downloads its
+    resource files then, so a job with one lasts up to the release task's ``maxWallClockTime`` longer
+    (default and maximum PT15M).
     """
     job_limit = _duration((job_spec.get("constraints") or {}).get("maxWallClockTime"))
     manager = job_spec.get("jobManagerTask") or {}
@@ -95,7 +105,17 @@ def max_wall_clock(job_spec: Mapping[str, Any]) -> timedelta | None:
             else:
                 task_limit = task_limit * (retries + 1)
     bounded = [d for d in (job_limit, task_limit) if d is not None]
-    return min(bounded) if bounded else None
+    if not bounded:
+        return None
+    return min(bounded) + release_wall_clock(job_spec)
+
+
+def release_wall_clock(job_spec: Mapping[str, Any]) -> timedelta:
+    """How long the job's release task may run after the job ends (zero without one)."""
+    release = job_spec.get("jobReleaseTask")
+    if not isinstance(release, Mapping):
+        return timedelta(0)
+    return _duration(release.get("maxWallClockTime")) or RELEASE_TASK_WALL_CLOCK
 
 
 def renewal_margin(window: timedelta) -> timedelta:
@@ -179,3 +199,43 @@ def check_lifetime(
         f"({window_text}) plus margin; use at least {shown}, or bound the job with "
         "jobSpecification.constraints.maxWallClockTime",
     )
+
+
+SAS_EXPIRY_PARAMETERS = ("se", "ske")
+"""A SAS's signed expiry, and for a user-delegation SAS the expiry of the key that signed it: it stops working at
+the earlier of the two (Azure Storage, "Create a user delegation SAS")."""
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def sas_expiry(url: str) -> datetime | None:
+    """When the SAS in ``url`` stops working (None: no SAS, or no readable expiry)."""
+    if "sig=" not in url:
+        return None
+    query = parse_qs(urlsplit(url).query)
+    if "sig" not in query:
+        return None
+    found: list[datetime] = []
+    for name in SAS_EXPIRY_PARAMETERS:
+        for text in query.get(name, []):
+            try:
+                found.append(_as_utc(datetime.fromisoformat(text)))
+            except ValueError:
+                continue
+    return min(found) if found else None
+
+
+def held_expiry(job_spec: Mapping[str, Any]) -> datetime | None:
+    """When the first SAS held anywhere in ``job_spec`` (resource files, output containers, ...) expires; None
+    when it holds none."""
+    expiries = [e for text in _strings(job_spec) if (e := sas_expiry(text)) is not None]
+    return min(expiries) if expiries else None

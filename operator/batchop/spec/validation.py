@@ -506,29 +506,11 @@ def _check_output_file(output: Mapping[str, Any], path: str, out: list[FieldErro
 
 
 def _check_blob_references(spec: Mapping[str, Any], out: list[FieldError]) -> None:
-    """Blob references only where the operator resolves them, checked by :mod:`batchop.spec.blobrefs` itself."""
+    """Blob references, checked by :mod:`batchop.spec.blobrefs` itself. The schema allows them only where the
+    operator resolves them (every task with resource files; outputs on the job manager task)."""
     job = spec.get("jobSpecification")
     if not isinstance(job, Mapping):
         return
-    for key in ("jobPreparationTask", "jobReleaseTask"):
-        task = _dict(job.get(key))
-        for index, resource_file in enumerate(_list(task.get("resourceFiles"))):
-            if isinstance(resource_file, Mapping) and "blob" in resource_file:
-                out.append(
-                    FieldError(
-                        f"spec.jobSpecification.{key}.resourceFiles[{index}].blob",
-                        "blob references are resolved on the jobManagerTask and the auto pool's startTask only: "
-                        "move the file there, or use httpUrl / autoStorageContainerName",
-                    )
-                )
-        for index, output in enumerate(_list(task.get("outputFiles"))):
-            if isinstance(output, Mapping) and "blob" in _dict(output.get("destination")):
-                out.append(
-                    FieldError(
-                        f"spec.jobSpecification.{key}.outputFiles[{index}].destination.blob",
-                        "blob references are resolved on the jobManagerTask and the auto pool's startTask only",
-                    )
-                )
     schedule_id = spec.get("scheduleId") if isinstance(spec.get("scheduleId"), str) else "schedule"
     known = {f.path for f in out if f.is_error}
     for problem in blobrefs.validate_references(job, schedule_id=str(schedule_id)):

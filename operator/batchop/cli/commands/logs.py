@@ -7,6 +7,15 @@ Which job: the most recent one (``status.recentJob``) by default, ``--previous``
 N, ``-f`` follows a running task (waiting for it to start) by reading byte ranges (``ocp-range``) every
 ``--interval`` seconds until the task completes.
 
+``--start-task``: the output of the pool's start task on one compute node instead, for a job that cannot start
+because its start task fails (``Ready=False`` reason ``StartTaskFailed`` names this command). The pool is the
+job's (``executionInfo.poolId``), the node the first in ``starttaskfailed`` (else the first whose start task ran),
+or ``--node ID`` (which implies ``--start-task``); the file is ``startup/stderr.txt``, where a failing start task
+says why, or ``startup/stdout.txt`` with ``--stdout``. Read with Batch's compute node file API (``GET
+/pools/{pool}/nodes/{node}/files/startup/stderr.txt``, the SDK's ``download_node_file``), the same file as
+``az batch node file download --file-path startup/stderr.txt``; the start task's state and failure follow on
+stderr. A node's files go with the node: an auto pool is deleted when its job completes.
+
 Files are read with Batch's task-file API (``GET /jobs/{job}/tasks/{task}/files/{path}``) through
 :class:`batchop.batch.gateway.Gateway`, in chunks of :data:`CHUNK` bytes. Credentials: the Secret the operator
 uses for the resource (``spec.account.credentialsSecretRef``, read through your kubeconfig), or the operator-wide
@@ -50,10 +59,11 @@ KEEP_OUTPUT = (
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "logs",
-        help="print a job's task output (stdout/stderr) from Batch",
+        help="print a job's task output (stdout/stderr), or its pool's start task output, from Batch",
         description="Print the output of a BatchJobSchedule's job from Batch: the most recent job's job manager "
-        "task's stdout.txt by default. Credentials: the resource's Secret (read through your kubeconfig), the "
-        "operator's defaults from the environment, or your Azure identity with --azure-credential.",
+        "task's stdout.txt by default; with --start-task the start task's stderr.txt on a node of the job's pool "
+        "(why a job cannot start: reason StartTaskFailed). Credentials: the resource's Secret (read through your "
+        "kubeconfig), the operator's defaults from the environment, or your Azure identity with --azure-credential.",
     )
     parser.add_argument("name", metavar="NAME", help="the BatchJobSchedule")
     parser.add_argument("-n", "--namespace", default=None, help="namespace (default: the kubeconfig context's)")
@@ -63,7 +73,15 @@ def register(subparsers: Any) -> None:
     tasks = parser.add_mutually_exclusive_group()
     tasks.add_argument("--task", default=None, metavar="ID", help="a task id (default: the job manager task)")
     tasks.add_argument("--all-tasks", action="store_true", help="every task of the job, each under a header")
-    parser.add_argument("--stderr", action="store_true", help="stderr.txt instead of stdout.txt")
+    stream = parser.add_mutually_exclusive_group()
+    stream.add_argument("--stderr", action="store_true", help="stderr.txt (default: stdout.txt; with --start-task "
+                        "stderr.txt is the default)")
+    stream.add_argument("--stdout", action="store_true", help="stdout.txt (the default but with --start-task)")
+    parser.add_argument("--start-task", action="store_true",
+                        help="the start task's output (startup/stderr.txt) on a node of the job's pool: the first "
+                        "node whose start task failed, or --node")
+    parser.add_argument("--node", default=None, metavar="ID",
+                        help="the compute node whose start task output to print (implies --start-task)")
     parser.add_argument("-f", "--follow", action="store_true", help="follow a running task until it completes")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines")
@@ -81,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("-f follows one task: name it with --task (or leave out --all-tasks)", USAGE)
     if (args.tail is not None and args.tail < 0) or args.since_file_offset < 0 or args.interval <= 0:
         raise CLIError("--tail, --since-file-offset and --interval must not be negative", USAGE)
+    if _start_task(args) and (args.task or args.all_tasks or args.follow):
+        raise CLIError("--start-task and --node print a node's start task output once: leave out --task, "
+                       "--all-tasks and -f", USAGE)
     # The SDK logs a traceback at WARNING for every download error whose body it has not read yet; the
     # gateway reads that body and this command reports the error itself, in words.
     logging.getLogger("azure.batch._utils.model_base").setLevel(logging.ERROR)
@@ -168,6 +189,8 @@ async def connect(obj: Mapping[str, Any], namespace: str, *, azure_credential: b
 async def _logs(args: argparse.Namespace, obj: Mapping[str, Any], namespace: str, job_id: str) -> int:
     gateway, credential = await connect(obj, namespace, azure_credential=args.azure_credential)
     try:
+        if _start_task(args):
+            return await _show_start_task(args, gateway, job_id)
         return await _show(args, gateway, job_id)
     except BatchError as err:
         code = UNAVAILABLE if err.reason == "BatchUnavailable" else FAILURE
@@ -337,3 +360,114 @@ async def _wait_started(gateway: Gateway, job_id: str, task: dict[str, Any], int
             raise CLIError(f"task {task['id']} of job {job_id} is gone (its job was deleted)", FAILURE)
         task = found
     return task
+
+
+# -- a node's start task output ----------------------------------------------------------------------------
+
+NODE_SELECT = ["id", "state", "startTaskInfo"]
+"""The node properties ``--start-task`` needs (``$select``)."""
+
+
+def _start_task(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "start_task", False) or getattr(args, "node", None))
+
+
+async def _show_start_task(args: argparse.Namespace, gateway: Gateway, job_id: str) -> int:
+    """Print the start task's output on the chosen node of the job's pool; its state and failure on stderr."""
+    pool_id = await job_pool(gateway, job_id)
+    try:
+        nodes = await gateway.list_nodes(pool_id, select=NODE_SELECT)
+    except BatchError as err:
+        raise node_error(err, pool_id, None, job_id) from None
+    node = pick_node(nodes, pool_id, args.node)
+    path = "startup/stdout.txt" if getattr(args, "stdout", False) else "startup/stderr.txt"
+    data = await _read_node_file(gateway, pool_id, node, path, args.since_file_offset, job_id)
+    out = sys.stdout.buffer
+    out.write(_last_lines(data, args.tail))
+    out.flush()
+    print(f"batchop logs: {start_task_line(node, pool_id)}", file=sys.stderr)
+    return OK
+
+
+async def job_pool(gateway: Gateway, job_id: str) -> str:
+    """The pool the job runs on (its auto pool, or the pool it names)."""
+    job = await gateway.get_job(job_id)
+    if job is None:
+        raise CLIError(f"Batch has no job {job_id} (deleted by the history limits, or by hand)", FAILURE)
+    pool_id = (job.get("executionInfo") or {}).get("poolId") or (job.get("poolInfo") or {}).get("poolId")
+    if not pool_id:
+        raise CLIError(f"job {job_id} has no pool yet (executionInfo.poolId is empty): Batch creates its auto pool "
+                       "when the job starts; try again in a moment", FAILURE)
+    return str(pool_id)
+
+
+def pick_node(nodes: list[dict[str, Any]], pool_id: str, wanted: str | None) -> dict[str, Any]:
+    """``wanted`` (any case), else the first node whose start task failed, else the first whose start task ran."""
+    if wanted:
+        found = next((n for n in nodes if str(n.get("id", "")).lower() == wanted.lower()), None)
+        if found is None:
+            known = ", ".join(str(n.get("id")) for n in nodes[:5]) or "none"
+            raise CLIError(f"pool {pool_id} has no node {wanted} (its nodes: {known})", FAILURE)
+        return found
+    if not nodes:
+        raise CLIError(f"pool {pool_id} has no node (yet): see status.pool of the resource for resizeErrors and "
+                       "node counts", FAILURE)
+    failed = next((n for n in nodes if str(n.get("state", "")).lower() == "starttaskfailed"), None)
+    if failed is not None:
+        return failed
+    ran = next((n for n in nodes if n.get("startTaskInfo")), None)
+    if ran is not None:
+        return ran
+    states = ", ".join(sorted({str(n.get("state")) for n in nodes}))
+    raise CLIError(f"no node of pool {pool_id} has run a start task (node states: {states}): the pool has no start "
+                   "task, or its nodes are still starting", FAILURE)
+
+
+async def _read_node_file(
+    gateway: Gateway, pool_id: str, node: Mapping[str, Any], path: str, offset: int, job_id: str
+) -> bytes:
+    """The node file from ``offset`` to its end, one ``ocp-range`` of :data:`CHUNK` bytes at a time."""
+    chunks: list[bytes] = []
+    node_id = str(node["id"])
+    while True:
+        try:
+            data = await gateway.read_node_file(pool_id, node_id, path, start=offset, end=offset + CHUNK - 1)
+        except BatchError as err:
+            if err.code == "InvalidRange":  # an empty file, or nothing after the offset
+                break
+            raise node_error(err, pool_id, node, job_id, path) from None
+        chunks.append(data)
+        offset += len(data)
+        if len(data) < CHUNK:
+            break
+    return b"".join(chunks)
+
+
+def node_error(err: BatchError, pool_id: str, node: Mapping[str, Any] | None, job_id: str,
+               path: str | None = None) -> CLIError:
+    """What a failed node listing or node file read means for the user."""
+    node_id = (node or {}).get("id")
+    if err.code == "PoolNotFound":
+        return CLIError(f"pool {pool_id} of job {job_id} is gone, and its nodes' files with it (an auto pool with "
+                        "poolLifetimeOption job is deleted when its job completes)", FAILURE)
+    if err.code == "NodeNotFound":
+        return CLIError(f"node {node_id} of pool {pool_id} is gone (the pool shrank or was deleted)", FAILURE)
+    if err.code == "FileNotFound":
+        state = ((node or {}).get("startTaskInfo") or {}).get("state") or "not started"
+        return CLIError(f"node {node_id} of pool {pool_id} has no {path}: its start task has not written it "
+                        f"(start task {state})", FAILURE)
+    code = UNAVAILABLE if err.reason == "BatchUnavailable" else FAILURE
+    where = f"{path} of node {node_id}" if path else f"the nodes of pool {pool_id}"
+    return CLIError(f"cannot read {where}: {err}", code)
+
+
+def start_task_line(node: Mapping[str, Any], pool_id: str) -> str:
+    """The start task's state on the node, in a line: ``the start task on node N of pool P exited with 3``."""
+    info = node.get("startTaskInfo") or {}
+    where = f"the start task on node {node.get('id')} of pool {pool_id} (node state {node.get('state')})"
+    if info.get("result") == "failure":
+        item = failures.failed_task({"id": "start", "executionInfo": info})
+        return f"{where} {failures.describe(item).removeprefix('task start ')}"
+    if info.get("state") == "completed":
+        return f"{where} exited with {info.get('exitCode', 0)}"
+    return f"{where} is {info.get('state') or 'not started'}"

@@ -1,8 +1,10 @@
 """``batchop run``: the operator (kopf), reconciling BatchJobSchedules against Azure Batch.
 
-Standalone by default (no kopf peering: run one replica, ``strategy: Recreate``). Namespaces: ``-n NS``
-(repeatable, globs allowed) or ``-A`` for all. Settings come from flags, else environment variables
-(see :mod:`batchop.batch.settings`).
+Standalone by default (no kopf peering, no Lease: run one replica, ``strategy: Recreate``). With
+``--leader-elect`` any number of replicas run and the holder of a Lease reconciles
+(:mod:`batchop.controller.supervisor`); with ``--shards N`` as well, the resources are spread over N Leases.
+Namespaces: ``-n NS`` (repeatable, globs allowed) or ``-A`` for all. Settings come from flags, else
+environment variables (see :mod:`batchop.batch.settings`).
 """
 
 from __future__ import annotations
@@ -67,11 +69,58 @@ def register(subparsers: Any) -> None:
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
     _add_batch_arguments(parser)
+    _add_election_arguments(parser)
     parser.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     from batchop.admission import options as webhook_options
 
     webhook_options.add_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _add_election_arguments(parser: argparse.ArgumentParser) -> None:
+    """Leader election and shards (docs/operator.md, "High availability and sharding"); controller-runtime's
+    flag names and defaults."""
+    from batchop.api.names import LEADER_ELECTION_ID
+
+    group = parser.add_argument_group("high availability (docs/operator.md)")
+    group.add_argument("--leader-elect", action="store_true",
+                       help="run several replicas: only the holder of the Lease reconciles (default: off, one replica)")
+    group.add_argument("--leader-election-namespace", default=None, metavar="NS",
+                       help="namespace of the Lease(s) (default: the Pod's own namespace, else default)")
+    group.add_argument("--leader-election-id", default=LEADER_ELECTION_ID, metavar="NAME",
+                       help=f"name of the Lease (default {LEADER_ELECTION_ID}; shards: NAME-shard-K, NAME-members)")
+    group.add_argument("--leader-election-lease-duration", type=float, default=15.0, metavar="SECONDS",
+                       help="how long a standby waits after the last renewal it saw before it takes the Lease (15)")
+    group.add_argument("--leader-election-renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                       help="a holder that could not renew for this long stops reconciling (10)")
+    group.add_argument("--leader-election-retry-period", type=float, default=2.0, metavar="SECONDS",
+                       help="how often Leases are renewed or tried (2)")
+    group.add_argument("--shards", type=int, default=1, metavar="N",
+                       help="with --leader-elect: spread the resources over N shards, one Lease each, balanced "
+                            "over the replicas (default 1: one leader)")
+
+
+def _election_config(args: argparse.Namespace) -> Any:
+    """The :class:`batchop.controller.election.ElectionConfig` of the flags, checked (``CLIError`` USAGE)."""
+    from batchop.controller.election import ElectionConfig, default_identity, default_namespace
+
+    if args.shards < 1:
+        raise CLIError("--shards must be at least 1", USAGE)
+    if args.shards > 1 and not args.leader_elect:
+        raise CLIError("--shards needs --leader-elect (each shard is a Lease)", USAGE)
+    config = ElectionConfig(
+        namespace=args.leader_election_namespace or default_namespace(),
+        identity=default_identity(),
+        name=args.leader_election_id,
+        lease_duration=args.leader_election_lease_duration,
+        renew_deadline=args.leader_election_renew_deadline,
+        retry_period=args.leader_election_retry_period,
+    )
+    try:
+        config.check()
+    except ValueError as exc:
+        raise CLIError(str(exc), USAGE) from None
+    return config
 
 
 def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +151,28 @@ def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         "--requests-per-second", type=float, default=None,
         help=f"Batch request rate limit per account (default {config.DEFAULTS.requests_per_second:g})",
     )
+    parser.add_argument(
+        "--job-stuck-after", type=float, default=None, metavar="SECONDS",
+        help="seconds of Batch time a job may wait without a running task before Ready turns False with JobStuck "
+        f"(env BATCHOP_JOB_STUCK_AFTER, default {config.DEFAULTS.job_stuck_after:g})",
+    )
+
+
+def _settings(args: argparse.Namespace) -> config.Settings:
+    settings = config.from_env(
+        batch_endpoint=args.batch_endpoint,
+        batch_account=args.batch_account,
+        batch_key=args.batch_key,
+        resync_interval=args.resync_interval,
+        max_concurrency=args.max_concurrency,
+        requests_per_second=args.requests_per_second,
+        job_stuck_after=getattr(args, "job_stuck_after", None),
+    )
+    if settings.resync_interval <= 0:
+        raise CLIError("--resync-interval must be a positive number of seconds", USAGE)
+    if settings.job_stuck_after <= 0:
+        raise CLIError("--job-stuck-after must be a positive number of seconds", USAGE)
+    return settings
 
 
 def run(args: argparse.Namespace) -> int:
@@ -113,21 +184,15 @@ def run(args: argparse.Namespace) -> int:
     from batchop.kube.client import KubeError
     from batchwire.redact import register_secret
 
-    settings = config.from_env(
-        batch_endpoint=args.batch_endpoint,
-        batch_account=args.batch_account,
-        batch_key=args.batch_key,
-        resync_interval=args.resync_interval,
-        max_concurrency=args.max_concurrency,
-        requests_per_second=args.requests_per_second,
-    )
-    if settings.resync_interval <= 0:
-        raise CLIError("--resync-interval must be a positive number of seconds", USAGE)
+    settings = _settings(args)
+    election = _election_config(args) if args.leader_elect or args.shards != 1 else None
     register_secret(settings.batch_key)
     if args.metrics_port:
         from batchop.observability.metrics import start_metrics_server
 
         start_metrics_server(args.metrics_port)
+    if election is not None:
+        return _run_replicated(args, settings, election)
     try:
         registry, _runtime = handlers.build(settings)
     except KubeError as exc:  # no credentials: nothing to watch with
@@ -156,3 +221,48 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _scope(args: argparse.Namespace) -> Any:
+    from batchop.controller.supervisor import Scope
+
+    namespaces = tuple(args.namespaces or ())
+    return Scope(namespaces=namespaces, clusterwide=bool(args.all_namespaces) or not namespaces,
+                 liveness=args.liveness)
+
+
+def _run_replicated(args: argparse.Namespace, settings: config.Settings, election: Any) -> int:
+    """``--leader-elect``: Leases on the main loop, the webhook on every replica, the controller while leading
+    (:mod:`batchop.controller.supervisor`)."""
+    import kopf
+
+    from batchop.admission import options as webhook_options
+    from batchop.admission import webhook
+    from batchop.controller import handlers, supervisor
+    from batchop.kube.client import KubeClient
+
+    info = handlers.login(kopf.OperatorSettings())
+    if info is None:
+        raise CLIError("no Kubernetes credentials: set KUBECONFIG or run in a cluster", UNAVAILABLE)
+    admission = kopf.OperatorRegistry()
+    kopf.on.login(registry=admission)(_login)
+    try:
+        webhook.install(admission, webhook_options.options_from_args(args))
+    except ValueError as exc:
+        raise CLIError(str(exc), USAGE) from exc
+
+    def build_controller() -> kopf.OperatorRegistry:
+        return handlers.build(settings)[0]
+
+    replica = supervisor.Supervisor(
+        config=election, kube=KubeClient(info), build_controller=build_controller,
+        build_admission=lambda: admission, scope=_scope(args), shards=args.shards,
+    )
+    log.info("starting batchop operator with leader election (resync every %ss)", settings.resync_interval)
+    return supervisor.run(replica)
+
+
+def _login(settings: Any, **_: Any) -> Any:
+    from batchop.controller import handlers
+
+    return handlers.login(settings)

@@ -1,7 +1,10 @@
 """The delete decision: one step of deleting a resource's schedule, as ``spec.deletionPolicy`` says.
 
 - ``Delete`` (default): terminate, then delete, then wait until Batch returns 404; "not done" meanwhile
-  (``Synced=False`` reason ``Deleting``), so the finalizer stays.
+  (``Synced=False`` reason ``Deleting``), so the finalizer stays. Azure keeps a terminated schedule
+  ``terminating`` and a deleted one ``deleting`` (GET answers 200 with that state, 5 to 15 s and more in the
+  recorded traffic) before the 404: a schedule in either window is waited for whoever asked, marks or not, and
+  the condition's message names the window.
 - ``Orphan``: the owner marks are removed (PATCH with ``If-Match``); the schedule keeps running unmanaged.
 - No schedule recorded, already gone, not marked as ours, or ``reconcile-policy: skip``: released at once,
   without touching Batch.
@@ -24,6 +27,9 @@ from batchop.controller.reconcile.view import ObjectView
 
 log = logging.getLogger(__name__)
 
+WINDOW_STATES = frozenset({"terminating", "deleting"})
+"""Schedule states on the way out: Batch still answers GET (200) but the schedule is going."""
+
 
 def released(schedule_id: str | None) -> Outcome:
     """Done: the finalizer may go."""
@@ -43,6 +49,8 @@ async def delete(obj: ObjectView, gateway: ScheduleGateway) -> Outcome:
         if found is None:
             return released(schedule_id)
         observed, etag = found
+        if observed.get("state") in WINDOW_STATES:  # on its way out: only Batch's 404 releases the finalizer
+            return _waiting(obj, schedule_id, str(observed.get("state")), [])
         if not owns(observed, obj):
             log.warning(
                 "schedule %s is not marked as owned by %s: letting go without touching it", schedule_id, obj.owner
@@ -83,12 +91,19 @@ async def _terminate_and_delete(
         await gateway.delete_schedule(schedule_id)
         writes.append("delete")
         state = "deleting"
+    return _waiting(obj, schedule_id, str(state), writes)
+
+
+def _waiting(obj: ObjectView, schedule_id: str, state: str, writes: list[str]) -> Outcome:
+    """Not done: Batch still has the schedule (``state``); the finalizer stays and the step comes back."""
+    window = {"terminating": "terminate", "deleting": "delete"}.get(state)
+    where = f"in Batch's {window} window (state {state})" if window else f"state {state}"
     return Outcome(
         synced=cond.make(
             cond.SYNCED,
             cond.FALSE,
             cond.REASON_DELETING,
-            f"deleting Batch schedule {schedule_id} (state {state}); waiting until Batch reports it gone",
+            f"deleting Batch schedule {schedule_id}: {where}; the finalizer stays until Batch answers 404",
             generation=obj.generation,
         ),
         retry_after=RETRY_DELETE_WAIT,

@@ -1,0 +1,229 @@
+"""Leader election and shards with several ``batchop run --leader-elect`` processes on the real API server.
+
+- two replicas: exactly one holds the Lease and reconciles; SIGKILL of the leader -> the standby takes the
+  Lease (``leaseTransitions`` grows) and applies an edit made after the kill;
+- SIGTERM of the leader -> it releases the Lease (``ReleaseOnCancel``: holder empty) and the standby applies
+  the next edit; the webhook answers on the standby too;
+- ``--shards 2``: one replica holds both shard Leases; a second one joins and receives one; each resource
+  carries its shard label and is reconciled by the holder of that shard only; the joiner leaves (SIGKILL)
+  and its shard returns to the survivor;
+- fencing: a leader paused (SIGSTOP) past its Lease, then resumed while the new leader is paused too, sends
+  no Batch write (the local Batch service's request counts do not move) until the new leader resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import ssl
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from batchop.api.names import LABEL_SHARD
+from tests.chaos.conftest import Kube, batch_env, command_line, owned_schedules, spec
+from tests.fixtures.operator import OperatorProcess, resource_namespace, wait_for
+
+pytestmark = [pytest.mark.timeout(600)]
+RESYNC = 2.0
+
+
+@pytest.fixture(scope="module")
+def client(kube: Any) -> Kube:
+    return Kube(kube)
+
+
+@pytest.fixture(scope="module")
+def own_batch(local_batch_factory: Any) -> Any:
+    """A Batch service of this module only (no task execution): its request counts are ours alone."""
+    return local_batch_factory("--no-execute")
+
+
+@pytest.fixture()
+def namespace(kube: Any) -> Iterator[str]:
+    with resource_namespace(kube, "le", timeout=120) as ns:
+        yield ns
+
+
+def replica(operator_factory: Any, batch: Any, ns: str, lease: str, *extra: str) -> OperatorProcess:
+    args = ["--leader-elect", "--leader-election-namespace", ns, "--leader-election-id", lease, *extra]
+    op: OperatorProcess = operator_factory([ns], resync=RESYNC, args=args, env=batch_env(batch))
+    return op
+
+
+def identity(op: OperatorProcess) -> str:
+    found = wait_for(lambda: re.search(r"identity (\S+),", op.logs()), 30, message="the replica's identity")
+    return str(found.group(1))
+
+
+def lease(kube: Any, ns: str, name: str) -> dict[str, Any]:
+    result = kube.kubectl("get", "lease", name, "-n", ns, "-o", "json")
+    return dict(json.loads(result.stdout)["spec"]) if result.returncode == 0 else {}
+
+
+def holder(kube: Any, ns: str, name: str) -> str:
+    return str(lease(kube, ns, name).get("holderIdentity") or "")
+
+
+def schedule_command(batch: Any, ns: str, name: str) -> str | None:
+    mine = owned_schedules(batch, ns).get(name) or []
+    if len(mine) != 1:
+        return None
+    return str(((mine[0].get("jobSpecification") or {}).get("jobManagerTask") or {}).get("commandLine"))
+
+
+def applied(batch: Any, ns: str, name: str, tag: str) -> bool:
+    return schedule_command(batch, ns, name) == command_line(tag)
+
+
+def test_one_leader_and_failover_after_sigkill(
+    kube: Any, client: Kube, own_batch: Any, operator_factory: Any, namespace: str
+) -> None:
+    ns, name = namespace, f"le-{uuid.uuid4().hex[:6]}"
+    first = replica(operator_factory, own_batch, ns, name)
+    second = replica(operator_factory, own_batch, ns, name)
+    ids = {identity(first): first, identity(second): second}
+    leader_id = wait_for(lambda: holder(kube, ns, name) in ids and holder(kube, ns, name), 40, message="a leader")
+    leader, standby = ids[leader_id], next(op for i, op in ids.items() if i != leader_id)
+    client.create(ns, "sched", spec("v1"))
+    wait_for(lambda: applied(own_batch, ns, "sched", "v1"), 60, message="the leader to create the schedule")
+    assert "Reconciling as the leader" in leader.logs()
+    assert "Reconciling" not in standby.logs() and f"{ns}/sched" not in standby.logs()
+    transitions = int(lease(kube, ns, name).get("leaseTransitions") or 0)
+
+    leader.kill()
+    client.set_command(ns, "sched", "v2")
+    wait_for(lambda: applied(own_batch, ns, "sched", "v2"), 90, message="the standby to apply the edit")
+    taken = lease(kube, ns, name)
+    assert taken["holderIdentity"] != leader_id and taken["holderIdentity"] in ids
+    assert int(taken.get("leaseTransitions") or 0) == transitions + 1
+    assert len(owned_schedules(own_batch, ns).get("sched") or []) == 1
+
+
+def _webhook_answers(port: int) -> bool:
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+              "request": {"uid": "1", "operation": "CREATE", "object": {"spec": {}},
+                          "userInfo": {"username": "system:admin"},
+                          "kind": {"group": "azurebatch.dev", "version": "v1alpha1", "kind": "BatchJobSchedule"},
+                          "resource": {"group": "azurebatch.dev", "version": "v1alpha1",
+                                       "resource": "batchschedules"}}}
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    request = urllib.request.Request(f"https://127.0.0.1:{port}/validate", data=json.dumps(review).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, context=context, timeout=5) as response:
+        answer = json.loads(response.read())
+    return answer["response"]["allowed"] is False  # an empty spec is refused: the webhook judged it
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_sigterm_releases_the_lease_and_standby_serves_the_webhook(
+    kube: Any, client: Kube, own_batch: Any, operator_factory: Any, namespace: str
+) -> None:
+    ns, name = namespace, f"le-{uuid.uuid4().hex[:6]}"
+    ports = [_free_port(), _free_port()]
+    config = f"batchop-le-{uuid.uuid4().hex[:6]}.azurebatch.dev"
+    webhook = ["--webhook-configuration", config]
+    first = replica(operator_factory, own_batch, ns, name, "--webhook-port", str(ports[0]), *webhook)
+    second = replica(operator_factory, own_batch, ns, name, "--webhook-port", str(ports[1]), *webhook)
+    ids = {identity(first): (first, ports[0]), identity(second): (second, ports[1])}
+    leader_id = wait_for(lambda: holder(kube, ns, name) in ids and holder(kube, ns, name), 40, message="a leader")
+    (leader, _), (standby, standby_port) = ids[leader_id], next(v for i, v in ids.items() if i != leader_id)
+    assert wait_for(lambda: _webhook_answers(standby_port), 30, message="the standby's webhook")
+    client.create(ns, "sched", spec("v1"))
+    wait_for(lambda: applied(own_batch, ns, "sched", "v1"), 60, message="the leader to create the schedule")
+
+    leader.stop()
+    assert "Released the Lease" in leader.logs()
+    client.set_command(ns, "sched", "v2")
+    wait_for(lambda: applied(own_batch, ns, "sched", "v2"), 60, message="the standby to apply the edit")
+    assert holder(kube, ns, name) != leader_id
+    assert "Reconciling as the leader" in standby.logs()
+    kube.kubectl("delete", "validatingwebhookconfiguration", config)
+
+
+def test_shards_handed_over_when_a_replica_joins_and_leaves(
+    kube: Any, client: Kube, own_batch: Any, operator_factory: Any, namespace: str
+) -> None:
+    ns, name = namespace, f"le-{uuid.uuid4().hex[:6]}"
+    shard_leases = [f"{name}-shard-0", f"{name}-shard-1"]
+    first = replica(operator_factory, own_batch, ns, name, "--shards", "2")
+    first_id = identity(first)
+    names = [f"s{i}" for i in range(6)]
+    for item in names:
+        client.create(ns, item, spec("v1"))
+    wait_for(lambda: all(applied(own_batch, ns, n, "v1") for n in names), 90, message="one replica, two shards")
+    assert {holder(kube, ns, lease_) for lease_ in shard_leases} == {first_id}
+
+    second = replica(operator_factory, own_batch, ns, name, "--shards", "2")
+    second_id = identity(second)
+    wait_for(lambda: {holder(kube, ns, lease_) for lease_ in shard_leases} == {first_id, second_id}, 60,
+             message="one shard handed to the joiner")
+    labels = {n: (client.get(ns, n) or {})["metadata"]["labels"][LABEL_SHARD] for n in names}
+    since = {first_id: len(first.logs()), second_id: len(second.logs())}  # from here on each holds its own shard
+    for item in names:
+        client.set_command(ns, item, "v2")
+    wait_for(lambda: all(applied(own_batch, ns, n, "v2") for n in names), 90, message="both replicas apply")
+    by_shard = {lease_.rsplit("-", 1)[1]: holder(kube, ns, lease_) for lease_ in shard_leases}
+    logs = {first_id: first.logs()[since[first_id]:], second_id: second.logs()[since[second_id]:]}
+    for item, shard in labels.items():  # kopf names the object it handles: only the shard's holder saw v2
+        other = next(i for i in logs if i != by_shard[shard])
+        ref = f"'name': '{item}'"
+        assert ref in logs[by_shard[shard]] and ref not in logs[other], (item, shard)
+
+    second.kill()
+    wait_for(lambda: {holder(kube, ns, lease_) for lease_ in shard_leases} == {first_id}, 90,
+             message="the survivor to take the dead replica's shard")
+    for item in names:
+        client.set_command(ns, item, "v3")
+    wait_for(lambda: all(applied(own_batch, ns, n, "v3") for n in names), 90, message="the survivor applies all")
+
+
+def test_a_replica_that_lost_its_lease_writes_nothing_to_batch(
+    kube: Any, client: Kube, own_batch: Any, operator_factory: Any, namespace: str
+) -> None:
+    ns, name = namespace, f"le-{uuid.uuid4().hex[:6]}"
+    timing = ["--leader-election-lease-duration", "6", "--leader-election-renew-deadline", "4",
+              "--leader-election-retry-period", "1"]
+    first = replica(operator_factory, own_batch, ns, name, *timing)
+    second = replica(operator_factory, own_batch, ns, name, *timing)
+    ids = {identity(first): first, identity(second): second}
+    leader_id = wait_for(lambda: holder(kube, ns, name) in ids and holder(kube, ns, name), 40, message="a leader")
+    old, new = ids[leader_id], next(op for i, op in ids.items() if i != leader_id)
+    client.create(ns, "sched", spec("v1"))
+    wait_for(lambda: applied(own_batch, ns, "sched", "v1"), 60, message="the leader to create the schedule")
+
+    assert old.process is not None and new.process is not None
+    old.process.send_signal(signal.SIGSTOP)  # paused: cannot renew
+    try:
+        wait_for(lambda: holder(kube, ns, name) not in ("", leader_id), 60, message="the standby to take the Lease")
+        client.set_command(ns, "sched", "v2")
+        wait_for(lambda: applied(own_batch, ns, "sched", "v2"), 60, message="the new leader to apply v2")
+        new.process.send_signal(signal.SIGSTOP)  # the new leader paused too: only the old one runs
+        writes = _writes(own_batch)
+        client.set_command(ns, "sched", "v3")  # the old leader's kopf receives this edit when it wakes
+        old.process.send_signal(signal.SIGCONT)
+        wait_for(lambda: "Stopping the controller" in old.logs() or "Batch write not sent" in old.logs(), 30,
+                 message="the old leader to notice its lost Lease")
+        assert _writes(own_batch) == writes, "a replica without a valid Lease wrote to Batch"
+        assert applied(own_batch, ns, "sched", "v2")
+    finally:
+        new.process.send_signal(signal.SIGCONT)
+        old.process.send_signal(signal.SIGCONT)
+    wait_for(lambda: applied(own_batch, ns, "sched", "v3"), 60, message="the Lease holder to apply v3")
+
+
+def _writes(batch: Any) -> int:
+    """Batch write requests the local service has answered so far (every operation but gets and lists)."""
+    return sum(int(entry["total"]) for op, entry in batch.counts().items() if not op.startswith(("get_", "list_")))

@@ -1,0 +1,198 @@
+"""Leader election, shards and the Batch write fence, on an in-memory Lease store with a hand-driven clock.
+
+The store behaves as the API server does for Leases: ``resourceVersion`` grows on every write, an update with
+an older one is refused with 409, a create of an existing name with 409. The real API server runs the same
+code in tests/integration/test_leader_election.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+
+from batchop.batch.gateway import WRITE_FENCE, Fenced, FencePolicy
+from batchop.controller.election import ElectionConfig, LeaseLock, default_namespace
+from batchop.controller.sharding import Coordinator, selector, shard_of
+from batchop.kube.client import KubeError
+from batchop.kube.leases import LeaseClient
+
+
+class Store:
+    """Leases in memory, answering :meth:`LeaseClient`'s requests as the API server would."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.version = 0
+        self.down = False
+
+    async def request(self, method: str, path: str, *, json: Any = None, content_type: str | None = None) -> Any:
+        if self.down:
+            raise OSError("connection refused")
+        name = path.rsplit("/", 1)[1]
+        if method == "POST":
+            name = json["metadata"]["name"]
+            if name in self.objects:
+                raise KubeError(409, "AlreadyExists")
+            return self._write(name, json)
+        current = self.objects.get(name)
+        if current is None:
+            return None
+        if method == "GET":
+            return copy.deepcopy(current)
+        if method == "PUT":
+            if json["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"]:
+                raise KubeError(409, "Conflict")
+            return self._write(name, {**json, "metadata": {**current["metadata"], **json["metadata"]}})
+        annotations = dict(current["metadata"].get("annotations") or {})
+        for key, value in json["metadata"]["annotations"].items():
+            if value is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = value
+        return self._write(name, {**current, "metadata": {**current["metadata"], "annotations": annotations}})
+
+    def _write(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.version += 1
+        body = copy.deepcopy(body)
+        body["metadata"]["resourceVersion"] = str(self.version)
+        self.objects[name] = body
+        return copy.deepcopy(body)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def config(identity: str) -> ElectionConfig:
+    return ElectionConfig(namespace="ns", identity=identity, name="lock")
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_one_of_two_candidates_wins_and_the_other_waits_a_full_duration() -> None:
+    store, clock = Store(), Clock()
+    a = LeaseLock(LeaseClient(store, "ns"), config("a"), "lock", clock=clock)
+    b = LeaseLock(LeaseClient(store, "ns"), config("b"), "lock", clock=clock)
+    assert run(a.try_acquire_or_renew()) and a.valid()
+    assert not run(b.try_acquire_or_renew()) and not b.valid()
+    clock.now += 14.0  # a has not renewed, but b saw the record only 14 s ago
+    assert not run(b.try_acquire_or_renew())
+    clock.now += 1.5
+    assert run(b.try_acquire_or_renew()) and b.valid()
+    spec = store.objects["lock"]["spec"]
+    assert spec["holderIdentity"] == "b" and spec["leaseTransitions"] == 1 and spec["leaseDurationSeconds"] == 15
+
+
+def test_the_holder_stops_counting_itself_holder_at_the_renew_deadline_before_anyone_can_take_it() -> None:
+    store, clock = Store(), Clock()
+    a = LeaseLock(LeaseClient(store, "ns"), config("a"), "lock", clock=clock)
+    b = LeaseLock(LeaseClient(store, "ns"), config("b"), "lock", clock=clock)
+    assert run(a.try_acquire_or_renew())
+    assert not run(b.try_acquire_or_renew())  # b observes the record now
+    store.down = True  # a loses the API server
+    clock.now += 9.9
+    assert not run(a.try_acquire_or_renew()) and a.valid()
+    clock.now += 0.2
+    assert not a.valid()  # 10.1 s after its last renewal: a no longer writes
+    store.down = False
+    clock.now += 4.0
+    assert not run(b.try_acquire_or_renew())  # 14.1 s after b saw it: still a's
+    clock.now += 1.0
+    assert run(b.try_acquire_or_renew())
+    assert not run(a.try_acquire_or_renew()) and not a.valid()
+
+
+def test_release_lets_the_standby_take_over_at_once() -> None:
+    store, clock = Store(), Clock()
+    a = LeaseLock(LeaseClient(store, "ns"), config("a"), "lock", clock=clock)
+    b = LeaseLock(LeaseClient(store, "ns"), config("b"), "lock", clock=clock)
+    run(a.try_acquire_or_renew())
+    assert not run(b.try_acquire_or_renew())
+    assert run(a.release()) and not a.valid()
+    spec = store.objects["lock"]["spec"]
+    assert spec["holderIdentity"] == "" and spec["leaseDurationSeconds"] == 1
+    assert run(b.try_acquire_or_renew())  # no waiting: the holder is empty
+    assert store.objects["lock"]["spec"]["leaseTransitions"] == 1
+
+
+def test_a_renewal_keeps_acquire_time_and_transitions() -> None:
+    store, clock = Store(), Clock()
+    a = LeaseLock(LeaseClient(store, "ns"), config("a"), "lock", clock=clock)
+    run(a.try_acquire_or_renew())
+    first = dict(store.objects["lock"]["spec"])
+    clock.now += 2
+    run(a.try_acquire_or_renew())
+    again = store.objects["lock"]["spec"]
+    assert again["acquireTime"] == first["acquireTime"] and again["leaseTransitions"] == 0
+
+
+def test_shard_of_is_stable_and_spreads() -> None:
+    assert shard_of("team-a", "nightly", 4) == shard_of("team-a", "nightly", 4)
+    counts = [0] * 4
+    for i in range(4000):
+        counts[shard_of("ns", f"s{i}", 4)] += 1
+    assert min(counts) > 900
+    assert selector([2, 0]) == "azurebatch.dev/shard in (0,2)"
+
+
+def test_shards_are_balanced_over_members_and_return_to_the_survivor() -> None:
+    store, clock = Store(), Clock()
+    a = Coordinator(LeaseClient(store, "ns"), config("a"), 4, clock=clock)
+    run(a.round())
+    assert a.held() == a.desired() == frozenset({0, 1, 2, 3})
+    b = Coordinator(LeaseClient(store, "ns"), config("b"), 4, clock=clock)
+    run(b.round())
+    run(a.round())
+    assert a.desired() == frozenset({0, 2}) and b.desired() == frozenset({1, 3})
+    assert b.held() == frozenset()  # a still holds them: b waits for a to hand them over
+    run(a.release(a.held() - a.desired()))
+    run(b.round())
+    assert b.held() == frozenset({1, 3}) and a.held() == frozenset({0, 2})
+    for _ in range(9):  # b dies; a keeps renewing every 2 s
+        clock.now += 2
+        run(a.round())
+    assert a.desired() == frozenset({0, 1, 2, 3}) and a.held() == frozenset({0, 1, 2, 3})
+
+
+def test_fence_reports_a_lost_lease_and_gateway_refuses_the_write() -> None:
+    store, clock = Store(), Clock()
+    a = Coordinator(LeaseClient(store, "ns"), config("a"), 1, clock=clock)
+    run(a.round())
+    fence = a.fence(a.held())
+    assert fence() is None
+    clock.now += 11
+    assert "lock" in str(fence())
+
+    class Request:
+        def __init__(self, method: str) -> None:
+            self.http_request = type("R", (), {"method": method})()
+
+    token = WRITE_FENCE.set(fence)
+    try:
+        FencePolicy().on_request(Request("GET"))  # reads are never fenced
+        with pytest.raises(Fenced) as refused:
+            FencePolicy().on_request(Request("PATCH"))
+        assert not refused.value.terminal
+    finally:
+        WRITE_FENCE.reset(token)
+    FencePolicy().on_request(Request("PATCH"))  # no fence set: standalone mode
+
+
+def test_config_rules_and_default_namespace(tmp_path: Any) -> None:
+    with pytest.raises(ValueError):
+        ElectionConfig("ns", "a", lease_duration=10, renew_deadline=10).check()
+    with pytest.raises(ValueError):
+        ElectionConfig("ns", "a", renew_deadline=2, retry_period=2).check()
+    ElectionConfig("ns", "a").check()
+    assert default_namespace(tmp_path / "missing") == "default"
+    (tmp_path / "namespace").write_text("batchop-system\n")
+    assert default_namespace(tmp_path / "namespace") == "batchop-system"
