@@ -28,7 +28,7 @@ def test_demo_prints_the_word_count_and_stops_everything(tmp_path: Path) -> None
     try:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert "$ kubectl get batchschedules" in result.stdout
-        assert re.search(r"^wordcount\s+True\s+active", result.stdout, re.MULTILINE), result.stdout
+        assert re.search(r"^wordcount\s+True\s+True\s+active", result.stdout, re.MULTILINE), result.stdout
         word, count = Counter(re.findall(r"[a-z']+", LYRICS.read_text().lower())).most_common(1)[0]
         assert re.search(rf"^{count}\t{re.escape(word)}$", result.stdout, re.MULTILINE), result.stdout
     finally:

@@ -85,9 +85,12 @@ def pod_run(deployment: dict[str, Any], config: dict[str, Any], namespace: str) 
     args = [a.replace("$(POD_NAMESPACE)", namespace) for a in container["args"]]
     for _name, (inside, outside) in ports.items():
         args = [re.sub(rf"(?<=[:=]){inside}(?=\b)", str(outside), a) for a in args]
-    env = {"POD_NAMESPACE": namespace, **config["data"]}
+    downward = {"metadata.namespace": namespace, "metadata.name": f"batchop-image-e2e-{uuid.uuid4().hex[:8]}"}
+    env = dict(config["data"])
     for variable in container.get("env", []):
-        assert variable["name"] == "POD_NAMESPACE", f"untranslated env {variable}"
+        path = variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+        assert path in downward, f"untranslated env {variable}"
+        env[variable["name"]] = downward[path]
     pod_security, security = spec["securityContext"], container["securityContext"]
     assert pod_security["seccompProfile"]["type"] == "RuntimeDefault"  # the engine's default profile
     options = ["--user", f"{pod_security['runAsUser']}:{pod_security['runAsGroup']}"]

@@ -126,7 +126,7 @@ def test_demo_with_containers_prints_the_counts_and_leaves_nothing(
     try:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         assert f"image {product_images.WORDCOUNT_IMAGE} = {product_images.WORDCOUNT_PUBLISHED}" in result.stdout
-        assert re.search(r"^wordcount-container\s+True\s+active\s.*\ssuccess\s", result.stdout, re.MULTILINE), \
+        assert re.search(r"^wordcount-container\s+True\s+True\s+active\s.*\ssuccess\s", result.stdout, re.MULTILINE), \
             result.stdout
         lines = [line for line in result.stdout.splitlines() if re.fullmatch(r"\d+\t[a-z']+", line)]
         expected = true_counts(LYRICS.read_text())

@@ -90,7 +90,7 @@ def test_sync_creates_skips_unchanged_prunes_and_keeps_outputs(
     assert first.returncode == 0, first.stderr
     assert {c.name for c in service.list_containers(name_starts_with="") if suffix in c.name} == {app, inp, out}
     assert sorted(b.name for b in service.get_container_client(app).list_blobs()) == [
-        "starttask.sh", "task.sh", "wordcount.py"]
+        "fanout.py", "starttask.sh", "task.sh", "wordcount.py"]
     assert list(service.get_container_client(out).list_blobs()) == [], "the .gitkeep placeholder is never uploaded"
     lyrics = service.get_blob_client(inp, "the_star_spangled_banner.txt").download_blob().readall()
     assert lyrics == (REPO / "blob/input/the_star_spangled_banner.txt").read_bytes()
@@ -99,7 +99,7 @@ def test_sync_creates_skips_unchanged_prunes_and_keeps_outputs(
     etag = service.get_blob_client(app, "task.sh").get_blob_properties().etag
     second = run_cli(connection_string, "sync", str(root))
     assert second.returncode == 0
-    assert f"{app}: 0 uploaded, 3 unchanged".encode() in second.stdout
+    assert f"{app}: 0 uploaded, 4 unchanged".encode() in second.stdout
     assert service.get_blob_client(app, "task.sh").get_blob_properties().etag == etag
 
     # a changed file is uploaded again; a removed one is pruned only with --delete
@@ -107,7 +107,7 @@ def test_sync_creates_skips_unchanged_prunes_and_keeps_outputs(
     (root / app / "wordcount.py").unlink()
     service.get_blob_client(out, "job-1/counts.tsv").upload_blob(b"1\tx\n")  # a job's output
     third = run_cli(connection_string, "sync", str(root))
-    assert f"{app}: 1 uploaded, 1 unchanged, 1 remote-only kept".encode() in third.stdout
+    assert f"{app}: 1 uploaded, 2 unchanged, 1 remote-only kept".encode() in third.stdout
     assert service.get_blob_client(app, "wordcount.py").exists()
     pruned = run_cli(connection_string, "sync", str(root), "--delete")
     assert pruned.returncode == 0, pruned.stderr

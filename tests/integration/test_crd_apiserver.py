@@ -48,15 +48,17 @@ def test_modern_spec_is_accepted_with_schema_defaults(kube: Any) -> None:
         status = {"status": {"state": "active", "nextRunTime": "2026-11-24T01:00:00.1234567Z",
                              "recentJob": {"id": "x:job-1", "result": "Succeeded"}, "pool": {"id": "mypool-1"},
                              "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                                             "lastTransitionTime": "2026-11-23T21:00:00Z"},
+                                            {"type": "Synced", "status": "True", "reason": "Synced",
                                              "lastTransitionTime": "2026-11-23T21:00:00Z"}]}}
         kube.kubectl("patch", "bjs", "wordcount", "-n", ns, "--subresource=status", "--type=merge", "-p",
                      json.dumps(status), check=True)
         table = kube.kubectl("get", "bjs", "-n", ns, "-o", "wide", check=True).stdout.splitlines()
-        assert table[0].split() == ["NAME", "READY", "STATE", "INTERVAL", "NEXT", "RUN", "LAST", "JOB", "LAST",
-                                    "RESULT", "AGE", "POOL"]
+        assert table[0].split() == ["NAME", "READY", "SYNCED", "STATE", "INTERVAL", "NEXT", "RUN", "LAST",
+                                    "JOB", "LAST", "RESULT", "AGE", "POOL", "REASON"]
         row = table[1].split()
-        assert row[:6] == ["wordcount", "True", "active", "PT4H", "2026-11-24T01:00:00.1234567Z", "x:job-1"]
-        assert row[6] == "Succeeded" and row[-1] == "mypool-1"
+        assert row[:7] == ["wordcount", "True", "True", "active", "PT4H", "2026-11-24T01:00:00.1234567Z", "x:job-1"]
+        assert row[7] == "Succeeded" and row[-2:] == ["mypool-1", "Ready"]
     finally:
         kube.kubectl("delete", "namespace", ns, "--wait=false")
 

@@ -101,7 +101,7 @@ BAD = [
      [{"blob": {"container": "UPPER", "path": "run.sh"}, "filePath": "run.sh"}],
      "jobManagerTask.resourceFiles"),
     ("bad blob reference on the release task", "jobSpecification.jobReleaseTask",
-     {"commandLine": "x", "resourceFiles": [{"blob": {"container": "input", "path": "x", "prefix": "y"}}]},
+     {"commandLine": "x", "resourceFiles": [{"blob": {"container": "input", "path": "x", "prefix": "logs/"}}]},
      "or prefix (every blob under it), not both"),
 
     ("unknown output placeholder", "jobSpecification.jobManagerTask.outputFiles",
