@@ -150,6 +150,73 @@ async def test_outcome_writer_patches_status_records_the_reason_and_posts_events
     assert len(kube.patches) == 1, "an unchanged status was patched again"
 
 
+async def test_a_quick_first_pass_writes_ready_in_its_own_status_patch_only() -> None:
+    kube = FakeKube({("ns", "r"): body()})
+    writer = StatusWriter(kube)
+    writer.seed("ns", "r", {})
+    outcomes = OutcomeWriter(writer, EventPoster(kube), first_mark_delay=0.2)
+    outcomes.begin(view())
+    ok = Outcome(synced=cond.make(cond.SYNCED, cond.TRUE, cond.REASON_SYNCED, "ok"), schedule_id="s")
+    await outcomes.write(view(), ok, None)
+    await asyncio.sleep(0.3)  # past the delay: the settled mark must not fire after all
+    assert len(kube.patches) == 1, kube.patches
+    assert {c["type"] for c in kube.patches[0]["conditions"]} >= {"Ready", "Synced"}
+
+
+async def test_a_slow_first_pass_shows_ready_unknown_before_it_reports() -> None:
+    patched = asyncio.Event()
+
+    class SeenKube(FakeKube):
+        async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+            patched.set()
+            return await super().patch_status(namespace, name, patch)
+
+    kube = SeenKube({("ns", "r"): body()})
+    writer = StatusWriter(kube)
+    writer.seed("ns", "r", {})
+    outcomes = OutcomeWriter(writer, EventPoster(kube), first_mark_delay=0.01)
+    outcomes.begin(view())
+    outcomes.begin(view())  # a second begin for the same pending pass adds no second mark
+    await asyncio.wait_for(patched.wait(), 5)
+    first = {c["type"]: c["status"] for c in kube.patches[0]["conditions"]}
+    assert first["Ready"] == "Unknown" and first["Reconciling"] == "True" and "Synced" not in first
+    failed = Outcome(synced=cond.make(cond.SYNCED, cond.FALSE, "BatchUnavailable", "down"), retry_after=5.0,
+                     done=False)
+    await outcomes.write(view(), failed, None)
+    assert len(kube.patches) == 2
+    # a resource that has a Ready already gets no mark
+    outcomes.begin(view())
+    await asyncio.sleep(0.05)
+    assert len(kube.patches) == 2
+
+
+async def test_a_mark_already_on_the_wire_lands_before_the_pass_writes() -> None:
+    order: list[str] = []
+    release = asyncio.Event()
+
+    class SlowKube(FakeKube):
+        async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+            synced = any(c["type"] == "Synced" for c in patch.get("conditions", []))
+            if not synced:
+                await release.wait()
+            order.append("outcome" if synced else "mark")
+            return await super().patch_status(namespace, name, patch)
+
+    kube = SlowKube({("ns", "r"): body()})
+    writer = StatusWriter(kube)
+    writer.seed("ns", "r", {})
+    outcomes = OutcomeWriter(writer, EventPoster(kube), first_mark_delay=0.0)
+    outcomes.begin(view())
+    await asyncio.sleep(0.05)  # the mark has started and waits on the API server
+    ok = Outcome(synced=cond.make(cond.SYNCED, cond.TRUE, cond.REASON_SYNCED, "ok"), schedule_id="s")
+    writing = asyncio.create_task(outcomes.write(view(), ok, None))
+    await asyncio.sleep(0.05)
+    assert order == [], "the pass wrote while the mark was still on the wire"
+    release.set()
+    await writing
+    assert order == ["mark", "outcome"]
+
+
 def test_a_create_folds_the_schedule_state_into_the_same_status_write() -> None:
     outcome = Outcome(synced=cond.make(cond.SYNCED, cond.TRUE, cond.REASON_SYNCED), writes=["create"],
                       observed={"id": "s", "state": "active", "executionInfo": {"nextRunTime": "2026-01-01T01:00:00Z"}})

@@ -11,7 +11,9 @@ poller's retries go by.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from batchop.api import conditions as cond
@@ -27,28 +29,73 @@ from batchwire import timestamps
 
 log = logging.getLogger(__name__)
 
+FIRST_MARK_DELAY = 2.0
+"""Seconds a resource's first pass may take before ``Ready=Unknown`` is written on its own (see
+:meth:`OutcomeWriter.begin`)."""
+
+
+class FirstMark:
+    """A status write that happens after ``delay`` unless settled before: settling cancels it if it has not
+    started, and waits for it if it has."""
+
+    def __init__(self, write: Callable[[], Awaitable[None]], delay: float) -> None:
+        self._started = False
+        self._task = asyncio.create_task(self._run(write, delay))
+
+    async def _run(self, write: Callable[[], Awaitable[None]], delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._started = True
+        await write()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def settle(self) -> None:
+        if not self._started:
+            self._task.cancel()
+        await asyncio.wait([self._task])  # never raises: a cancelled or failed mark is simply over
+
 
 class OutcomeWriter:
     """Writes outcomes into status and posts their Events."""
 
-    def __init__(self, writer: StatusWriter, events: EventPoster) -> None:
+    def __init__(self, writer: StatusWriter, events: EventPoster, first_mark_delay: float = FIRST_MARK_DELAY) -> None:
         self.writer = writer
         self.events = events
+        self.first_mark_delay = first_mark_delay
+        self._marks: dict[tuple[str, str], FirstMark] = {}
 
-    async def begin(self, view: ObjectView) -> None:
-        """Before the first pass of a resource that has no ``Ready`` yet: ``Ready=Unknown``, ``Reconciling=True``
-        (once per resource: a resource that has any ``Ready`` is left alone)."""
+    def begin(self, view: ObjectView) -> None:
+        """Before the first pass of a resource that has no ``Ready`` yet: ``Ready=Unknown``, ``Reconciling=True``,
+        written only if the pass has not reported within :data:`FIRST_MARK_DELAY` (once per resource: a resource
+        that has any ``Ready`` is left alone). A pass that ends sooner writes ``Ready`` in its own status patch,
+        so a burst costs one status write per resource, not two; a pass held up (a rate limit, a slow Batch, an
+        unreachable Secret) still shows ``Ready=Unknown`` within the delay."""
         known = self.writer.known(view.namespace, view.name)
         if known is None or cond.find(known.get("conditions"), cond.READY) is not None:
             return
+        key = (view.namespace, view.name)
+        if key not in self._marks:
+            self._marks[key] = FirstMark(lambda: self._mark(view), self.first_mark_delay)
+
+    async def _mark(self, view: ObjectView) -> None:
         # Reconciling only: the writer derives Ready=Unknown from "no Synced, nothing observed yet"
         try:
             await self.writer.update(view.namespace, view.name, None, cond.first_pass(view.generation)[1:])
         except KubeError as err:  # advisory: the pass itself reports an unreachable API server
             log.warning("could not mark %s/%s as reconciling: %s", view.namespace, view.name, err)
 
+    async def settle(self, view: ObjectView) -> None:
+        """The pass is over (or about to write): drop its pending mark, or let a mark already on the wire land
+        first, so that it can never overwrite the pass's own ``Ready``."""
+        mark = self._marks.pop((view.namespace, view.name), None)
+        if mark is not None:
+            await mark.settle()
+
     async def write(self, view: ObjectView, outcome: Outcome, entry: Tracked | None) -> None:
         """Status (fields and conditions), the tracked ``Synced`` reason, then the Events."""
+        await self.settle(view)
         previous = self.writer.known(view.namespace, view.name) or {}
         old_synced = cond.find(previous.get("conditions"), cond.SYNCED) or {}
         conditions: list[Condition] = [outcome.synced]

@@ -116,13 +116,16 @@ class Runtime:
         view = ObjectView.from_body(body)
         async with self.tracker.locked(view.key) as entry:
             with metrics.reconcile_timer("reconcile") as run:
-                outcome = await self._reconcile(view, entry, force)
+                try:
+                    outcome = await self._reconcile(view, entry, force)
+                finally:
+                    await self.outcomes.settle(view)  # a first-pass mark never outlives its pass
                 run.settle(outcome.synced, outcome.retry_after)  # controller-runtime's result label
                 return outcome
 
     async def _reconcile(self, view: ObjectView, entry: Tracked | None, force: tuple[str, ...]) -> Outcome:
         view.status = self._status_of(view)
-        await self.outcomes.begin(view)  # Ready=Unknown before a resource's very first pass does anything
+        self.outcomes.begin(view)  # Ready=Unknown if a resource's very first pass takes a while
         try:
             ref = await self.accounts.resolve(view)
         except CredentialError as err:
