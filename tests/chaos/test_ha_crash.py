@@ -7,15 +7,18 @@ most of all (SIGKILL mostly, SIGTERM sometimes), and started again. A second run
 line, Ready; no schedule is left without a resource; no deleted resource is stuck.
 
 **No write without the Lease.** Every replica reaches Batch through one recording proxy, and names itself in
-its User-Agent (``AZURE_HTTP_USER_AGENT``, which azure-core appends). A thread polls the Lease(s) every
-0.1 s and records each change of holder. A Batch write (anything but GET) that a replica sent after the
-holder of its resource's Lease was seen to be another identity (or none) is a violation; none may happen.
+its User-Agent (``AZURE_HTTP_USER_AGENT``, which azure-core appends). A thread reads the Lease(s) every
+0.1 s. A Batch write (anything but GET) that a replica sent while two reads around it show its resource's
+Lease held by another identity (or by none), with nothing changed in between, is a violation; none may happen.
+A read is as of some instant during the kubectl call, so a write close to a change of holder is judged by
+neither side (a write that lands after its replica lost the Lease for longer than a read is caught).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
 import re
@@ -92,12 +95,23 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}"
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One read of a Lease: it showed ``holder`` (and ``transitions``) at some instant between ``start`` and
+    ``end`` (monotonic seconds: the kubectl call's start and return)."""
+
+    start: float
+    end: float
+    holder: str
+    transitions: int
+
+
 class LeaseWatch:
-    """Polls Leases (kubectl) every 0.1 s in a thread; ``changes[lease]``: (time seen, holder) on each change."""
+    """Reads the Leases (kubectl) every 0.1 s in a thread and keeps every read (:class:`Snapshot`)."""
 
     def __init__(self, kube: Any, namespace: str, names: list[str]) -> None:
         self.kube, self.namespace, self.names = kube, namespace, names
-        self.changes: dict[str, list[tuple[float, str]]] = {n: [] for n in names}
+        self.snapshots: dict[str, list[Snapshot]] = {n: [] for n in names}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -111,24 +125,35 @@ class LeaseWatch:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            started = time.monotonic()
             result = self.kube.kubectl("get", "leases", "-n", self.namespace, "-o", "json")
-            seen = time.monotonic()
+            ended = time.monotonic()
             if result.returncode == 0:
                 for item in json.loads(result.stdout)["items"]:
-                    name, holder = item["metadata"]["name"], str(item["spec"].get("holderIdentity") or "")
-                    history = self.changes.get(name)
-                    if history is not None and (not history or history[-1][1] != holder):
-                        history.append((seen, holder))
+                    history = self.snapshots.get(item["metadata"]["name"])
+                    if history is not None:
+                        spec = item["spec"]
+                        history.append(Snapshot(started, ended, str(spec.get("holderIdentity") or ""),
+                                                int(spec.get("leaseTransitions") or 0)))
             self._stop.wait(0.1)
 
-    def holder_at(self, lease: str, moment: float) -> str | None:
-        """The holder last seen at or before ``moment`` (None: not seen yet)."""
-        current = None
-        for seen, holder in self.changes[lease]:
-            if seen > moment:
-                break
-            current = holder
-        return current
+    def changes(self) -> int:
+        """Holder changes seen, over all Leases."""
+        return sum(sum(1 for a, b in itertools.pairwise(h) if a.holder != b.holder)
+                   for h in self.snapshots.values())
+
+    def surely_held_by(self, lease: str, moment: float) -> str | None:
+        """The holder at ``moment`` when the reads prove it: two reads on either side of the moment (the first
+        returned before it, the next started after it) that show the same holder and the same transition count.
+        A holder change always changes one of the two (a release keeps the count but empties the holder; every
+        take-over adds one), so nothing changed in between. None when the reads do not prove it (a change
+        close to the moment: a poll's answer is as of some instant during the call, not when it returns)."""
+        reads = self.snapshots[lease]
+        for before, after in itertools.pairwise(reads):
+            if before.end < moment < after.start:
+                same = (before.holder, before.transitions) == (after.holder, after.transitions)
+                return before.holder if same else None
+        return None
 
 
 def _slot_identities(op: OperatorProcess) -> set[str]:
@@ -136,7 +161,8 @@ def _slot_identities(op: OperatorProcess) -> set[str]:
 
 
 def _violations(proxy: Proxy, watch: LeaseWatch, slots: list[OperatorProcess], lease_of: Any) -> list[str]:
-    """Writes sent by a replica after its resource's Lease was seen held by another identity (or released)."""
+    """Writes sent by a replica while its resource's Lease was, provably, held by another identity (or
+    released): see :meth:`LeaseWatch.surely_held_by`."""
     identities = {f"replica-{i}": _slot_identities(op) for i, op in enumerate(slots)}
     found = []
     for moment, agent, method, path in proxy.log:
@@ -144,7 +170,7 @@ def _violations(proxy: Proxy, watch: LeaseWatch, slots: list[OperatorProcess], l
         lease = lease_of(path)
         if slot is None or lease is None:
             continue
-        holder = watch.holder_at(lease, moment)
+        holder = watch.surely_held_by(lease, moment)
         if holder is not None and holder not in identities[slot]:
             found.append(f"{slot} {method} {path} while {lease} was held by {holder or 'nobody'}")
     return found
@@ -246,8 +272,19 @@ def test_replicas_killed_at_random_lose_duplicate_and_leak_nothing(
     fenced = sum(op.logs().count("Batch write not sent") for op in slots)
     writes = sum(1 for _, agent, _, _ in proxy.log if "replica-" in agent)
     report(f"ha-crash-{shards}", operations=n + len(edited) + len(deleted), writes=writes, fenced=fenced,
-           violations=len(violations), transitions=sum(len(v) for v in watch.changes.values()), **kills,
+           violations=len(violations), transitions=watch.changes(), **kills,
            **final.counts())
     assert not violations, violations[:20]
     for op in slots:
         op.stop()
+
+
+def test_lease_reads_prove_a_holder_only_between_equal_reads() -> None:
+    watch = LeaseWatch(None, "ns", ["l"])
+    watch.snapshots["l"] = [Snapshot(0.0, 0.2, "a", 1), Snapshot(0.3, 0.5, "a", 1), Snapshot(0.6, 0.8, "", 1),
+                            Snapshot(0.9, 1.1, "b", 2), Snapshot(1.2, 1.4, "b", 2)]
+    assert watch.surely_held_by("l", 0.25) == "a"
+    assert watch.surely_held_by("l", 0.55) is None  # a release in between: not proven either way
+    assert watch.surely_held_by("l", 1.15) == "b"
+    assert watch.surely_held_by("l", 0.1) is None and watch.surely_held_by("l", 2.0) is None
+    assert watch.changes() == 2
