@@ -192,7 +192,7 @@ def test_rbac_grants_nothing_more(installed: str, kubeconfig: Path) -> None:
     assert not can_i(kubeconfig, "create", LEASES, "some-team")  # only in the operator's own namespace
 
 
-@pytest.mark.parametrize("variant", ["namespaced", "overlays/aks-workload-identity"])
+@pytest.mark.parametrize("variant", ["namespaced", "overlays/aks-workload-identity", "overlays/sharded"])
 def test_variants_pass_a_server_dry_run(installed: str, kubeconfig: Path, variant: str) -> None:
     out = ok(apply_tree(kubeconfig, MANIFESTS / variant, "--dry-run=server"))
     assert "deployment.apps/batchop" in out
@@ -200,8 +200,33 @@ def test_variants_pass_a_server_dry_run(installed: str, kubeconfig: Path, varian
     if variant == "namespaced":
         assert "kind: Role\n" in rendered and "--namespace=$(POD_NAMESPACE)" in rendered
         assert "--all-namespaces" not in rendered
+    elif variant == "overlays/sharded":
+        assert "--shards=6" in rendered
     else:
         assert "azure.workload.identity/client-id" in rendered and 'azure.workload.identity/use: "true"' in rendered
+
+
+def test_sharded_overlay_grants_exactly_the_leases_its_shards_use(kubeconfig: Path) -> None:
+    """The Role of the sharded overlay names every Lease ``--shards N`` makes the operator use, and no other."""
+    import yaml
+
+    from batchop.api.names import LEASE_MEMBERS_SUFFIX
+    from batchop.controller.election import ElectionConfig
+    from batchop.controller.sharding import lease_name
+
+    docs = [d for d in yaml.safe_load_all(ok(kubectl(kubeconfig, "kustomize", str(MANIFESTS / "overlays/sharded"))))
+            if d]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (shards,) = [int(a.split("=", 1)[1]) for a in container["args"] if a.startswith("--shards=")]
+    assert "--leader-elect" in container["args"] and deployment["spec"]["replicas"] > 1
+    (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "batchop-leader-election"]
+    config = ElectionConfig(identity="x", namespace=deployment["metadata"]["namespace"])
+    named = {name: set(rule["verbs"]) for rule in role["rules"] for name in rule.get("resourceNames", [])}
+    wanted = {lease_name(config, k, shards) for k in range(shards)}
+    assert {n for n, verbs in named.items() if {"get", "update"} <= verbs} == wanted
+    assert named[f"{config.name}{LEASE_MEMBERS_SUFFIX}"] >= {"patch"}
+    assert any(rule["verbs"] == ["create"] and "resourceNames" not in rule for rule in role["rules"])
 
 
 def test_workload_identity_overlay_is_what_the_aks_webhook_expects(kubeconfig: Path) -> None:
