@@ -5,7 +5,7 @@
 
 One local stack (kube-apiserver + etcd, the local Batch service ``--no-execute``); the operator's code comes
 from ``--tree`` (default: this checkout), so the same script profiles a commit before a change. py-spy
-(``pip install py-spy``) samples the operator process from outside (``--nonblocking``: the process is never
+(the ``bench`` extra: ``pip install -e .[bench]``) samples the operator process from outside (``--nonblocking``: the process is never
 paused) into collapsed stacks:
 
 1. **burst**: from the first Kubernetes create of N resources until every one is mirrored (``Ready=True``,
