@@ -5,8 +5,8 @@
 
 One local stack (kube-apiserver + etcd, the local Batch service ``--no-execute``); the operator's code comes
 from ``--tree`` (default: this checkout), so the same script profiles a commit before a change. py-spy
-(the ``bench`` extra: ``pip install -e .[bench]``) samples the operator process from outside (``--nonblocking``: the process is never
-paused) into collapsed stacks:
+(the ``bench`` extra: ``pip install -e .[bench]``) samples the operator process from outside
+(``--nonblocking``: the process is never paused) into collapsed stacks:
 
 1. **burst**: from the first Kubernetes create of N resources until every one is mirrored (``Ready=True``,
    ``status.state``), with the operator's CPU seconds, its peak RSS (``VmHWM``) and its RSS at the end;
