@@ -47,14 +47,12 @@ class FirstMark:
         self._started = True
         await write()
 
-    @property
-    def started(self) -> bool:
-        return self._started
-
     async def settle(self) -> None:
         if not self._started:
             self._task.cancel()
         await asyncio.wait([self._task])  # never raises: a cancelled or failed mark is simply over
+        if not self._task.cancelled() and self._task.exception() is not None:
+            log.warning("could not mark a resource as reconciling: %s", self._task.exception())
 
 
 class OutcomeWriter:
@@ -83,7 +81,7 @@ class OutcomeWriter:
         # Reconciling only: the writer derives Ready=Unknown from "no Synced, nothing observed yet"
         try:
             await self.writer.update(view.namespace, view.name, None, cond.first_pass(view.generation)[1:])
-        except KubeError as err:  # advisory: the pass itself reports an unreachable API server
+        except (KubeError, OSError, TimeoutError) as err:  # advisory: the pass itself reports an unreachable API server
             log.warning("could not mark %s/%s as reconciling: %s", view.namespace, view.name, err)
 
     async def settle(self, view: ObjectView) -> None:
