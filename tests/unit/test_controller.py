@@ -4,7 +4,7 @@ backoff, drift repair, orphan clean-up, pollers, and the runtime composing them 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -150,11 +150,28 @@ async def test_outcome_writer_patches_status_records_the_reason_and_posts_events
     assert len(kube.patches) == 1, "an unchanged status was patched again"
 
 
-async def test_a_quick_first_pass_writes_ready_in_its_own_status_patch_only() -> None:
-    kube = FakeKube({("ns", "r"): body()})
+class HookedKube(FakeKube):
+    """A :class:`FakeKube` that awaits ``hook(patch)`` before recording each status patch."""
+
+    def __init__(self, hook: Callable[[Mapping[str, Any]], Awaitable[None]]) -> None:
+        super().__init__({("ns", "r"): body()})
+        self.hook = hook
+
+    async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        await self.hook(patch)
+        return await super().patch_status(namespace, name, patch)
+
+
+def first_pass_outcomes(kube: FakeKube, delay: float) -> OutcomeWriter:
+    """An outcome writer for a resource seen with an empty status (its first pass), marks after ``delay``."""
     writer = StatusWriter(kube)
     writer.seed("ns", "r", {})
-    outcomes = OutcomeWriter(writer, EventPoster(kube), first_mark_delay=0.2)
+    return OutcomeWriter(writer, EventPoster(kube), first_mark_delay=delay)
+
+
+async def test_a_quick_first_pass_writes_ready_in_its_own_status_patch_only() -> None:
+    kube = FakeKube({("ns", "r"): body()})
+    outcomes = first_pass_outcomes(kube, 0.2)
     outcomes.begin(view())
     ok = Outcome(synced=cond.make(cond.SYNCED, cond.TRUE, cond.REASON_SYNCED, "ok"), schedule_id="s")
     await outcomes.write(view(), ok, None)
@@ -166,15 +183,11 @@ async def test_a_quick_first_pass_writes_ready_in_its_own_status_patch_only() ->
 async def test_a_slow_first_pass_shows_ready_unknown_before_it_reports() -> None:
     patched = asyncio.Event()
 
-    class SeenKube(FakeKube):
-        async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
-            patched.set()
-            return await super().patch_status(namespace, name, patch)
+    async def seen(_: Mapping[str, Any]) -> None:
+        patched.set()
 
-    kube = SeenKube({("ns", "r"): body()})
-    writer = StatusWriter(kube)
-    writer.seed("ns", "r", {})
-    outcomes = OutcomeWriter(writer, EventPoster(kube), first_mark_delay=0.01)
+    kube = HookedKube(seen)
+    outcomes = first_pass_outcomes(kube, 0.01)
     outcomes.begin(view())
     outcomes.begin(view())  # a second begin for the same pending pass adds no second mark
     await asyncio.wait_for(patched.wait(), 5)
@@ -194,18 +207,14 @@ async def test_a_mark_already_on_the_wire_lands_before_the_pass_writes() -> None
     order: list[str] = []
     release = asyncio.Event()
 
-    class SlowKube(FakeKube):
-        async def patch_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any] | None:
-            synced = any(c["type"] == "Synced" for c in patch.get("conditions", []))
-            if not synced:
-                await release.wait()
-            order.append("outcome" if synced else "mark")
-            return await super().patch_status(namespace, name, patch)
+    async def slow_mark(patch: Mapping[str, Any]) -> None:
+        synced = any(c["type"] == "Synced" for c in patch.get("conditions", []))
+        if not synced:
+            await release.wait()
+        order.append("outcome" if synced else "mark")
 
-    kube = SlowKube({("ns", "r"): body()})
-    writer = StatusWriter(kube)
-    writer.seed("ns", "r", {})
-    outcomes = OutcomeWriter(writer, EventPoster(kube), first_mark_delay=0.0)
+    kube = HookedKube(slow_mark)
+    outcomes = first_pass_outcomes(kube, 0.0)
     outcomes.begin(view())
     await asyncio.sleep(0.05)  # the mark has started and waits on the API server
     ok = Outcome(synced=cond.make(cond.SYNCED, cond.TRUE, cond.REASON_SYNCED, "ok"), schedule_id="s")
