@@ -28,6 +28,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,12 @@ def _cycle_marks(batch: harness.LocalBatchProc) -> int:
     """Schedule listings started so far (``list_job_schedules`` requests without ``$skiptoken``): exactly one
     per poll cycle. Above 1,000 schedules a listing takes one request per page, and other listings (jobs)
     may page too, so requests alone do not count cycles."""
-    entry = batch.counts().get("list_job_schedules", {})
+    return listing_starts(batch.counts())
+
+
+def listing_starts(counts: Mapping[str, Mapping[str, Any]]) -> int:
+    """Schedule listings started, from the service's admin counts (see :func:`_cycle_marks`)."""
+    entry = counts.get("list_job_schedules") or {}
     return int(entry.get("total", 0)) - int(entry.get("nextPages", 0))
 
 

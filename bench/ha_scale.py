@@ -59,10 +59,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import convergence
 import economy
 import harness
+from batchop.api.names import LABEL_SHARD, LEASE_SHARD_INFIX
 
 LEASE_ID = "bench-ha"
-LABEL_SHARD = "azurebatch.dev/shard"
-LEASE_SHARD_INFIX = "-shard-"
 PER_REPLICA_METRICS = ("shards_held", "resources", "cpu_burst_s", "rss_rest_mib", "rss_peak_mib", "rss_steady_mib",
                        "cpu_per_cycle_s")
 DEFAULT_OUT = harness.RESULTS / "ha_scale.json"
@@ -273,12 +272,6 @@ def remaining(stack: harness.KubeStack, namespace: str) -> int:
     return len(items) + int((found.get("metadata") or {}).get("remainingItemCount") or 0)
 
 
-def listing_starts(counts: Mapping[str, Mapping[str, Any]]) -> int:
-    """Schedule listings started, from the service's admin counts (as ``economy._cycle_marks``)."""
-    entry = counts.get("list_job_schedules") or {}
-    return int(entry.get("total", 0)) - int(entry.get("nextPages", 0))
-
-
 def steady(batch: harness.LocalBatchProc, stack: harness.KubeStack, ops: Sequence[harness.OperatorProc],
            cycles: int, interval: float) -> tuple[dict[str, Any], list[float]]:
     """Counts over R x ``cycles`` schedule listings (see the module docstring); the totals and each replica's CPU
@@ -290,7 +283,7 @@ def steady(batch: harness.LocalBatchProc, stack: harness.KubeStack, ops: Sequenc
     kube_before = stack.request_counts()
     cpu_before = [op.cpu_seconds() for op in ops]
     start = time.monotonic()
-    marks = listing_starts(batch_before)
+    marks = economy.listing_starts(batch_before)
     wait_for(ops, lambda: economy._cycle_marks(batch) >= marks + listings, listings * (3 * interval + 600), 0.05,
              f"{listings} schedule listings")
     elapsed = time.monotonic() - start
@@ -299,7 +292,7 @@ def steady(batch: harness.LocalBatchProc, stack: harness.KubeStack, ops: Sequenc
     kube = harness.diff_counts(stack.request_counts(), kube_before)
     requests = harness.batch_diff(batch_after, batch_before)
     # two listings may start within one poll of the counts: normalise by the listings actually counted
-    seen = max(listings, listing_starts(batch_after) - marks)
+    seen = max(listings, economy.listing_starts(batch_after) - marks)
     per = seen / len(ops)  # cycles of each replica, on average
     totals = {
         "seconds": round(elapsed, 1), "cycles": cycles, "listings": seen, "cycles_measured": round(per, 2),

@@ -12,6 +12,7 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
+import economy  # noqa: E402
 import ha_scale  # noqa: E402
 
 pytestmark = pytest.mark.unit
@@ -98,5 +99,5 @@ def test_table_names_runs_when_several_and_shows_missing_as_na() -> None:
 
 def test_listing_starts_counts_first_pages_only() -> None:
     counts = {"list_job_schedules": {"total": 25, "nextPages": 18}, "list_jobs": {"total": 40, "nextPages": 30}}
-    assert ha_scale.listing_starts(counts) == 7
-    assert ha_scale.listing_starts({}) == 0
+    assert economy.listing_starts(counts) == 7
+    assert economy.listing_starts({}) == 0
