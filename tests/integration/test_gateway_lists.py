@@ -72,3 +72,55 @@ async def test_listing_errors_are_classified_and_429s_retried(gateway: Gateway, 
         local_batch.clear_faults()
     assert gateway.stats.throttled == 2
     assert local_batch.count("list_job_schedules", 429) == 2 and local_batch.count("list_job_schedules", 200) == 1
+
+
+async def test_reads_equal_the_sdk_models_raw_json_and_404_is_none(gateway: Gateway, aio_batch_client: Any,
+                                                                     local_batch: Any) -> None:
+    """``get_schedule``, ``get_job``, ``get_task`` and ``task_counts`` read wire JSON through the pipeline:
+    the same JSON as the SDK's models hold, the ETag from the header, and a missing object as None."""
+    schedule_id = f"gr{uuid.uuid4().hex[:6]}_a"
+    await gateway.create_schedule(_body(schedule_id))
+    found = await gateway.get_schedule(schedule_id)
+    assert found is not None
+    body, etag = found
+    sdk = await aio_batch_client.get_job_schedule(schedule_id)
+    assert type(body) is dict and body == gw._raw(sdk)
+    assert etag and etag == body["eTag"]
+    local_batch.reset_counts()
+    assert await gateway.get_schedule(schedule_id + "_missing") is None
+    assert local_batch.count("get_job_schedule", 404) == 1
+
+    job_id = f"gr{uuid.uuid4().hex[:6]}-job_1"
+    await gateway.create_job({"id": job_id, "poolInfo": {"poolId": "nopool"}})
+    job = await gateway.get_job(job_id)
+    assert job is not None and job["id"] == job_id and job == gw._raw(await aio_batch_client.get_job(job_id))
+    counts = await gateway.task_counts(job_id)
+    assert counts == {"active": 0, "running": 0, "completed": 0, "succeeded": 0, "failed": 0}
+    assert await gateway.get_task(job_id, "none") is None
+    assert await gateway.get_job(job_id + "x") is None and await gateway.task_counts(job_id + "x") is None
+
+
+async def test_answers_are_decoded_once_not_also_by_the_pipeline(gateway: Gateway, local_batch: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's ContentDecodePolicy would decode each answer into its context besides the gateway's own
+    decoding: listings and reads are sent as streams, so it leaves them alone (errors are still classified)."""
+    from azure.core.pipeline.policies import ContentDecodePolicy
+
+    decoded: list[int] = []
+    original = ContentDecodePolicy.deserialize_from_http_generics
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        decoded.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ContentDecodePolicy, "deserialize_from_http_generics", staticmethod(counting))
+    schedule_id = f"gd{uuid.uuid4().hex[:6]}"
+    await gateway.create_schedule(_body(schedule_id))
+    decoded.clear()
+    assert [s["id"] for s in await gateway.list_schedules(filter=f"id eq '{schedule_id}'", select=["id"])] == [
+        schedule_id]
+    assert (await gateway.get_schedule(schedule_id)) is not None and await gateway.get_schedule("nope") is None
+    assert decoded == []
+    with pytest.raises(BatchError) as refused:
+        await gateway.list_schedules(filter="id eq", select=["id"])
+    assert refused.value.status == 400 and refused.value.code == "InvalidQueryParameterValue"  # the body was read

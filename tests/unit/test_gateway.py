@@ -146,7 +146,8 @@ class SlowClient:
         self.in_flight = 0
         self.peak = 0
 
-    async def get_job_schedule(self, schedule_id: str, cls: Any = None) -> Any:
+    async def send_request(self, request: Any, **kwargs: Any) -> Any:
+        assert request.method == "GET" and request.url.startswith("/jobschedules/")
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         await asyncio.sleep(0.02)
@@ -201,7 +202,7 @@ class DownClient:
         self.up = False
         self.sent = 0
 
-    async def get_job_schedule(self, schedule_id: str, cls: Any = None) -> Any:
+    async def send_request(self, request: Any, **kwargs: Any) -> Any:
         self.sent += 1
         if not self.up:
             from azure.core.exceptions import ServiceRequestError

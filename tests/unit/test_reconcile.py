@@ -444,3 +444,41 @@ async def test_locks_of_deleted_resources_are_dropped() -> None:
     second.set()
     await waiting
     assert key not in tracker.locks and not tracker.lock_users
+
+
+async def test_created_schedule_is_not_compared_and_its_etag_is_known_in_sync(model: Model) -> None:
+    """The pass that creates a schedule does not compare it with the body it was made from; the ETag under
+    which a pass left the schedule equal to the desired body is handed to the poller's drift check, and none
+    after a PATCH or an enable/disable (the schedule changed after the read)."""
+    from dataclasses import replace
+
+    from batchop.controller.runtime import in_sync_etag
+
+    compared: list[str] = []
+
+    def counting(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> list[str]:
+        compared.append(str(desired.get("id")))
+        return model.changed_properties(desired, observed)
+
+    spy = replace(model, changed_properties=counting)
+    gw = FakeGateway()
+    created = await apply(view(), gw, model=spy)
+    assert created.writes == ["create"] and compared == []
+    assert in_sync_etag(created) == gw.schedules["team_report"]["eTag"]
+
+    again = await apply(view(status=created.status), gw, model=spy)
+    assert again.writes == [] and compared == ["team_report"]
+    assert in_sync_etag(again) == gw.schedules["team_report"]["eTag"]
+
+    crashed = await apply(view(), gw, model=spy)  # no id recorded, the schedule exists: JobScheduleExists
+    assert "create" not in crashed.writes and len(compared) == 2
+
+    changed = spec(schedule={"recurrenceInterval": "PT2H"})
+    patched = await apply(view(spec=changed, generation=2, status=created.status), gw, model=spy)
+    assert patched.writes == ["patch:schedule"] and in_sync_etag(patched) is None
+    suspended = await apply(view(spec=spec(suspend=True, schedule={"recurrenceInterval": "PT2H"}),
+                                 status=created.status), gw, model=spy)
+    assert suspended.writes == ["disable"] and in_sync_etag(suspended) is None
+    gw.fail["get"] = BatchError("down", reason=cond.REASON_BATCH_UNAVAILABLE, terminal=False, status=503)
+    failed = await apply(view(status=created.status), gw, model=spy)
+    assert failed.synced["status"] != cond.TRUE and in_sync_etag(failed) is None

@@ -50,6 +50,9 @@ def test_a_schedule_never_claims_another_schedules_run_now_jobs() -> None:
     other = runnow.job_id("a-runnow-x", "uid", "v")
     assert not runnow.is_run_now_job(other, "a")
     assert not runnow.is_run_now_job("a:job-1", "a")
+    mine = runnow.job_id("a", "uid", "v")
+    assert not runnow.is_run_now_job(mine[:-1] + "g", "a"), "the suffix is lower-case hex only"
+    assert not runnow.is_run_now_job(mine + "0", "a") and not runnow.is_run_now_job(mine[:-1], "a")
     long_a, long_b = "s" * 60 + "aa", "s" * 60 + "bb"
     assert runnow.job_prefix(long_a) != runnow.job_prefix(long_b)
     assert not runnow.is_run_now_job(runnow.job_id(long_a, "u", "v"), long_b)

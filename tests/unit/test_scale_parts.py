@@ -83,6 +83,28 @@ def test_diff_base_essence_leaves_out_our_own_annotations_and_sees_spec_changes(
     assert storage.build(body=kopf_body(spec={"schedule": {"recurrenceInterval": "PT1H"}})) != plain
 
 
+def test_diff_base_essence_is_kopfs_own_without_copying_status_and_shares_nothing() -> None:
+    """The essence is built from spec, labels and annotations only: equal to kopf's own build of the whole
+    body (status and managedFields dropped either way), and a copy, not a view of the body."""
+    raw = {
+        "apiVersion": "azurebatch.dev/v1alpha1", "kind": "BatchJobSchedule",
+        "metadata": {"namespace": "ns", "name": "r", "uid": "u1", "generation": 3, "resourceVersion": "9",
+                     "labels": {"team": "a"}, "annotations": {"note": "x", f"{PREFIX}/adopt": "true"},
+                     "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]},
+        "spec": {"schedule": {"recurrenceInterval": "P1D"}, "jobSpecification": {"priority": 5}},
+        "status": {"scheduleId": "x", "conditions": [{"type": "Ready", "status": "True"}]},
+    }
+    body = kopf.Body(raw)
+    essence = TrackedDiffBase(Tracker(), PREFIX).build(body=body)
+    kopfs = dict(kopf.AnnotationsDiffBaseStorage(prefix="other.dev").build(body=body))
+    del kopfs["metadata"]["annotations"][f"{PREFIX}/adopt"]
+    assert essence == kopfs
+    assert essence == {"spec": raw["spec"], "metadata": {"labels": {"team": "a"}, "annotations": {"note": "x"}}}
+    essence["spec"]["jobSpecification"]["priority"] = 1
+    essence["metadata"]["labels"]["team"] = "b"
+    assert raw["spec"]["jobSpecification"]["priority"] == 5 and raw["metadata"]["labels"] == {"team": "a"}
+
+
 def test_progress_is_stored_without_the_kopf_managed_marker() -> None:
     storage = UnmarkedProgressStorage(prefix=PREFIX, v1=False)
     marked = kopf.AnnotationsProgressStorage(prefix=PREFIX, v1=False)

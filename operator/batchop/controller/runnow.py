@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -70,6 +69,9 @@ def pending(body: Mapping[str, Any], known_status: Mapping[str, Any] | None) -> 
     return requested(meta.get("annotations"), status) is not None
 
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
 def job_prefix(schedule_id: str) -> str:
     """Every run-now job id of ``schedule_id`` starts with this (lower case: Batch ids are case-insensitive)."""
     sid = schedule_id.lower()
@@ -87,9 +89,18 @@ def job_id(schedule_id: str, uid: str, value: str) -> str:
 
 
 def is_run_now_job(job_id_: str, schedule_id: str) -> bool:
-    """Whether ``job_id_`` is a run-now job of ``schedule_id`` (exact shape, so ``a`` never claims ``a-runnow-x``'s)."""
-    pattern = re.escape(job_prefix(schedule_id)) + f"[0-9a-f]{{{HASH_LENGTH}}}"
-    return re.fullmatch(pattern, job_id_.lower()) is not None
+    """Whether ``job_id_`` is a run-now job of ``schedule_id`` (exact shape, so ``a`` never claims ``a-runnow-x``'s).
+
+    Plain string tests, not a regular expression built from the id: the poller asks this for every job of
+    every schedule each cycle, and one pattern per schedule id overflowed ``re``'s cache of compiled patterns
+    (512) at a few hundred schedules, so each call compiled its pattern again."""
+    jid = job_id_.lower()
+    prefix = job_prefix(schedule_id)
+    return (
+        len(jid) == len(prefix) + HASH_LENGTH
+        and jid.startswith(prefix)
+        and all(c in _HEX_DIGITS for c in jid[len(prefix):])
+    )
 
 
 def job_body(

@@ -282,5 +282,16 @@ def _remember(entry: Tracked, outcome: Outcome) -> None:
     """What the poller's drift check compares with: the desired body just applied, and the schedule id."""
     if outcome.desired is not None and outcome.status.get("scheduleId"):
         entry.desired = outcome.desired
-        entry.in_sync_etag = None
+        entry.in_sync_etag = in_sync_etag(outcome)
     entry.schedule_id = outcome.status.get("scheduleId") or entry.schedule_id
+
+
+def in_sync_etag(outcome: Outcome) -> str | None:
+    """The ETag under which the pass found the schedule equal to the desired body (created from it, or compared
+    and left alone), so the poller's drift check need not compare it again until the ETag moves; None when the
+    pass changed the schedule after reading it (a PATCH, enable, disable) or did not end in sync."""
+    observed = outcome.observed or {}
+    etag = observed.get("eTag")
+    if not etag or outcome.synced.get("reason") != cond.REASON_SYNCED or outcome.synced.get("status") != cond.TRUE:
+        return None
+    return str(etag) if all(write == "create" for write in outcome.writes) else None

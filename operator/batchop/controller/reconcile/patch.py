@@ -3,7 +3,8 @@
 Desired and observed are compared in normalised form (:func:`batchop.spec.diff.changed_properties`:
 durations, read-time defaults, order, SAS query strings), so Batch's own rewriting of what it stores is
 no change. A 412 (someone changed the schedule meanwhile) is a recoverable ``Conflict``: the retry re-reads
-it. Changes affect later jobs only.
+it. Changes affect later jobs only. A schedule this pass has just created from the desired body is not
+compared (its answer to the create is that body), which is a burst's most common pass.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ async def patch(
     """PATCH the changed properties of the schedule ``found`` (body and ETag) with ``If-Match``."""
     observed, etag = found
     desired = progress.desired  # with the owner marks, even when the drift check compares without them
+    if "create" in progress.writes and not force:
+        return  # Batch just made this schedule from this very body: there is nothing to compare
     changed = changes(claim, observed, progress, model, force)
     if changed:
         await gateway.patch_schedule(progress.schedule_id, {k: desired[k] for k in changed if k in desired}, etag)
