@@ -23,8 +23,13 @@ _CLIENT_ASSERTION = re.compile(r"(?i)(client_assertion=)[^&\s\"']+")
 _PATTERNS = (_SAS_SIG, _ACCOUNT_KEY, _SHARED_KEY_HEADER, _BEARER, _CLIENT_SECRET, _CLIENT_ASSERTION)
 _SAS_URL = re.compile(r"^([^?#\s]+)\?[^#\s]*\bsig=[^#\s]*(#.*)?$", re.IGNORECASE)
 
+_TRIGGERS = ("sig=", "accountkey=", "sharedkey ", "bearer ", "client_secret=", "client_assertion=")
+"""Lower-case substrings without which none of the patterns can match: most texts (condition messages the
+poller builds for every resource every cycle) have none, and a substring test is cheaper than six regexes."""
+
 _lock = threading.Lock()
 _secrets: set[str] = set()
+_longest_first: tuple[str, ...] = ()
 
 
 def register_secret(value: str | None) -> None:
@@ -32,9 +37,12 @@ def register_secret(value: str | None) -> None:
 
     Values shorter than 8 characters are ignored: redacting them would mangle ordinary text.
     """
+    global _longest_first
     if value and len(value) >= 8:
         with _lock:
-            _secrets.add(value)
+            if value not in _secrets:
+                _secrets.add(value)
+                _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
@@ -42,11 +50,11 @@ def redact(text: str) -> str:
     removed."""
     if not text:
         return text
-    for pattern in _PATTERNS:
-        text = pattern.sub(rf"\g<1>{REDACTED}", text)
-    with _lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
+    lowered = text.lower()
+    if any(trigger in lowered for trigger in _TRIGGERS):
+        for pattern in _PATTERNS:
+            text = pattern.sub(rf"\g<1>{REDACTED}", text)
+    for secret in _longest_first:  # replaced whole, never changed in place: no lock needed to read it
         if secret in text:
             text = text.replace(secret, REDACTED)
     return text

@@ -150,6 +150,31 @@ async def test_outcome_writer_patches_status_records_the_reason_and_posts_events
     assert len(kube.patches) == 1, "an unchanged status was patched again"
 
 
+async def test_status_writer_keeps_copies_of_its_own_and_prunes_nulls_outside_arrays() -> None:
+    """The writer's known status shares nothing mutable with the fields given to it, an update leaves the
+    status known before it as it was, and None members are dropped from objects but kept inside arrays
+    (as the poller builds them, so an unchanged observation compares equal)."""
+    kube = FakeKube({("ns", "r"): body()})
+    writer = StatusWriter(kube)
+    writer.seed("ns", "r", {"scheduleId": "s", "recentJob": {"id": "j1", "state": "active"}})
+    before = writer.known("ns", "r")
+    assert before is not None
+    jobs = [{"id": "j1", "result": None}]
+    recent = {"id": "j1", "state": "completed", "executionInfo": {"endTime": None, "poolId": "p"}}
+    assert await writer.update("ns", "r", {"recentJob": recent, "recentJobs": jobs, "scheduleId": None})
+    after = writer.known("ns", "r")
+    assert after is not None and after is not before
+    assert before == {"scheduleId": "s", "recentJob": {"id": "j1", "state": "active"}}
+    assert after == {"recentJob": {"id": "j1", "state": "completed", "executionInfo": {"poolId": "p"}},
+                     "recentJobs": [{"id": "j1", "result": None}]}
+    recent["state"], jobs[0]["id"] = "mutated", "mutated"
+    assert after["recentJob"]["state"] == "completed" and after["recentJobs"][0]["id"] == "j1"
+    assert kube.patches[-1]["recentJob"]["executionInfo"] == {"poolId": "p"}
+    kube.patches[-1]["recentJobs"][0]["id"] = "mutated-patch"
+    assert after["recentJobs"][0]["id"] == "j1"
+    assert not await writer.update("ns", "r", {"recentJobs": [{"id": "j1", "result": None}]}), "nothing changed"
+
+
 class HookedKube(FakeKube):
     """A :class:`FakeKube` that awaits ``hook(patch)`` before recording each status patch."""
 

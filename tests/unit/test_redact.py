@@ -26,6 +26,28 @@ def test_registered_secret_removed() -> None:
     assert redact("key is s3cr3t-value-123!") == "key is REDACTED!"
 
 
+def test_every_shape_is_found_whatever_its_case_and_plain_text_is_untouched() -> None:
+    shapes = {
+        "SIG=Zm9vYmFy&se=1": "Zm9vYmFy",
+        "accountkey=a2V5a2V5;": "a2V5a2V5",
+        "Authorization: SharedKey acct:c2lnbmF0dXJl": "c2lnbmF0dXJl",
+        "BEARER eyJhbGciOi.x.y": "eyJhbGciOi",
+        "Client_Secret=hunter22&x": "hunter22",
+        "client_assertion=eyJraWQ.a.b": "eyJraWQ",
+    }
+    for text, secret in shapes.items():
+        assert secret not in redact(text), text
+    plain = "Batch schedule team_report matches generation 3 (create)"
+    assert redact(plain) is plain
+
+
+def test_a_secret_registered_later_is_redacted_longest_first() -> None:
+    assert redact("token 0123456789abcdef-later") == "token 0123456789abcdef-later"
+    register_secret("0123456789abcdef")
+    register_secret("0123456789abcdef-later")
+    assert redact("token 0123456789abcdef-later and 0123456789abcdef") == "token REDACTED and REDACTED"
+
+
 def test_json_log_line_is_redacted(capsys: object) -> None:
     logs.configure("INFO", "json")
     logging.getLogger("t").info("url %s", "https://x/y?sp=r&sig=SECRETSIG")

@@ -123,3 +123,24 @@ def test_history_result_view_reads_the_book_without_copying_it() -> None:
     assert view.get("j1") == "success" and view.get("j2") is None and view.get("j3") is None
     book["j3"] = ("failure", {"failed": 1})
     assert view["j3"] == "failure" and len(view) == 3 and set(view) == {"j1", "j2", "j3"}
+
+
+async def test_long_walks_give_other_tasks_a_turn_every_so_often() -> None:
+    """A walk over many resources lets a waiting task (an edit's reconcile) run every ``every`` items, not
+    only at its end."""
+    from batchop.controller.turns import turns
+
+    seen_at: list[int] = []
+    walked = 0
+
+    async def other() -> None:
+        while walked < 1000:
+            seen_at.append(walked)
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    async for _ in turns(range(1000), every=100):
+        walked += 1
+    await task
+    assert [n for n in seen_at if 0 < n < 1000] == list(range(100, 1000, 100))

@@ -32,6 +32,7 @@ from batchop.api.types import KeptJob, OutputLocation
 from batchop.batch.gateway import BatchError
 from batchop.controller import runnow
 from batchop.controller import status as st
+from batchop.controller.turns import turns
 from batchop.spec.conversion import blob_location
 from batchwire import timestamps
 from batchwire.redact import strip_sas
@@ -327,7 +328,7 @@ class History:
         member's last status; ``owned(schedule, member)`` whether the operator may write to that schedule.
         """
         budget = self.count_fetches  # task-count reads left this cycle, shared by all members
-        for member in members:
+        async for member in turns(members):
             if not member.schedule_id:
                 continue
             sid = str(member.schedule_id)

@@ -45,6 +45,7 @@ from batchop.controller import status as st
 from batchop.controller.poolhealth import PoolHealth
 from batchop.controller.reconcile.ownership import owns
 from batchop.controller.tracking import Tracked
+from batchop.controller.turns import turns
 from batchop.kube.status_writer import StatusWriter
 from batchop.observability import memory
 from batchop.spec import failures
@@ -320,7 +321,7 @@ class Poller:
     ) -> None:
         """The first failed tasks of each recent job that failed with failed tasks: one filtered, projected
         listing per job, once (a status that already names them is reused: no request after a restart)."""
-        for member in members:
+        async for member in turns(members):
             rid = self.history.recent_job_id(member.schedule_id, schedules.get((member.schedule_id or "").lower()))
             key = rid.lower() if rid else ""
             job, counts = self._jobs.get(key), self._counts.get(key)

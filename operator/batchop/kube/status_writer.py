@@ -17,7 +17,6 @@ Apart from :mod:`batchop.kube.client`: the writer decides *what* to send, the cl
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -53,13 +52,26 @@ def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any
             if sub:
                 patch[key] = sub
         elif before != value:
-            patch[key] = copy.deepcopy(value)
+            patch[key] = _copy(value)
     return patch
 
 
 def _prune(value: Any) -> Any:
+    """A copy of the JSON ``value`` without the None members of its objects outside arrays (arrays are copied
+    as they are; strings and numbers are shared: they are immutable)."""
     if isinstance(value, Mapping):
         return {k: _prune(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _copy(value: Any) -> Any:
+    """A deep copy of the JSON ``value`` (cheaper than ``copy.deepcopy``, which memoises every object)."""
+    if isinstance(value, Mapping):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
     return value
 
 
@@ -81,7 +93,7 @@ class StatusWriter:
         """Remember the status seen on the object, unless this process has written it already."""
         key = (namespace, name)
         if key not in self._status:
-            self._status[key] = _prune(copy.deepcopy(dict(status or {})))
+            self._status[key] = _prune(dict(status or {}))
             self._remember_observed(key, self._status[key])
 
     def forget(self, namespace: str, name: str) -> None:
@@ -136,12 +148,13 @@ class StatusWriter:
                     return False
                 old = _prune(dict(body.get("status") or {}))
                 self._remember_observed(key, old)
-            new = copy.deepcopy(old)
+            # top-level fields are replaced, never changed in place: a shallow copy keeps ``old`` intact
+            new = dict(old)
             for field_name, value in (fields or {}).items():
                 if value is None:
                     new.pop(field_name, None)
                 else:
-                    new[field_name] = _prune(copy.deepcopy(value))
+                    new[field_name] = _prune(value)
             if conditions:
                 new["conditions"] = self._conditions(key, old, conditions)
             if new == old:
