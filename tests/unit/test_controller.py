@@ -472,6 +472,26 @@ async def test_runtime_observe_asks_for_a_reconcile_kopf_will_not_start() -> Non
     assert not runtime.observe(handled, "ADDED"), "a run-now value its status shows as handled"
 
 
+async def test_runtime_sets_the_resource_gauges_only_when_status_or_suspend_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchop.observability import metrics as batch_metrics
+
+    seen: list[tuple[bool, Any]] = []
+    monkeypatch.setattr(batch_metrics, "observe_resource",
+                        lambda ns, name, *, spec, status: seen.append((spec["suspend"], status.get("state"))))
+    kube = FakeKube({("ns", "r"): body()})
+    runtime = Runtime(Settings(), kube, storage={})
+    runtime.observe(body(status={"state": "active"}), "ADDED")
+    runtime.observe(body(status={"state": "active"}), "MODIFIED")  # e.g. the finalizer's event: same status
+    assert seen == [(False, "active")]
+    await runtime.writer.update("ns", "r", {"state": "disabled"})  # a write sets them at once
+    runtime.observe(body(status={"state": "disabled"}), "MODIFIED")
+    assert seen == [(False, "active"), (False, "disabled")]
+    runtime.observe(body(spec={"suspend": True}, status={"state": "disabled"}), "MODIFIED")
+    assert seen[-1] == (True, "disabled") and len(seen) == 3
+    await runtime.close()
+
+
 async def test_runtime_reports_an_unresolvable_account_without_a_batch_request() -> None:
     kube = FakeKube({("ns", "r"): body()})
     runtime = Runtime(Settings(), kube, storage={})  # no operator default account

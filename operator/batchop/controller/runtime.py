@@ -103,7 +103,12 @@ class Runtime:
 
     def _observe_metrics(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         entry = self.tracker.get((namespace, name))
-        metrics.observe_resource(namespace, name, spec={"suspend": bool(entry and entry.suspend)}, status=status)
+        suspend = bool(entry and entry.suspend)
+        if entry is not None:
+            if entry.metered is not None and entry.metered[0] is status and entry.metered[1] == suspend:
+                return  # the writer replaces a status whole, never in place: the same object, the same gauges
+            entry.metered = (status, suspend)
+        metrics.observe_resource(namespace, name, spec={"suspend": suspend}, status=status)
 
     def _status_of(self, view: ObjectView) -> Status:
         """The freshest status: the one this process last wrote or saw, else the body's."""

@@ -71,6 +71,10 @@ class Tracked:
     """kopf's last-handled configuration as compact JSON (:class:`batchop.controller.diffbase.TrackedDiffBase`),
     kept here instead of in an annotation on the object."""
 
+    metered: tuple[Mapping[str, Any], bool] | None = None
+    """The status object and ``suspend`` the per-resource gauges were last set from: a watch event that brings
+    no new status (the writer's known status is the same object) leaves them alone."""
+
     @property
     def busy(self) -> bool:
         return self.version % 2 == 1
