@@ -27,7 +27,6 @@ Label values are bounded: ``operation`` is the HTTP method and the URL path with
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -37,7 +36,9 @@ from urllib.parse import urlsplit
 import aiohttp
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from batchop.api import conditions as cond
 from batchop.observability.conventions import ERROR, SUCCESS, ControllerMetrics, QueueItem, result_of
@@ -56,27 +57,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.registry = registry
-        per_resource = ["namespace", "name"]
-        self.ready = Gauge(
-            "batchop_schedule_ready",
-            "1 when the resource's Ready condition is True (its Batch schedule exists as declared), else 0.",
-            per_resource, registry=registry)
-        self.suspended = Gauge(
-            "batchop_schedule_suspended",
-            "1 when the schedule is suspended (spec.suspend) or disabled in Batch, else 0.",
-            per_resource, registry=registry)
-        self.last_job_succeeded = Gauge(
-            "batchop_schedule_last_job_succeeded",
-            "Result of the schedule's most recent completed job: 1 success, 0 failure; absent before the first.",
-            per_resource, registry=registry)
-        self.next_run = Gauge(
-            "batchop_schedule_next_run_timestamp_seconds",
-            "When Batch will create the schedule's next job (Unix time); absent when none is planned.",
-            per_resource, registry=registry)
-        self.sas_expiry = Gauge(
-            "batchop_sas_expiry_timestamp_seconds",
-            "Expiry (Unix time) of the SAS tokens currently in the schedule's job specification.",
-            per_resource, registry=registry)
+        self.resources = ResourceGauges()
+        registry.register(self.resources)
         self.batch_requests = Counter(
             "batchop_batch_requests",
             "Azure Batch HTTP requests (each attempt) by operation and HTTP status ('error': no answer).",
@@ -98,8 +80,6 @@ class Metrics:
             "Reconcile handler runs that raised, by handler and exception class.",
             ["handler", "error"], registry=registry)
         self.controller = ControllerMetrics(registry)
-        self._known: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
 
     # -- per resource ---------------------------------------------------------------------------------
 
@@ -108,30 +88,23 @@ class Metrics:
         """Set the per-resource gauges from the resource's ``spec`` and ``status`` (as stored in Kubernetes)."""
         spec = spec or {}
         status = status or {}
-        labels = (namespace, name)
-        with self._lock:
-            self._known.add(labels)
         ready = cond.find(status.get("conditions"), cond.READY)
-        self.ready.labels(*labels).set(1 if ready is not None and ready.get("status") == cond.TRUE else 0)
         suspended = bool(spec.get("suspend")) or str(status.get("state", "")).lower() == "disabled"
-        self.suspended.labels(*labels).set(1 if suspended else 0)
-
         recent = status.get("recentJob") or {}
         result = str(recent.get("result") or "").lower()
-        if result in ("success", "failure"):
-            self.last_job_succeeded.labels(*labels).set(1 if result == "success" else 0)
-        _set_or_remove(self.next_run, labels, _timestamp(status.get("nextRunTime")))
         sas = status.get("sas") or {}
-        _set_or_remove(self.sas_expiry, labels, _timestamp(sas.get("expiresAt")))
+        self.resources.set(namespace, name, (
+            1.0 if ready is not None and ready.get("status") == cond.TRUE else 0.0,
+            1.0 if suspended else 0.0,
+            (1.0 if result == "success" else 0.0) if result in ("success", "failure")
+            else self.resources.value(namespace, name, LAST_JOB_SUCCEEDED),
+            _timestamp(status.get("nextRunTime")),
+            _timestamp(sas.get("expiresAt")),
+        ))
 
     def forget_resource(self, namespace: str, name: str) -> None:
         """Remove every per-resource series of a deleted resource."""
-        labels = (namespace, name)
-        with self._lock:
-            self._known.discard(labels)
-        for gauge in (self.ready, self.suspended, self.last_job_succeeded, self.next_run, self.sas_expiry):
-            with contextlib.suppress(KeyError):
-                gauge.remove(*labels)
+        self.resources.forget(namespace, name)
 
     # -- Batch requests -------------------------------------------------------------------------------
 
@@ -238,12 +211,49 @@ def _timestamp(value: Any) -> float | None:
         return None
 
 
-def _set_or_remove(gauge: Gauge, labels: tuple[str, str], value: float | None) -> None:
-    if value is None:
-        with contextlib.suppress(KeyError):
-            gauge.remove(*labels)
-    else:
-        gauge.labels(*labels).set(value)
+PER_RESOURCE = (
+    ("batchop_schedule_ready",
+     "1 when the resource's Ready condition is True (its Batch schedule exists as declared), else 0."),
+    ("batchop_schedule_suspended", "1 when the schedule is suspended (spec.suspend) or disabled in Batch, else 0."),
+    ("batchop_schedule_last_job_succeeded",
+     "Result of the schedule's most recent completed job: 1 success, 0 failure; absent before the first."),
+    ("batchop_schedule_next_run_timestamp_seconds",
+     "When Batch will create the schedule's next job (Unix time); absent when none is planned."),
+    ("batchop_sas_expiry_timestamp_seconds",
+     "Expiry (Unix time) of the SAS tokens currently in the schedule's job specification."),
+)
+"""The per-resource gauges (labels ``namespace``, ``name``), in the order of :class:`ResourceGauges`' rows."""
+LAST_JOB_SUCCEEDED = 2
+
+
+class ResourceGauges(Collector):
+    """The per-resource gauges of :data:`PER_RESOURCE` as one row of values per resource, exported at scrape time.
+
+    prometheus-client's labelled gauges keep an object with its own lock per series: five series per resource
+    took about 3.5 KiB per resource (35 MiB at 10,000), and every update took five label lookups. A row is a
+    tuple of five floats (None: no series), so memory and updates stay small whatever N; a scrape builds
+    the families from the rows."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str], tuple[float | None, ...]] = {}
+
+    def set(self, namespace: str, name: str, row: tuple[float | None, ...]) -> None:
+        self._rows[(namespace, name)] = row
+
+    def value(self, namespace: str, name: str, column: int) -> float | None:
+        row = self._rows.get((namespace, name))
+        return None if row is None else row[column]
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._rows.pop((namespace, name), None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = [GaugeMetricFamily(metric, text, labels=["namespace", "name"]) for metric, text in PER_RESOURCE]
+        for (namespace, name), row in self._rows.copy().items():  # a copy: updates go on in the event loop
+            for family, value in zip(families, row, strict=True):
+                if value is not None:
+                    family.add_metric([namespace, name], value)
+        yield from families
 
 
 #: The operator's metrics, on prometheus-client's default registry.
