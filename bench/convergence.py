@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -134,12 +135,16 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
         kube_before = stack.request_counts()
         cpu_before = operator.cpu_seconds()
         watcher = MirrorWatch(stack, namespace)
+        own_before = time.process_time()
+        busy_before = harness.machine_busy_seconds()
         start = time.perf_counter()
         harness.create_resources(stack, namespace, names, concurrency=args.kube_concurrency, spec=spec)
         created = time.perf_counter() - start
         progress = [(round(t - start, 2), c) for t, c in watcher.wait(n, args.timeout)]
         total = watcher.done_at - start
         cpu = operator.cpu_seconds() - cpu_before
+        busy = harness.machine_busy_seconds() - busy_before  # until now, a little after done_at
+        client_cpu = time.process_time() - own_before  # the creating client and the watch, in this process
         kube = harness.diff_counts(stack.request_counts(), kube_before)
         counts = batch.counts()
         rss = operator.rss_mib()
@@ -155,11 +160,15 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
         "kube_requests": kube, "kube_writes": harness.writes(kube), "operator_cpu_seconds": round(cpu, 2),
         "operator_rss_mib": round(rss, 1), "operator_peak_rss_mib": round(peak, 1),
         "schedules_in_batch": schedules, "progress": progress[-40:],
+        "machine_busy_cpu_seconds": round(busy, 2), "client_cpu_seconds": round(client_cpu, 2),
+        "cores": os.cpu_count(),
     }
     print(f"N={n} run {run}: operator {total:.2f}s (kube creates {created:.2f}s), floor {floor_seconds:.2f}s, "
           f"ratio {total / floor_seconds:.2f}, Batch requests {sum(result['batch_requests'].values())}, "
           f"kube writes {result['kube_writes']}, CPU {cpu:.1f}s, RSS {rss:.0f} MiB (peak {peak:.0f}), "
-          f"schedules {schedules}", flush=True)
+          f"schedules {schedules}; machine busy {busy:.1f} CPU s ({busy / total:.2f} of {os.cpu_count()} cores), "
+          f"client {client_cpu:.1f}, others (API server, etcd, Batch service) {busy - cpu - client_cpu:.1f}",
+          flush=True)
     if schedules != n:
         raise AssertionError(f"{schedules} schedules in Batch for {n} resources")
     return result
@@ -179,7 +188,8 @@ throttling, not a cost of the design)."""
 def table(results: list[dict[str, Any]]) -> str:
     lines = ["| N | operator (s) | floor: async SDK (s) | ratio | kube creates alone (s) "
              "| ratio to kube creates + floor | Batch requests | Kubernetes writes per resource "
-             "| operator CPU (s) | CPU per resource (ms) | RSS at end (MiB) | peak RSS (MiB) |", "|---" * 12 + "|"]
+             "| operator CPU (s) | CPU per resource (ms) | RSS at end (MiB) | peak RSS (MiB) "
+             "| machine busy: cores used (operator's share of the busy CPU) |", "|---" * 13 + "|"]
     for n in sorted({r["n"] for r in results}):
         rows = [r for r in results if r["n"] == n]
 
@@ -191,6 +201,12 @@ def table(results: list[dict[str, Any]]) -> str:
             r["ratio_kube"] = round(r["operator_seconds"] / (r["kube_create_seconds"] + r["floor_seconds"]), 2)
             r["writes_per_resource"] = round(r["kube_writes"] / r["n"], 3)
             r["cpu_ms_per_resource"] = round(1000 * r["operator_cpu_seconds"] / r["n"], 2)
+            if r.get("machine_busy_cpu_seconds"):
+                r["busy_cores"] = round(r["machine_busy_cpu_seconds"] / r["operator_seconds"], 2)
+                r["operator_share"] = round(r["operator_cpu_seconds"] / r["machine_busy_cpu_seconds"], 2)
+        busy = "n/a"
+        if all(r.get("busy_cores") for r in rows):
+            busy = f"{cell('busy_cores')} of {rows[0].get('cores')} ({cell('operator_share')})"
         peaks = [float(r["operator_peak_rss_mib"]) for r in rows if r.get("operator_peak_rss_mib")]
         peak = harness.summary(peaks)["median"] if peaks else float("nan")
         batch_req = harness.summary([float(sum(r["batch_requests"].values())) for r in rows])
@@ -199,7 +215,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {cell('kube_create_seconds')} | {cell('ratio_kube')} | {batch_req['median']:.0f} "
             f"| {cell('writes_per_resource')} "
             f"| {cell('operator_cpu_seconds', '{:.1f}')} | {cell('cpu_ms_per_resource', '{:.1f}')} "
-            f"| {cell('operator_rss_mib', '{:.0f}')} | {peak:.0f} |"
+            f"| {cell('operator_rss_mib', '{:.0f}')} | {peak:.0f} | {busy} |"
         )
     return "\n".join(lines)
 

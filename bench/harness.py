@@ -131,6 +131,13 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores; ``/proc/stat``: everything but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
 def proc_hwm_mib(pid: int) -> float:
     """Peak resident set size of ``pid`` in MiB (``VmHWM``): the high-water mark of a burst."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

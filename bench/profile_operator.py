@@ -45,10 +45,10 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 class Sampler:
     """``py-spy record`` attached to a process until :meth:`stop` (SIGINT makes py-spy write its output)."""
 
-    def __init__(self, pid: int, out: Path, rate: int) -> None:
+    def __init__(self, pid: int, out: Path, rate: int, native: bool = False) -> None:
         self.out = out
         command = [str(PYSPY), "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
-                   "--nonblocking", "--output", str(out)]
+                   "--nonblocking", "--output", str(out), *(["--native"] if native else [])]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # attached
 
@@ -119,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=2)
     parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--native", action="store_true",
+                        help="py-spy --native: C frames too (the garbage collector's time shows as gc_collect_main)")
     parser.add_argument("--phases", nargs="+", default=["burst", "steady"], choices=["burst", "steady"])
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `batchop run` arguments")
@@ -152,7 +154,8 @@ def _phases(args: argparse.Namespace, stack: harness.KubeStack, batch: harness.L
             operator: harness.OperatorProc, namespace: str) -> dict[str, Any]:
     out: dict[str, Any] = {"rss_empty_mib": round(operator.rss_mib(), 1)}
     names = [f"p{i:05d}" for i in range(args.n)]
-    sampler = Sampler(operator.pid, args.out / "burst.collapsed", args.rate) if "burst" in args.phases else None
+    sampler = (Sampler(operator.pid, args.out / "burst.collapsed", args.rate, args.native)
+               if "burst" in args.phases else None)
     watcher = convergence.MirrorWatch(stack, namespace)
     cpu0 = operator.cpu_seconds()
     start = time.perf_counter()
@@ -174,7 +177,7 @@ def _phases(args: argparse.Namespace, stack: harness.KubeStack, batch: harness.L
     time.sleep(args.resync + 1)
     first = economy._cycle_marks(batch)
     harness.wait_until(lambda: economy._cycle_marks(batch) > first, 3 * args.resync + 600, 0.05, "a cycle")
-    sampler = Sampler(operator.pid, args.out / "steady.collapsed", args.rate)
+    sampler = Sampler(operator.pid, args.out / "steady.collapsed", args.rate, args.native)
     target = economy._cycle_marks(batch) + args.cycles
     cpu0, t0 = operator.cpu_seconds(), time.monotonic()
     harness.wait_until(lambda: economy._cycle_marks(batch) >= target, args.cycles * (3 * args.resync + 600), 0.05,
