@@ -48,7 +48,7 @@ class Sampler:
     def __init__(self, pid: int, out: Path, rate: int, native: bool = False) -> None:
         self.out = out
         command = [str(PYSPY), "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
-                   "--nonblocking", "--output", str(out), *(["--native"] if native else [])]
+                   "--output", str(out), *(["--native"] if native else ["--nonblocking"])]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # attached
 
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=50, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--native", action="store_true",
-                        help="py-spy --native: C frames too (the garbage collector's time shows as gc_collect_main)")
+                        help="py-spy --native: C frames too (the garbage collector's time shows as gc_collect_main); "
+                             "py-spy then pauses the process for each sample")
     parser.add_argument("--phases", nargs="+", default=["burst", "steady"], choices=["burst", "steady"])
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `batchop run` arguments")

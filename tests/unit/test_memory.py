@@ -25,3 +25,16 @@ async def test_small_tls_buffers_applies_to_new_tls_connections() -> None:
         assert len(proto._ssl_buffer) == memory.TLS_READ_BUFFER == 64 * 1024
     finally:
         asyncio.sslproto.SSLProtocol.max_size = default
+
+
+def test_tune_gc_raises_the_young_threshold_and_freezes_what_is_alive() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    try:
+        memory.tune_gc(12_345)
+        assert gc.get_threshold() == (12_345, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

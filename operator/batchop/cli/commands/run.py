@@ -191,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         from batchop.observability.metrics import start_metrics_server
 
         start_metrics_server(args.metrics_port)
+    memory.tune_gc()
     if election is not None:
         return _run_replicated(args, settings, election)
     try:
