@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -244,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             _write_doc(saved["results"], saved["machine"], saved.get("command", "python bench/convergence.py"))
         return 0
     info = harness.machine()
-    work = Path(tempfile.mkdtemp(prefix="batchop-bench-conv-"))
+    work = harness.scratch("batchop-bench-conv-")
     stack = harness.KubeStack(work / "kube")
     batch = harness.LocalBatchProc(work / "batch")
     results: list[dict[str, Any]] = []

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -261,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     info = harness.machine()
-    work = Path(tempfile.mkdtemp(prefix="batchop-bench-econ-"))
+    work = harness.scratch("batchop-bench-econ-")
     stack = harness.KubeStack(work / "kube")
     batch = harness.LocalBatchProc(work / "batch")
     results: list[dict[str, Any]] = []

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from harness import (
     machine_line,
     percentile,
     save_json,
+    scratch,
     summary,
     wait_until,
 )
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     info = machine()
     print(machine_line(info), flush=True)
-    work = Path(tempfile.mkdtemp(prefix="batchop-failover-"))
+    work = scratch("batchop-failover-")
     stack = KubeStack()
     batch = LocalBatchProc(work / "batch")
     try:

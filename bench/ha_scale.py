@@ -46,7 +46,6 @@ import json
 import math
 import re
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -447,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     info = harness.machine()
     log(harness.machine_line(info))
     command = "python bench/ha_scale.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    work = Path(tempfile.mkdtemp(prefix="batchop-bench-ha-"))
+    work = harness.scratch("batchop-bench-ha-")
     results: list[dict[str, Any]] = []
     began = time.monotonic()
     stack: harness.KubeStack | None = None

@@ -15,9 +15,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import ssl
@@ -96,6 +98,15 @@ def save_json(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def scratch(prefix: str) -> Path:
+    """A new temporary directory, removed when this benchmark process exits (its stack's etcd data reaches GiBs
+    at N = 10,000). ``BATCHOP_BENCH_KEEP=1`` keeps it, to read the logs of the processes it held."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if not os.environ.get("BATCHOP_BENCH_KEEP"):
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path
 
 
@@ -233,7 +244,7 @@ class KubeStack:
         from devstack import kube as kube_mod
         from devstack.stack import CRD_DIR
 
-        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="batchop-bench-kube-"))
+        self.state_dir = state_dir or scratch("batchop-bench-kube-")
         self.endpoints = kube_mod.start(self.state_dir)
         kube_mod.apply_crds(self.endpoints.kubeconfig, kube_mod.crd_files(CRD_DIR))
         self.kubeconfig = self.endpoints.kubeconfig

@@ -28,7 +28,6 @@ import argparse
 import base64
 import statistics
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -141,7 +140,7 @@ def reaction(services: list[harness.LocalBatchProc], stack: harness.KubeStack, n
 
 
 def one_run(args: argparse.Namespace, run: int) -> dict[str, Any]:
-    work = Path(tempfile.mkdtemp(prefix="batchop-bench-many-"))
+    work = harness.scratch("batchop-bench-many-")
     stack = harness.KubeStack(work / "kube")
     services: list[harness.LocalBatchProc] = []
     namespace = f"many-{args.n}-{run}"

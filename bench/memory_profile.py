@@ -16,7 +16,6 @@ import argparse
 import json
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=1, help="frames kept per allocation (>1: call chains)")
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="batchop-bench-mem-"))
+    work = harness.scratch("batchop-bench-mem-")
     stack = harness.KubeStack(work / "kube")
     batch = harness.LocalBatchProc(work / "batch")
     namespace = f"mem-{int(time.time()) % 100000}"

@@ -27,7 +27,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     info = harness.machine()
-    work = Path(tempfile.mkdtemp(prefix="batchop-bench-prof-"))
+    work = harness.scratch("batchop-bench-prof-")
     stack = harness.KubeStack(work / "kube")
     batch = harness.LocalBatchProc(work / "batch")
     namespace = f"prof-{args.n}-{int(time.time()) % 100000}"
