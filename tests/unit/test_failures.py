@@ -104,7 +104,8 @@ class FailingGateway:
     async def list_schedules(self, **_: Any) -> list[dict[str, Any]]:
         self._count("list_schedules")
         return [{"id": "s", "state": "active", "executionInfo": {"recentJob": {"id": self.job_id}},
-                 "metadata": [{"name": "azurebatch.dev/uid", "value": "u"}]}]
+                 "metadata": [{"name": "azurebatch.dev/uid", "value": "u"}],
+                 "jobSpecification": {}}]  # listed whole: the fake ignores $select
 
     async def list_jobs(self, **_: Any) -> list[dict[str, Any]]:
         self._count("list_jobs")

@@ -18,7 +18,8 @@ CREATED = "2026-01-01T00:00:00.0000000Z"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SCHEDULE = {"id": "ns_a", "state": "active", "eTag": "e1",
             "executionInfo": {"recentJob": {"id": "ns_a:job-1"}},
-            "metadata": [{"name": "azurebatch.dev/uid", "value": "u1"}]}
+            "metadata": [{"name": "azurebatch.dev/uid", "value": "u1"}],
+            "jobSpecification": {}}  # listed whole: the fake ignores $select
 JOB = {"id": "ns_a:job-1", "state": "active", "creationTime": CREATED,
        "executionInfo": {"startTime": CREATED, "poolId": "pool-1"}}
 WAITING = {"active": 1, "running": 0, "completed": 0, "succeeded": 0, "failed": 0}

@@ -27,14 +27,13 @@ async def test_small_tls_buffers_applies_to_new_tls_connections() -> None:
         asyncio.sslproto.SSLProtocol.max_size = default
 
 
-def test_tune_gc_raises_the_young_threshold_and_freezes_what_is_alive() -> None:
+def test_tune_gc_freezes_what_is_alive_and_keeps_the_thresholds() -> None:
     import gc
 
     before = gc.get_threshold()
     try:
-        memory.tune_gc(12_345)
-        assert gc.get_threshold() == (12_345, before[1], before[2])
+        memory.tune_gc()
+        assert gc.get_threshold() == before
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
-        gc.set_threshold(*before)

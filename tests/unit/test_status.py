@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -170,6 +171,9 @@ class BudgetGateway:
                 "id": f"s{i}",
                 "executionInfo": {"recentJob": {"id": f"s{i}:job-1"}},
                 "metadata": [{"name": "azurebatch.dev/uid", "value": f"u{i}"}],
+                "eTag": "0x1",
+                "schedule": {"recurrenceInterval": "P1D"},
+                "jobSpecification": {"poolInfo": {"poolId": f"p{i}"}},
             }
             for i in range(n)
         ]
@@ -186,9 +190,16 @@ class BudgetGateway:
         self.stats.requests[op] += pages
         self.stats.responses[200] += pages
 
-    async def list_schedules(self, **_: Any) -> list[dict[str, Any]]:
+    async def list_schedules(self, *, select: list[str] | None = None, **_: Any) -> list[dict[str, Any]]:
         self._count("list_schedules", max(1, -(-len(self.schedules) // 1000)))
-        return self.schedules
+        if select is None:
+            return [copy.deepcopy(s) for s in self.schedules]
+        return [{k: copy.deepcopy(v) for k, v in s.items() if k in select} for s in self.schedules]
+
+    async def get_schedule(self, schedule_id: str) -> tuple[dict[str, Any], str | None] | None:
+        self._count("get_schedule")
+        found = next((s for s in self.schedules if s["id"] == schedule_id), None)
+        return None if found is None else (copy.deepcopy(found), found.get("eTag"))
 
     async def list_jobs(self, **_: Any) -> list[dict[str, Any]]:
         self._count("list_jobs")
@@ -345,3 +356,58 @@ async def test_idle_cycles_compare_a_schedule_again_only_when_its_etag_moves() -
     gateway.schedules[0]["eTag"] = "0x3"  # and now really changed
     await poller.cycle()
     assert compared == ["0x1", "0x2", "0x3"] and len(drift) == 1
+
+
+async def test_the_cycle_lists_schedules_slim_and_reads_whole_only_those_not_known_in_sync() -> None:
+    """The listing leaves out ``schedule`` and ``jobSpecification``: an in-sync schedule (ETag unchanged since it
+    was found equal) takes the desired ones, an observe-only one its body kept by ETag, the rest are read whole:
+    one by one when few, with one whole listing when many."""
+    from batchop.controller import poller as poller_module
+
+    gateway = BudgetGateway(3)
+    selects: list[list[str] | None] = []
+    listing = gateway.list_schedules
+
+    async def recording(*, select: list[str] | None = None, **kw: Any) -> list[dict[str, Any]]:
+        selects.append(select)
+        return await listing(select=select, **kw)
+
+    gateway.list_schedules = recording  # type: ignore[method-assign]
+    synced = Tracked("ns", "o0", "u0", 1, "e", "s0", desired={"schedule": {"recurrenceInterval": "P1D"},
+                                                             "jobSpecification": {"poolInfo": {"poolId": "p0"}}},
+                     in_sync_etag="0x1")
+    moved = Tracked("ns", "o1", "u1", 1, "e", "s1", desired={"schedule": {}, "jobSpecification": {}},
+                    in_sync_etag="0x0")
+    observed = Tracked("ns", "o2", "u2", 1, "e", "s2", policy="skip")
+    compared: list[str] = []
+
+    def changed(desired: Mapping[str, Any], observed_body: Mapping[str, Any]) -> list[str]:
+        compared.append(f"{observed_body['id']}:{sorted(observed_body)}")
+        return []
+
+    async def nothing(*_: Any, **__: Any) -> None:
+        return None
+
+    poller = Poller("e", gateway=lambda: gateway, members=lambda: [synced, moved, observed],
+                    writer=StatusWriter(FakeKube({})), post_event=nothing, on_drift=nothing,
+                    refresh_credentials=nothing, changed_properties=changed)
+    await poller.cycle()
+    assert selects == [poller_module.SCHEDULE_SELECT_SLIM]
+    assert gateway.stats.requests["get_schedule"] == 2, "the moved one and the observe-only one, read whole"
+    assert compared == ["s1:" + str(sorted(gateway.schedules[1]))], "the moved one compared with Batch's whole body"
+    assert moved.in_sync_etag == "0x1"
+    await poller.cycle()
+    assert gateway.stats.requests["get_schedule"] == 2, "in sync by ETag, or kept by ETag: nothing read whole"
+    gateway.schedules[2]["eTag"] = "0x2"
+    await poller.cycle()
+    assert gateway.stats.requests["get_schedule"] == 3, "the observe-only schedule changed: read whole again"
+
+    many = BudgetGateway(poller_module.FULL_READS_MAX + 1)
+    members = [Tracked("ns", f"o{i}", f"u{i}", 1, "e", f"s{i}", desired={"schedule": {}}) for i in range(51)]
+    restarted = Poller("e", gateway=lambda: many, members=lambda: members, writer=StatusWriter(FakeKube({})),
+                       post_event=nothing, on_drift=nothing, refresh_credentials=nothing,
+                       changed_properties=lambda d, o: [])
+    await restarted.cycle()
+    assert many.stats.requests["get_schedule"] == 0 and many.stats.requests["list_schedules"] == 2
+    await restarted.cycle()
+    assert many.stats.requests["list_schedules"] == 3, "all in sync after the first comparison: one slim listing"

@@ -3,7 +3,10 @@
 Every ``resync_interval`` seconds (default 30) one cycle does, for all the account's resources at once:
 
 1. ``GET /jobschedules`` with ``$select`` (and an ``id eq`` ``$filter`` when few are tracked): one
-   request per page of 1000, whatever the number of resources;
+   request per page of 1000, whatever the number of resources. The listing leaves out ``schedule`` and
+   ``jobSpecification`` (most of a schedule's size): a schedule whose ETag has not moved since it was found
+   equal to the desired body holds the desired ones; the few others are read whole (``GET``), or all are
+   listed whole once when there are many (the first cycle after a restart);
 2. ``GET /jobs`` with ``$filter=state ne 'completed'`` and ``$select``: the running jobs, one request per
    page; a recent job that is not running and not yet known as completed is read once (``GET /jobs/{id}``),
    so that costs one request per job *transition*, not per schedule per cycle;
@@ -54,6 +57,13 @@ from batchwire import timestamps
 log = logging.getLogger(__name__)
 
 SCHEDULE_SELECT = ["id", "state", "eTag", "lastModified", "executionInfo", "metadata", "schedule", "jobSpecification"]
+SCHEDULE_SELECT_SLIM = ["id", "state", "eTag", "lastModified", "executionInfo", "metadata"]
+"""Each cycle's listing: without ``schedule`` and ``jobSpecification``, most of each schedule's size. A schedule
+whose ETag is the one under which it was last found equal to the desired body (``Tracked.in_sync_etag``) holds
+the desired ``schedule`` and ``jobSpecification``; the others are read whole (:data:`FULL_READS_MAX`)."""
+FULL_READS_MAX = 50
+"""Schedules read whole one by one (``GET``) in a cycle at most; more than that (after a restart nothing is known
+in sync) and the cycle lists them all whole once instead."""
 JOB_SELECT = ["id", "state", "creationTime", "stateTransitionTime", "executionInfo", "onTaskFailure"]
 POOL_SELECT = ["id", "state", "allocationState", "vmSize", "currentDedicatedNodes", "currentLowPriorityNodes",
                "resizeErrors"]
@@ -74,6 +84,7 @@ class PollGateway(hist.HistoryGateway, Protocol):
         self, *, filter: str | None = None, select: list[str] | None = None
     ) -> list[dict[str, Any]]: ...
     async def get_job(self, job_id: str) -> dict[str, Any] | None: ...
+    async def get_schedule(self, schedule_id: str) -> tuple[dict[str, Any], str | None] | None: ...
     async def list_tasks(
         self, job_id: str, *, filter: str | None = None, select: list[str] | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]: ...
@@ -174,6 +185,8 @@ class Poller:
         self._counts: dict[str, dict[str, Any]] = {}  # job id (lower) -> task counts
         self._pools: dict[str, dict[str, Any]] = {}
         self._failed: dict[str, dict[str, Any]] = {}  # job id (lower) -> {failedTasks, failedTaskCount}
+        # schedule id (lower) -> (ETag, schedule, jobSpecification) of observe-only members (never in sync)
+        self._bodies: dict[str, tuple[str, Any, Any]] = {}
         # node counts of active jobs' pools, a failed start task's node, Batch's clock (batchop.controller.poolhealth)
         account = account or account_from_endpoint(endpoint_key) or endpoint_key  # named in QuotaExceeded
         self.pool_health = PoolHealth(stuck_after=stuck_after, account=account)
@@ -235,8 +248,9 @@ class Poller:
     async def _cycle(self, gateway: PollGateway, members: list[Tracked], report: CycleReport) -> None:
         versions = {id(m): m.version for m in members}  # before the listing (see Tracked.version)
         ids = [m.schedule_id for m in members if m.schedule_id]
-        listed = await gateway.list_schedules(filter=_id_filter(ids), select=SCHEDULE_SELECT)
+        listed = await gateway.list_schedules(filter=_id_filter(ids), select=SCHEDULE_SELECT_SLIM)
         schedules = {s["id"].lower(): s for s in listed if s.get("id")}
+        await self._complete(gateway, members, schedules, ids)
         # one listing: the running jobs, plus those completed since the last one (batchop.controller.history)
         jobs = await self.history.list_jobs(gateway, ids, select=JOB_SELECT)
         running = {j["id"].lower(): j for j in jobs if j.get("state") != "completed"}
@@ -255,6 +269,44 @@ class Poller:
             owned=lambda schedule, m: owns(schedule, m.view()),
         )
         await self._mirror_all(members, versions, schedules, report)
+
+    async def _complete(
+        self, gateway: PollGateway, members: list[Tracked], schedules: dict[str, dict[str, Any]], ids: list[str]
+    ) -> None:
+        """Give every listed schedule of a member its ``schedule`` and ``jobSpecification`` (the slim listing
+        leaves them out): the desired ones when its ETag says it still holds them, else Batch's, read whole."""
+        stale: list[str] = []
+        observing: set[str] = set()  # members never in sync by design: their bodies are kept by ETag
+        for member in members:
+            key = (member.schedule_id or "").lower()
+            listed = schedules.get(key) if key else None
+            if listed is None or "jobSpecification" in listed:  # gone, or listed whole already
+                continue
+            etag = listed.get("eTag")
+            kept = self._bodies.get(key)
+            if member.desired is not None and etag and etag == member.in_sync_etag:
+                listed["schedule"] = member.desired.get("schedule")
+                listed["jobSpecification"] = member.desired.get("jobSpecification")
+            elif kept is not None and etag and kept[0] == etag:
+                listed["schedule"], listed["jobSpecification"] = kept[1], kept[2]
+            else:
+                stale.append(str(listed["id"]))
+            if member.policy == "skip" or member.desired is None:
+                observing.add(key)
+        if len(stale) > FULL_READS_MAX:
+            whole = await gateway.list_schedules(filter=_id_filter(ids), select=SCHEDULE_SELECT)
+            schedules.update({s["id"].lower(): s for s in whole if s.get("id")})
+        else:
+            async for schedule_id in turns(stale, every=FULL_READS_MAX):
+                found = await gateway.get_schedule(schedule_id)
+                if found is None:
+                    schedules.pop(schedule_id.lower(), None)  # deleted since the listing
+                else:
+                    schedules[schedule_id.lower()] = found[0]
+        self._bodies = {
+            key: (str(s.get("eTag")), s.get("schedule"), s.get("jobSpecification"))
+            for key in observing if (s := schedules.get(key)) is not None and s.get("eTag")
+        }
 
     def _recent_job_ids(self, members: list[Tracked], schedules: Mapping[str, dict[str, Any]]) -> dict[str, str]:
         """The most recent job of every member's schedule: id (lower case) -> id."""
