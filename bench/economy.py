@@ -25,6 +25,7 @@ sections of ``docs/performance.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Mapping
@@ -257,8 +258,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--markdown", action="store_true", help="write the tables into docs/performance.md")
+    parser.add_argument("--render", action="store_true",
+                        help="only render bench/results/economy.json (no run); with --markdown, into the doc")
     args = parser.parse_args(argv)
 
+    if args.render:
+        saved = json.loads((harness.RESULTS / "economy.json").read_text())
+        economy, react, memory = tables(saved["results"])
+        print(economy, react, memory, sep="\n\n")
+        if args.markdown:
+            _write_doc(saved["results"], saved["machine"], saved.get("command", "python bench/economy.py"))
+        return 0
+    command = "python bench/economy.py " + " ".join(sys.argv[1:] if argv is None else argv)
     info = harness.machine()
     work = harness.scratch("batchop-bench-econ-")
     stack = harness.KubeStack(work / "kube")
@@ -269,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             for run in range(1, args.runs + 1):
                 results.append(harness.stamp(one_run(stack, batch, work, n, run, args)))
                 merged = harness.merge_results("economy", results, args.n)
-                harness.save_json("economy", {"machine": info, "args": vars(args), "results": merged})
+                harness.save_json("economy", {"machine": info, "args": vars(args), "command": command,
+                                              "results": merged})
     finally:
         batch.stop()
         stack.stop()
@@ -277,15 +289,20 @@ def main(argv: list[str] | None = None) -> int:
     economy, react, memory = tables(results)
     print(economy, react, memory, sep="\n\n")
     if args.markdown:
-        command = "python bench/economy.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        taken = f"\n\nRows taken (N may come from separate invocations): {harness.taken_line(results)}."
-        perfdoc.replace_section("economy", perfdoc.section("API economy at steady state", command, info,
-                                                           economy, ECONOMY_NOTES + taken))
-        perfdoc.replace_section("reaction", perfdoc.section("Reaction time", command, info, react,
-                                                            REACTION_NOTES + taken))
-        perfdoc.replace_section("memory", perfdoc.section("Memory and CPU", command, info, memory,
-                                                          MEMORY_NOTES + taken))
+        _write_doc(results, info, command)
     return 0
+
+
+def _write_doc(results: list[dict[str, Any]], info: dict[str, Any], command: str) -> None:
+    """The economy, reaction and memory sections of docs/performance.md from ``results``."""
+    economy, react, memory = tables(results)
+    taken = f"\n\nRows taken (N may come from separate invocations): {harness.taken_line(results)}."
+    perfdoc.replace_section("economy", perfdoc.section("API economy at steady state", command, info,
+                                                       economy, ECONOMY_NOTES + taken))
+    perfdoc.replace_section("reaction", perfdoc.section("Reaction time", command, info, react,
+                                                        REACTION_NOTES + taken))
+    perfdoc.replace_section("memory", perfdoc.section("Memory and CPU", command, info, memory,
+                                                      MEMORY_NOTES + taken))
 
 
 if __name__ == "__main__":

@@ -216,3 +216,19 @@ async def test_rest_client_requests_count_code_method_and_host(m: Metrics, regis
     assert count("200", "PATCH", api_server) == 1
     assert count("404", "GET", api_server) == 1
     assert count("<error>", "GET", refused) == 1
+
+
+def test_bound_children_are_the_metrics_own_and_looked_up_once() -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from batchop.observability.conventions import Children
+
+    registry = CollectorRegistry()
+    counter = Counter("things", "x", ["a", "b"], registry=registry)
+    children = Children(counter)
+    children("1", "2").inc()
+    children("1", "2").inc()
+    children("1", "3").inc()
+    assert children("1", "2") is counter.labels("1", "2")
+    assert registry.get_sample_value("things_total", {"a": "1", "b": "2"}) == 2
+    assert registry.get_sample_value("things_total", {"a": "1", "b": "3"}) == 1

@@ -41,7 +41,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from batchop.api import conditions as cond
-from batchop.observability.conventions import ERROR, SUCCESS, ControllerMetrics, QueueItem, result_of
+from batchop.observability.conventions import ERROR, SUCCESS, Children, ControllerMetrics, QueueItem, result_of
 from batchwire import timestamps
 
 #: HTTP statuses counted as throttling: 429 Too Many Requests, and 503 Server Busy (Batch sends both).
@@ -80,6 +80,10 @@ class Metrics:
             "Reconcile handler runs that raised, by handler and exception class.",
             ["handler", "error"], registry=registry)
         self.controller = ControllerMetrics(registry)
+        self._batch_requests = Children(self.batch_requests)
+        self._batch_latency = Children(self.batch_latency)
+        self._batch_throttled = Children(self.batch_throttled)
+        self._reconcile_duration = Children(self.reconcile_duration)
 
     # -- per resource ---------------------------------------------------------------------------------
 
@@ -110,10 +114,10 @@ class Metrics:
 
     def observe_request(self, operation: str, status: int | None, seconds: float) -> None:
         """Record one Batch HTTP attempt; ``status`` None means no answer (connection error, timeout)."""
-        self.batch_requests.labels(operation, "error" if status is None else str(status)).inc()
-        self.batch_latency.labels(operation).observe(seconds)
+        self._batch_requests(operation, "error" if status is None else str(status)).inc()
+        self._batch_latency(operation).observe(seconds)
         if status in THROTTLE_STATUSES:
-            self.batch_throttled.labels(operation).inc()
+            self._batch_throttled(operation).inc()
 
     # -- reconciles -----------------------------------------------------------------------------------
 
@@ -135,7 +139,7 @@ class Metrics:
             raise
         finally:
             seconds = time.perf_counter() - start
-            self.reconcile_duration.labels(handler).observe(seconds)
+            self._reconcile_duration(handler).observe(seconds)
             if ended:
                 self.controller.reconciled(run.result, seconds, terminal=run.terminal)
 
