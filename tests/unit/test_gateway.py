@@ -247,3 +247,52 @@ async def test_http_errors_never_open_the_breaker() -> None:
     for _ in range(10):
         assert await gateway.get_schedule("s") is None
     assert gateway.breaker.state == "closed"
+
+
+class JsonClient:
+    """Answers every GET with a JSON page whose decoding records whether the garbage collector ran."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.collector_during_decode: list[bool] = []
+        self.fail = fail
+
+    async def send_request(self, request: Any, **kwargs: Any) -> Any:
+        client = self
+        assert kwargs.get("stream") is True, "sent as a stream: the pipeline must not decode it too"
+
+        class Response:
+            headers = {"ETag": "0x1"}
+
+            async def read(self) -> bytes:
+                return b"{}"
+
+            def raise_for_status(self) -> None:
+                return None
+
+            def json(self) -> dict[str, Any]:
+                import gc
+
+                client.collector_during_decode.append(gc.isenabled())
+                if client.fail:
+                    raise ValueError("not JSON")
+                return {"id": "s", "eTag": "0x1"}
+
+        return Response()
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_pages_are_decoded_with_the_collector_paused_and_it_runs_again_after() -> None:
+    import gc
+
+    assert gc.isenabled()
+    client = JsonClient()
+    gateway = gw.Gateway("https://acct.region.batch.azure.com", None, limits=gw.Limits(requests_per_second=0),
+                         client=client)
+    assert await gateway.get_schedule("s") == ({"id": "s", "eTag": "0x1"}, "0x1")
+    assert client.collector_during_decode == [False] and gc.isenabled()
+    client.fail = True
+    with pytest.raises(gw.BatchError):
+        await gateway.get_schedule("s")
+    assert gc.isenabled(), "a decoding error leaves the collector running"

@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import gc
 import json
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -417,6 +418,22 @@ def _with_query(url: str, params: Mapping[str, str], api_version: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote, safe="$")))
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No garbage collection while a page of JSON is decoded. Decoding a page of 1,000 schedules or jobs
+    allocates some 100,000 dicts and lists, which set off collection after collection, each walking the page
+    decoded so far (and, now and then, the whole heap of a large account): that was more than half of the
+    decoding time, itself the largest part of a status cycle at 10,000 resources. Decoding makes no reference
+    cycles, so nothing is left for the collector; it runs as usual once the page is decoded."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _raw(item: Any) -> dict[str, Any]:
     """The wire JSON behind an SDK model (models are mappings over their raw JSON)."""
     if isinstance(item, dict):
@@ -658,7 +675,8 @@ class Gateway:
         response = await self._client.send_request(request, stream=True)
         await response.read()
         response.raise_for_status()
-        body: dict[str, Any] = response.json()
+        with _collector_paused():
+            body: dict[str, Any] = response.json()
         return body, response.headers
 
     @property
