@@ -77,6 +77,7 @@ def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: h
     batch_before = batch.counts()
     kube_before = stack.request_counts()
     cpu_before = operator.cpu_seconds()
+    gc_before = operator.gc_seconds()
     start = time.monotonic()
     if cycles_from_lists:
         target = _cycle_marks(batch) + cycles
@@ -86,6 +87,7 @@ def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: h
         time.sleep(seconds)
     elapsed = time.monotonic() - start
     cpu = operator.cpu_seconds() - cpu_before
+    gc_seconds = [after - before for after, before in zip(operator.gc_seconds(), gc_before, strict=True)]
     kube = harness.diff_counts(stack.request_counts(), kube_before)
     requests = harness.batch_diff(batch.counts(), batch_before)
     if not cycles_from_lists:
@@ -97,6 +99,8 @@ def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: h
         "batch_per_cycle": round(total / cycles, 2), "kube_requests": kube,
         "kube_writes_per_cycle": round(harness.writes(kube) / cycles, 2),
         "cpu_per_cycle": round(cpu / cycles, 3), "rss_mib": round(operator.rss_mib(), 1),
+        # seconds in garbage collections per cycle by generation (batchop only: the baseline serves no metrics)
+        "gc_per_cycle": [round(seconds / cycles, 3) for seconds in gc_seconds],
     }
 
 

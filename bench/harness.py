@@ -351,6 +351,7 @@ class OperatorProc:
     port: int
     process: subprocess.Popen[bytes] | None = None
     starts: int = field(default=0)
+    metrics_port: int | None = None
 
     @classmethod
     def batchop(cls, stack: KubeStack, batch: LocalBatchProc, work: Path, namespaces: Iterable[str],
@@ -360,8 +361,9 @@ class OperatorProc:
                    "--standalone", "--liveness", f"http://127.0.0.1:{port}/healthz", "--resync-interval", str(resync)]
         for ns in namespaces:
             command += ["-n", ns]
-        command += list(extra)
-        return cls(command, _env(stack, batch), work / f"operator-{port}.log", port)
+        metrics_port = free_port()
+        command += ["--metrics-port", str(metrics_port), *extra]
+        return cls(command, _env(stack, batch), work / f"operator-{port}.log", port, metrics_port=metrics_port)
 
     @classmethod
     def baseline(cls, stack: KubeStack, batch: LocalBatchProc, work: Path, namespace: str,
@@ -404,6 +406,19 @@ class OperatorProc:
 
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)
+
+    def gc_seconds(self) -> list[float]:
+        """Seconds the operator spent in garbage collections so far, by generation (``batchop_gc_seconds_total``
+        on its ``/metrics``); empty when it serves none."""
+        if self.metrics_port is None:
+            return []
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        seconds = [0.0, 0.0, 0.0]
+        for line in text.splitlines():
+            if line.startswith('batchop_gc_seconds_total{generation="'):
+                seconds[int(line[len('batchop_gc_seconds_total{generation="')])] = float(line.rsplit(" ", 1)[1])
+        return seconds
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

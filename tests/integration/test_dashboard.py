@@ -177,6 +177,8 @@ def test_the_conventional_series_follow_real_reconciles(metrics_port: int, kube:
     assert value(metrics_port, "workqueue_adds_total", **queue) >= 2
     assert value(metrics_port, "workqueue_work_duration_seconds_count", **queue) >= 2
     assert value(metrics_port, "workqueue_queue_duration_seconds_count", **queue) >= 2
+    # the running operator times its garbage collections (memory.tune_gc installs the clock at start)
+    assert value(metrics_port, "batchop_gc_seconds_total", generation="0") > 0
     host = urlsplit(kube.server).netloc
     # the status of dashboard-good was patched by the operator's own client, and answered 200
     assert value(metrics_port, "rest_client_requests_total", code="200", method="PATCH", host=host) >= 1

@@ -37,3 +37,27 @@ def test_tune_gc_freezes_what_is_alive_and_keeps_the_thresholds() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_the_collector_clock_times_collections_by_generation() -> None:
+    import gc
+
+    from prometheus_client import CollectorRegistry
+
+    from batchop.observability.metrics import Metrics
+
+    clock = memory.CollectorClock()
+    clock.install()
+    clock.install()  # once only
+    try:
+        assert gc.callbacks.count(clock) == 1
+        gc.collect(2)
+        gc.collect(1)
+        assert clock.collections[2] == 1 and clock.collections[1] == 1
+        assert clock.seconds[2] > 0 and clock.seconds[1] > 0
+    finally:
+        gc.callbacks.remove(clock)
+    # exported as batchop_gc_seconds_total{generation}
+    registry = CollectorRegistry()
+    Metrics(registry)
+    assert registry.get_sample_value("batchop_gc_seconds_total", {"generation": "2"}) is not None

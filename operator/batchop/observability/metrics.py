@@ -37,10 +37,11 @@ import aiohttp
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from batchop.api import conditions as cond
+from batchop.observability import memory
 from batchop.observability.conventions import ERROR, SUCCESS, Children, ControllerMetrics, QueueItem, result_of
 from batchwire import timestamps
 
@@ -80,6 +81,7 @@ class Metrics:
             "Reconcile handler runs that raised, by handler and exception class.",
             ["handler", "error"], registry=registry)
         self.controller = ControllerMetrics(registry)
+        registry.register(CollectorTime(memory.GC_CLOCK))
         self._batch_requests = Children(self.batch_requests)
         self._batch_latency = Children(self.batch_latency)
         self._batch_throttled = Children(self.batch_throttled)
@@ -258,6 +260,22 @@ class ResourceGauges(Collector):
                 if value is not None:
                     family.add_metric([namespace, name], value)
         yield from families
+
+
+class CollectorTime(Collector):
+    """``batchop_gc_seconds_total{generation}``: time spent in garbage collections (:class:`memory.CollectorClock`;
+    prometheus-client's own ``python_gc_collections_total`` counts them but does not time them)."""
+
+    def __init__(self, clock: memory.CollectorClock) -> None:
+        self.clock = clock
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "batchop_gc_seconds", "Seconds spent in the garbage collector's collections, by generation.",
+            labels=["generation"])
+        for generation, seconds in enumerate(self.clock.seconds):
+            family.add_metric([str(generation)], seconds)
+        yield family
 
 
 #: The operator's metrics, on prometheus-client's default registry.
