@@ -67,6 +67,11 @@ def _package(path: str) -> str:
     if "/operator/" in path:
         parts = path.split("/operator/", 1)[1].split("/")
         return ".".join(parts[:2]) if len(parts) > 2 else parts[0]
+    if "/" in path and not path.startswith(("/", "<")):  # py-spy names files relative to their sys.path entry
+        parts = path.split("/")
+        if parts[0] in ("batchop", "batchwire", "localbatch") and len(parts) > 2:
+            return ".".join(parts[:2])
+        return parts[0]
     name = path.rsplit("/", 1)[-1]
     return f"stdlib:{name.removesuffix('.py')}"
 

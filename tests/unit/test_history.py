@@ -196,3 +196,20 @@ async def test_an_incremental_listing_forgets_deleted_running_jobs_and_new_sched
     gw.calls.clear()
     await book.list_jobs(gw, ["s", "t"], select=["id"])
     assert gw.calls == [("list", None)]
+
+
+def test_a_job_listed_again_unchanged_keeps_the_books_copy_and_index() -> None:
+    book = history.History()
+    book.list_filter(["s", "t"])
+    book.ingest([job(1, sid="s"), job(2, "active", sid="s"), job(1, sid="t")], full=True)
+    first = book.jobs["s:job-1"]
+    assert [j["id"] for j in book.jobs_of("s")] == ["s:job-1", "s:job-2"]
+    index = book._index
+    book.list_filter(["s", "t"])
+    book.ingest([job(1, sid="s"), job(2, "active", sid="s"), job(1, sid="t")], full=False)  # equal, new objects
+    assert book.jobs["s:job-1"] is first and book._index is index
+    book.list_filter(["s", "t"])
+    book.ingest([job(1, sid="s"), job(2, sid="s", minute=9), job(1, sid="t")], full=False)  # job-2 completed
+    assert book.jobs["s:job-1"] is first
+    assert book.jobs["s:job-2"]["state"] == "completed"
+    assert [j["state"] for j in book.jobs_of("s")] == ["completed", "completed"]  # the index follows the change

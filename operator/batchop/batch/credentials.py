@@ -28,6 +28,7 @@ re-reading the projected token file as kubelet refreshes it), with one addition:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -70,8 +71,7 @@ class AccountRef:
     def credential_id(self) -> str:
         """Endpoint, account and a digest of the key (never the key): resources whose Secrets hold the same key
         share a gateway and a poller."""
-        digest = hashlib.sha256((self.key or "").encode()).hexdigest()[:16] if self.key else "entra"
-        return f"{self.endpoint_key}|{self.account_name}|{digest}"
+        return f"{self.endpoint_key}|{self.account_name}|{_key_digest(self.key) if self.key else 'entra'}"
 
     @property
     def secret(self) -> tuple[str, str] | None:
@@ -80,6 +80,12 @@ class AccountRef:
             return None
         namespace, _, name = self.source[len("secret "):].split("@", 1)[0].partition("/")
         return namespace, name
+
+
+@functools.lru_cache(maxsize=256)
+def _key_digest(key: str) -> str:
+    """A short digest of an account key (asked for every resource each status cycle; the keys are few)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def endpoint_of(credential_id: str) -> str:

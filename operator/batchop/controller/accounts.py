@@ -151,6 +151,8 @@ class AccountResolver:
 
     def _assign(self, key: Key, namespace: str, spec: dict[str, Any], ref: AccountRef) -> None:
         previous = self._members.get(key)
+        if previous is not None and previous.ref == ref and previous.spec is spec and previous.namespace == namespace:
+            return  # re-resolved as before (every member, every cycle): no new objects to keep
         if previous is not None and previous.ref.credential_id != ref.credential_id:
             self._leave(key, previous.ref.credential_id)
         self._members[key] = _Member(namespace, spec, ref)

@@ -255,11 +255,17 @@ class History:
 
     def ingest(self, listed: Sequence[Mapping[str, Any]], *, full: bool) -> None:
         """Record a listing. A full one replaces the book; an incremental one holds every job not completed, so
-        a job the book has as running and the listing lacks is gone (deleted)."""
+        a job the book has as running and the listing lacks is gone (deleted).
+
+        A job listed again unchanged (every job, each cycle, within the margin after many complete at once)
+        keeps the book's copy, and the index of jobs by schedule is kept: at 10,000 schedules, copying every
+        listed job made 10,000 new long-lived dictionaries a cycle, which the garbage collector then walked in
+        full collections."""
         self._cycles = 0 if full else self._cycles + 1
         if full:
             self._full_pending = False
-        seen: dict[str, dict[str, Any]] = {}
+        seen: set[str] = set()
+        changed: dict[str, dict[str, Any]] = {}
         for job in listed:
             jid = str(job.get("id") or "")
             stamp = _time(job.get("stateTransitionTime") or job.get("creationTime"))
@@ -267,8 +273,11 @@ class History:
                 self.watermark = stamp
             sid = schedule_of(jid, self._prefixes)
             if sid is not None and sid in self._schedules:
-                seen[jid.lower()] = dict(job)
-                self.owner[jid.lower()] = sid
+                key = jid.lower()
+                seen.add(key)
+                if self.jobs.get(key) != job:  # a job listed again unchanged keeps the book's copy
+                    changed[key] = dict(job)
+                    self.owner[key] = sid
         if full:
             gone = [k for k in self.jobs if k not in seen]
         else:
@@ -276,8 +285,9 @@ class History:
             gone += [k for k in self.jobs if self.owner.get(k) not in self._schedules]
         for key in gone:
             self._forget(key)
-        self.jobs.update(seen)
-        self._index = None
+        if changed:
+            self.jobs.update(changed)
+            self._index = None
 
     def _forget(self, key: str) -> None:
         self._index = None
@@ -339,7 +349,9 @@ class History:
             decided = plan(self.jobs_of(sid), _Results(self.results), limits, {rid.lower()} if rid else ())
             if _may_write(member, schedule, owned):
                 await self._delete(gateway, sid, decided.delete, limits)
-            self.recent[member.key] = self._kept(decided.keep, counts, (schedule or {}).get("jobSpecification"))
+            recent = self._kept(decided.keep, counts, (schedule or {}).get("jobSpecification"))
+            if self.recent.get(member.key) != recent:  # unchanged: keep the list already held (see ingest)
+                self.recent[member.key] = recent
 
     async def _judge(
         self,

@@ -340,7 +340,8 @@ class Poller:
                     continue
             if previous is None or previous.get("state") != job.get("state") or key not in self._counts:
                 changed.append(key)
-            self._jobs[key] = job
+            if previous != job:  # unchanged: keep the copy already held (no new long-lived objects a cycle)
+                self._jobs[key] = job
         for key in list(self._jobs):
             if key not in recent_ids:
                 self._jobs.pop(key, None)

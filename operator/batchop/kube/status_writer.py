@@ -121,7 +121,8 @@ class StatusWriter:
         rest = []
         for update in updates:
             if update.get("type") == cond.READY:
-                self._observed[key] = dict(update)
+                if self._observed.get(key) != update:  # the same every cycle at rest: keep the copy held
+                    self._observed[key] = dict(update)
             else:
                 rest.append(update)
         merged = cond.merge(old.get("conditions"), rest)
