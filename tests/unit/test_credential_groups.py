@@ -100,6 +100,25 @@ async def test_each_resource_is_polled_in_the_group_of_its_own_key() -> None:
     await resolver.close()
 
 
+async def test_a_refresh_resolves_each_distinct_account_once_and_keeps_unchanged_members() -> None:
+    kube = Secrets()
+    kube.data[("ns", "s")] = ({"accountName": "acct", "accountKey": "Z29vZA=="}, "1")
+    kube.data[("other", "s")] = ({"accountName": "acct", "accountKey": "Z29vZA=="}, "1")
+    resolver = AccountResolver(Settings(), SecretSource(kube, ttl=0))  # ttl 0: every resolution reads the Secret
+    names = [("ns", f"r{i}") for i in range(5)] + [("other", "r0")]
+    for namespace, name in names:
+        resolver.gateway_for(await resolver.resolve(view(name, "s", namespace)), view(name, "s", namespace))
+    group = resolver.group_of(("ns", "r0"))
+    assert group is not None and resolver.members_of(group) == set(names), "the same key: one group"
+    held = {key: resolver._members[key] for key in names}
+    kube.reads = 0
+    result = await resolver.refresh(group)
+    assert kube.reads == 2, "one resolution per (namespace, Secret), not one per resource"
+    assert sorted(result.stayed) == sorted(names)
+    assert all(resolver._members[key] is held[key] for key in names), "re-resolved alike: nothing replaced"
+    await resolver.close()
+
+
 def test_a_refusal_names_the_resources_own_secret() -> None:
     from batchop.batch.credentials import AccountRef
 

@@ -143,6 +143,15 @@ class SecretSource:
         return value
 
 
+def account_inputs(namespace: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """What :func:`resolve` reads from a resource: two resources with equal inputs resolve to equal refs (the
+    namespace counts only with a Secret, which it names)."""
+    account = spec.get("account") or {}
+    ref = account.get("credentialsSecretRef") or {}
+    secret_name = ref.get("name") if isinstance(ref, Mapping) else None
+    return (str(account.get("endpoint") or ""), namespace if secret_name else "", str(secret_name or ""))
+
+
 async def resolve(namespace: str, spec: Mapping[str, Any], settings: Settings, secrets: SecretSource) -> AccountRef:
     """Resolve the object's account (see the module docstring); raises :class:`CredentialError`."""
     account = spec.get("account") or {}

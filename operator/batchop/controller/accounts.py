@@ -28,7 +28,15 @@ from typing import Any
 
 from batchop.api import conditions as cond
 from batchop.api.types import Condition
-from batchop.batch.credentials import AccountRef, Accounts, CredentialError, EntraCredential, SecretSource, resolve
+from batchop.batch.credentials import (
+    AccountRef,
+    Accounts,
+    CredentialError,
+    EntraCredential,
+    SecretSource,
+    account_inputs,
+    resolve,
+)
 from batchop.batch.gateway import Gateway
 from batchop.batch.settings import Settings
 from batchop.controller.reconcile.view import ObjectView
@@ -107,19 +115,29 @@ class AccountResolver:
         again at once, as after Batch refused the group's key). Members whose credential changed join the
         group of the new one."""
         result = Refresh()
+        # resources with the same account inputs resolve alike: each distinct one once per refresh (at 10,000
+        # resources on one account, one resolution instead of 10,000 a cycle)
+        resolved: dict[tuple[str, ...], AccountRef | None] = {}
         for key in sorted(self._groups.get(group, ())):
             member = self._members[key]
-            secret = member.ref.secret
-            if reread and secret is not None:
-                await self.secrets.reread(*secret)
-            try:
-                ref = await resolve(member.namespace, member.spec, self.settings, self.secrets)
-            except CredentialError:
+            inputs = account_inputs(member.namespace, member.spec)
+            if inputs in resolved:
+                ref = resolved[inputs]
+            else:
+                secret = member.ref.secret
+                if reread and secret is not None:
+                    await self.secrets.reread(*secret)
+                try:
+                    ref = await resolve(member.namespace, member.spec, self.settings, self.secrets)
+                    self.accounts.gateway_for(ref)
+                except CredentialError:
+                    ref = None
+                resolved[inputs] = ref
+            if ref is None:
                 self.forget(key)
                 result.unresolved.append(key)
                 continue
             self._assign(key, member.namespace, member.spec, ref)
-            self.accounts.gateway_for(ref)
             if ref.credential_id == group:
                 result.stayed.append(key)
             else:

@@ -228,6 +228,7 @@ class History:
         self._cycles = 0
         self._full_pending = True
         self._index: dict[str, list[dict[str, Any]]] | None = None
+        self._run_now: dict[str, list[dict[str, Any]]] | None = None
 
     # -- the listing ------------------------------------------------------------------------------------
 
@@ -297,19 +298,27 @@ class History:
 
     def jobs_of(self, schedule_id: str) -> list[dict[str, Any]]:
         """The known jobs of a schedule (an index rebuilt only after the book changed)."""
-        if self._index is None:
+        return list(self._indexes()[0].get(schedule_id.lower(), ()))
+
+    def _indexes(self) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+        """The book's jobs by schedule, and its run-now jobs by schedule (rebuilt after the book changed)."""
+        if self._index is None or self._run_now is None:
             index: dict[str, list[dict[str, Any]]] = {}
+            run_now: dict[str, list[dict[str, Any]]] = {}
             for key, job in self.jobs.items():
-                index.setdefault(self.owner.get(key, ""), []).append(job)
-            self._index = index
-        return list(self._index.get(schedule_id.lower(), ()))
+                sid = self.owner.get(key, "")
+                index.setdefault(sid, []).append(job)
+                if runnow.is_run_now_job(key, sid):
+                    run_now.setdefault(sid, []).append(job)
+            self._index, self._run_now = index, run_now
+        return self._index, self._run_now
 
     def recent_job_id(self, schedule_id: str | None, schedule: Mapping[str, Any] | None) -> str | None:
         """The schedule's most recent job: Batch's ``executionInfo.recentJob``, or a newer run-now job."""
         rid = (((schedule or {}).get("executionInfo") or {}).get("recentJob") or {}).get("id")
         if not schedule_id:
             return rid
-        run_now = [j for j in self.jobs_of(schedule_id) if runnow.is_run_now_job(str(j["id"]), schedule_id)]
+        run_now = self._indexes()[1].get(schedule_id.lower())  # asked several times per schedule each cycle
         if not run_now:
             return rid
         newest = newest_first(run_now)[0]
