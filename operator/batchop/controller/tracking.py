@@ -37,7 +37,7 @@ MAX_IN_FLIGHT = 64
 Batch concurrency per account (8), so a burst keeps every account's connections busy."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Tracked:
     """One resource as the poller mirrors it (kept current by the watch events and the reconciles)."""
 
