@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({(full_rss - empty_rss) * 1024 / max(1, args.n):.0f} KiB each)")
     print(f"traced by Python: {empty['traced'] / 2**20:.1f} MiB, then {full['traced'] / 2**20:.1f} MiB "
           f"({per:.1f} KiB per resource); peak {full['peak'] / 2**20:.1f} MiB")
+    if "tracked" in full:
+        print(f"objects the garbage collector tracks (not frozen): {empty['tracked']:,} with no resource, "
+              f"{full['tracked']:,} with {args.n} ({(full['tracked'] - empty['tracked']) / max(1, args.n):.0f} each); "
+              f"by type: " + ", ".join(f"{name} {count:,}" for name, count in full["census"]))
     print("largest growth by source line:")
     for grown, where in growth:
         print(f"  {grown / 2**20:8.2f} MiB  {where}")

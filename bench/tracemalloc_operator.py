@@ -9,6 +9,7 @@ A bench tool only: the product never turns tracemalloc on.
 
 from __future__ import annotations
 
+import collections
 import gc
 import json
 import os
@@ -28,7 +29,10 @@ def _dump(_signum: int, _frame: FrameType | None) -> None:
            for s in stats[:400]]
     out = Path(os.environ["BATCHOP_TRACEMALLOC_OUT"])
     tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"traced": traced, "peak": peak, "top": top}))
+    objects = gc.get_objects()  # what a full collection walks: the containers the collector tracks, by type
+    census = collections.Counter(type(o).__name__ for o in objects).most_common(15)
+    tmp.write_text(json.dumps({"traced": traced, "peak": peak, "top": top, "tracked": len(objects),
+                               "frozen": gc.get_freeze_count(), "census": census}))
     tmp.replace(out)
 
 

@@ -61,3 +61,21 @@ def test_the_collector_clock_times_collections_by_generation() -> None:
     registry = CollectorRegistry()
     Metrics(registry)
     assert registry.get_sample_value("batchop_gc_seconds_total", {"generation": "2"}) is not None
+
+
+def test_settle_freezes_once_there_are_many_resources_and_again_when_they_doubled() -> None:
+    import gc
+
+    memory._frozen_at = 0
+    try:
+        assert memory.settle(memory.FREEZE_FROM - 1) is False and gc.get_freeze_count() == 0
+        assert memory.settle(memory.FREEZE_FROM) is True
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        assert memory.settle(2 * memory.FREEZE_FROM - 1) is False, "not doubled yet"
+        kept = [[i] for i in range(1000)]  # alive now: frozen by the next settle
+        assert memory.settle(2 * memory.FREEZE_FROM) is True
+        assert gc.get_freeze_count() >= frozen + len(kept)
+    finally:
+        gc.unfreeze()
+        memory._frozen_at = 0

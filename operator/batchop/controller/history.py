@@ -277,7 +277,7 @@ class History:
                 key = jid.lower()
                 seen.add(key)
                 if self.jobs.get(key) != job:  # a job listed again unchanged keeps the book's copy
-                    changed[key] = dict(job)
+                    changed[key] = job if isinstance(job, dict) else dict(job)  # the poller holds the same
                     self.owner[key] = sid
         if full:
             gone = [k for k in self.jobs if k not in seen]

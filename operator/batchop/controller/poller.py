@@ -193,6 +193,7 @@ class Poller:
         self._rr = 0
         self.history = hist.History()  # the job listing, history limits and status.recentJobs
         self.cycles = 0
+        self._quiet = 0  # consecutive cycles that changed nothing
         self.last_report: CycleReport | None = None
         self._wake = asyncio.Event()
 
@@ -204,12 +205,17 @@ class Poller:
         await asyncio.sleep(random.uniform(0, min(2.0, self.interval / 10)))  # jitter between accounts
         while True:
             self._wake.clear()  # before the cycle: a wake() during the cycle (a create just done) runs another
+            quiet = False
             try:
-                self.last_report = await self.cycle()
+                report = self.last_report = await self.cycle()
+                quiet = not (report.patched or report.drift or report.events or report.error or report.skipped)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("poll cycle for %s failed", self.endpoint_key)
+            self._quiet = self._quiet + 1 if quiet else 0
+            if self._quiet >= 2:  # at rest (a burst's tasks and buffers gone): long-lived state out of collections
+                memory.settle(len(self._members()))
             memory.release()  # a burst's freed buffers back to the OS (at most once a minute)
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)

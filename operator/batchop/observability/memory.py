@@ -20,6 +20,9 @@ one run each, against the run before): 13% less CPU per status cycle but 34 MiB 
 against 432 MiB), presumably garbage in reference cycles (futures, responses and their buffers) waiting longer
 for the collector.
 
+:func:`settle` freezes the resources' long-lived state the same way once there are many (and each time their
+number doubles), so full collections stop walking it.
+
 :data:`GC_CLOCK` times every collection by generation (``gc.callbacks``; two clock reads per collection), for
 ``batchop_gc_seconds_total`` (:mod:`batchop.observability.metrics`), the counterpart of the
 ``go_gc_duration_seconds`` a Go controller exports: how much of the operator's CPU the collector takes.
@@ -99,6 +102,30 @@ def release(now: float | None = None) -> bool:
 def small_tls_buffers(size: int = TLS_READ_BUFFER) -> None:
     """Make TLS connections opened from now on read into ``size`` bytes instead of asyncio's 256 KiB."""
     asyncio.sslproto.SSLProtocol.max_size = size
+
+
+FREEZE_FROM = 1000
+"""Resources tracked before :func:`settle` first freezes the heap (below it a full collection is cheap)."""
+
+_frozen_at = 0
+
+
+def settle(resources: int) -> bool:
+    """After a status cycle: once the operator tracks :data:`FREEZE_FROM` resources, and again each time the
+    number has doubled since, collect everything (one full collection) and freeze what is alive. True if frozen.
+
+    A full collection walks every object the collector tracks, and at 10,000 resources that is millions of
+    long-lived dictionaries and lists (statuses, desired bodies, job books) that will never be garbage in a
+    reference cycle: it cost about 0.14 s of every status cycle. Frozen objects are still freed when their
+    last reference goes; only a reference cycle among them would wait (for the process's life), and the full
+    collection right before the freeze leaves none behind. Doubling bounds the freezes to a few per process."""
+    global _frozen_at
+    if resources < FREEZE_FROM or resources < 2 * _frozen_at:
+        return False
+    gc.collect()
+    gc.freeze()
+    _frozen_at = resources
+    return True
 
 
 def tune_gc() -> None:
