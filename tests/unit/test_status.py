@@ -411,3 +411,41 @@ async def test_the_cycle_lists_schedules_slim_and_reads_whole_only_those_not_kno
     assert many.stats.requests["get_schedule"] == 0 and many.stats.requests["list_schedules"] == 2
     await restarted.cycle()
     assert many.stats.requests["list_schedules"] == 3, "all in sync after the first comparison: one slim listing"
+
+
+async def test_the_heap_is_settled_only_after_two_cycles_in_a_row_that_changed_nothing(monkeypatch: Any) -> None:
+    import asyncio
+
+    from batchop.controller import poller as poller_module
+    from batchop.controller.poller import CycleReport
+
+    settled: list[int] = []
+    monkeypatch.setattr(poller_module.memory, "settle", lambda resources: settled.append(resources) or False)
+    reports = iter([CycleReport(patched=1), CycleReport(), CycleReport(), CycleReport(events=1), CycleReport(),
+                    CycleReport(drift=["x"]), CycleReport(), CycleReport()])
+    ran: list[CycleReport] = []
+    done = asyncio.Event()
+
+    async def cycle() -> CycleReport:
+        for report in reports:
+            ran.append(report)
+            return report
+        done.set()  # the eighth cycle's aftermath (the settle) is behind us
+        await asyncio.Event().wait()  # no more cycles
+        raise AssertionError
+
+    async def nothing(*_: Any) -> None:
+        return None
+
+    members = [Tracked("ns", f"r{i}", f"u{i}", 1, "e", f"s{i}") for i in range(3)]
+    poller = Poller("e", gateway=lambda: None, members=lambda: members, writer=StatusWriter(FakeKube({})),
+                    post_event=nothing, on_drift=nothing, refresh_credentials=nothing,
+                    changed_properties=lambda *_: [], interval=0.0)
+    poller.cycle = cycle  # type: ignore[method-assign]
+    task = asyncio.create_task(poller.run())
+    try:
+        await asyncio.wait_for(done.wait(), timeout=5)
+    finally:
+        task.cancel()
+    assert len(ran) == 8
+    assert settled == [3, 3], "after cycles 3 and 8 only: a patch, an Event or a drift starts the count again"

@@ -434,16 +434,6 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _raw(item: Any) -> dict[str, Any]:
-    """The wire JSON behind an SDK model (models are mappings over their raw JSON)."""
-    if isinstance(item, dict):
-        return item
-    data = getattr(item, "_data", None)
-    if isinstance(data, dict):
-        return data
-    return dict(item)
-
-
 async def _download(start: Callable[[], Any]) -> bytes:
     """The bytes of a file download the SDK ``start``s. The SDK raises a download's error before reading its
     body, so the body is read here for :func:`classify` (Batch's error code lives in it)."""
