@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resync", type=float, default=5.0, help="operator --resync-interval")
     parser.add_argument("--cycles", type=int, default=3, help="status cycles to wait once all are mirrored")
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--frames", type=int, default=1, help="frames kept per allocation (>1: call chains)")
+    parser.add_argument("--frames", type=int, default=1,
+                        help="frames kept per allocation (>1: call chains; 0: tracemalloc off, the resident size "
+                        "and the allocators' books as the product runs)")
     args = parser.parse_args(argv)
 
     work = harness.scratch("batchop-bench-mem-")
@@ -92,6 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"objects the garbage collector tracks (not frozen): {empty['tracked']:,} with no resource, "
               f"{full['tracked']:,} with {args.n} ({(full['tracked'] - empty['tracked']) / max(1, args.n):.0f} each); "
               f"by type: " + ", ".join(f"{name} {count:,}" for name, count in full["census"]))
+    for label, snap in (("no resource", empty), (f"{args.n}", full)):
+        books = snap.get("allocators") or {}
+        py, libc = books.get("pymalloc") or {}, books.get("glibc") or {}
+        if py:
+            print(f"allocators with {label}: pymalloc {py['arenas']} arenas of 1 MiB: "
+                  f"{py['in_use'] / 2**20:.1f} MiB in use, {py['free_blocks'] / 2**20:.1f} MiB in free blocks, "
+                  f"{py['free_pools'] / 2**20:.1f} MiB in free pools; glibc heap {libc.get('heap', 0) / 2**20:.1f} MiB "
+                  f"({libc.get('in_use', 0) / 2**20:.1f} in use, {libc.get('free', 0) / 2**20:.1f} free), "
+                  f"mmap {libc.get('mmap', 0) / 2**20:.1f} MiB")
+    if not full["top"]:
+        return 0
     print("largest growth by source line:")
     for grown, where in growth:
         print(f"  {grown / 2**20:8.2f} MiB  {where}")
