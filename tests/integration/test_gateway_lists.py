@@ -88,13 +88,14 @@ async def test_reads_equal_the_sdk_models_raw_json_and_404_is_none(gateway: Gate
     """``get_schedule``, ``get_job``, ``get_task`` and ``task_counts`` read wire JSON through the pipeline:
     the same JSON as the SDK's models hold, the ETag from the header, and a missing object as None."""
     schedule_id = f"gr{uuid.uuid4().hex[:6]}_a"
-    await gateway.create_schedule(_body(schedule_id))
+    created = await gateway.create_schedule(_body(schedule_id))
     found = await gateway.get_schedule(schedule_id)
     assert found is not None
     body, etag = found
     sdk = await aio_batch_client.get_job_schedule(schedule_id)
     assert type(body) is dict and body == _raw(sdk)
     assert etag and etag == body["eTag"]
+    assert created == etag and body["state"] == "active", "the create's answer names the schedule as read back"
     local_batch.reset_counts()
     assert await gateway.get_schedule(schedule_id + "_missing") is None
     assert local_batch.count("get_job_schedule", 404) == 1

@@ -55,6 +55,7 @@ class FakeGateway:
         self.calls: list[tuple[str, Any]] = []
         self.fail: dict[str, BatchError] = {}
         self.etag = 0
+        self.no_etag_on_create = False
 
     def _check(self, op: str) -> None:
         if op in self.fail:
@@ -79,7 +80,7 @@ class FakeGateway:
         found = self.schedules.get(schedule_id.lower())
         return (copy.deepcopy(found), found["eTag"]) if found else None
 
-    async def create_schedule(self, body: Mapping[str, Any]) -> None:
+    async def create_schedule(self, body: Mapping[str, Any]) -> str | None:
         self.calls.append(("create", body["id"]))
         self._check("create")
         if body["id"].lower() in self.schedules:
@@ -87,6 +88,7 @@ class FakeGateway:
         stored = self._stored(body)
         stored["state"] = "active"
         self.schedules[body["id"].lower()] = stored
+        return None if self.no_etag_on_create else str(stored["eTag"])
 
     async def patch_schedule(self, schedule_id: str, properties: Mapping[str, Any], etag: str | None) -> None:
         self.calls.append(("patch", (schedule_id, sorted(properties), etag)))
@@ -269,10 +271,11 @@ async def test_skip_policy_never_writes(model: Model) -> None:
 
 
 async def test_unavailable_is_recoverable_with_retry_after(model: Model) -> None:
-    gw = FakeGateway()
-    gw.fail["get"] = BatchError("busy", reason="Throttled", terminal=False, status=429, retry_after=7)
-    out = await apply(view(), gw, model=model)
-    assert out.synced["reason"] == "Throttled" and out.retry_after == 7
+    for op, status in (("create", {}), ("get", {"scheduleId": "team_report"})):
+        gw = FakeGateway()
+        gw.fail[op] = BatchError("busy", reason="Throttled", terminal=False, status=429, retry_after=7)
+        out = await apply(view(status=status), gw, model=model)
+        assert out.synced["reason"] == "Throttled" and out.retry_after == 7, op
 
 
 async def test_delete_policy_delete_terminates_deletes_and_waits(model: Model) -> None:
@@ -395,7 +398,7 @@ async def test_new_resource_creates_first_and_lets_go_of_a_foreign_collision(mod
     gw = FakeGateway()
     hold = RecordingHold()
     out = await apply(view(), gw, model=model, hold=hold)
-    assert gw.ops() == ["create", "get"] and out.writes == ["create"]  # no GET before the create
+    assert gw.ops() == ["create"] and out.writes == ["create"]  # no GET before the create, nor after it
     other = view(uid="someone-else")
     hold = RecordingHold()
     gw.calls.clear()
@@ -482,3 +485,29 @@ async def test_created_schedule_is_not_compared_and_its_etag_is_known_in_sync(mo
     gw.fail["get"] = BatchError("down", reason=cond.REASON_BATCH_UNAVAILABLE, terminal=False, status=503)
     failed = await apply(view(status=created.status), gw, model=spy)
     assert failed.synced["status"] != cond.TRUE and in_sync_etag(failed) is None
+
+
+async def test_a_new_schedule_is_taken_from_the_create_answer_not_read_back(model: Model) -> None:
+    """The ``201 Created`` carries the ETag: the pass reports the body it sent, ``active``, under that ETag (the
+    drift check's in-sync mark), with no GET; an answer without an ETag is followed by one."""
+    gw = FakeGateway()
+    out = await apply(view(), gw, model=model)
+    assert gw.ops() == ["create"]
+    stored = gw.schedules["team_report"]
+    assert out.observed is not None
+    assert out.observed["state"] == "active" and out.observed["eTag"] == stored["eTag"]
+    assert out.observed["metadata"] == stored["metadata"], "the owner marks the create sent"
+    assert out.synced["status"] == cond.TRUE and out.status["scheduleId"] == "team_report"
+
+    bare = FakeGateway()
+    bare.no_etag_on_create = True
+    out = await apply(view(), bare, model=model)
+    assert bare.ops() == ["create", "get"] and out.observed is not None
+    assert out.observed["eTag"] == bare.schedules["team_report"]["eTag"]
+
+
+async def test_a_suspended_new_resource_is_created_then_disabled_without_a_read(model: Model) -> None:
+    gw = FakeGateway()
+    out = await apply(view(spec=spec(suspend=True)), gw, model=model)
+    assert gw.ops() == ["create", "disable"] and out.writes == ["create", "disable"]
+    assert gw.schedules["team_report"]["state"] == "disabled"

@@ -564,14 +564,18 @@ class Gateway:
             raise
         return result
 
-    async def create_schedule(self, body: Mapping[str, Any]) -> None:
+    async def create_schedule(self, body: Mapping[str, Any]) -> str | None:
         """``POST /jobschedules`` with ``body`` sent as the wire JSON it already is, through the SDK client's
         own pipeline (authentication, retries, ``Retry-After``, metrics), like the listings: the SDK's
-        ``create_job_schedule`` would build its model of the whole body and serialise it back, per create."""
-        await self._call("create_schedule", lambda: self._post("/jobschedules", body))
+        ``create_job_schedule`` would build its model of the whole body and serialise it back, per create.
+        Returns the new schedule's ETag from the ``201 Created`` answer (Azure sends ``ETag``,
+        ``Last-Modified`` and ``DataServiceId``, no body), None when the answer had none."""
+        headers = await self._call("create_schedule", lambda: self._post("/jobschedules", body))
+        return headers.get("ETag")
 
-    async def _post(self, path: str, body: Mapping[str, Any]) -> None:
-        """``POST {path}`` with a JSON body; errors raise ``HttpResponseError`` as the SDK's operations do."""
+    async def _post(self, path: str, body: Mapping[str, Any]) -> Mapping[str, str]:
+        """``POST {path}`` with a JSON body, returning the answer's headers; errors raise
+        ``HttpResponseError`` as the SDK's operations do."""
         from azure.core.rest import HttpRequest
 
         request = HttpRequest(
@@ -582,6 +586,7 @@ class Gateway:
         )
         response = await self._client.send_request(request)
         response.raise_for_status()
+        return response.headers
 
     async def patch_schedule(self, schedule_id: str, properties: Mapping[str, Any], etag: str | None) -> None:
         """PATCH only the given top-level properties, conditional on ``etag`` when given."""

@@ -116,8 +116,8 @@ class OutcomeWriter:
 
 
 def mirror_created(view: ObjectView, outcome: Outcome, entry: Tracked | None) -> None:
-    """Fold Batch's answer to the GET after a create (the schedule's state, ``Ready``) into the same status
-    write as ``scheduleId``, instead of a second patch by the next poll cycle."""
+    """Fold the schedule a pass created or found (its state, ``Ready``; ``nextRunTime`` when it was read from
+    Batch) into the same status write as ``scheduleId``, instead of a second patch by the next poll cycle."""
     if outcome.observed is None or not outcome.status.get("scheduleId"):
         return
     mirrored = observed_status(

@@ -3,8 +3,10 @@
 A resource that never recorded a schedule id sends the create without a GET before it (one request fewer
 for the common case). Batch's ``JobScheduleExists`` answer sends it down the GET path: someone else's
 schedule under that id, or ours from a crash between the create and the status write (the owner marks
-tell, :mod:`.adopt`). After the create, one GET reads the schedule back: its state goes into the same
-status write as ``scheduleId``.
+tell, :mod:`.adopt`). A schedule this pass created is not read back: it holds the body just sent, in the
+``active`` state Azure gives every new schedule, under the ETag of the ``201 Created`` answer, and that goes
+into the same status write as ``scheduleId``. What only Batch computes (``executionInfo``: the next run, the
+first job) comes with the next status cycle. Only an answer without an ETag is followed by a GET.
 
 The finalizer is added before the first Batch write (:class:`~.ports.Hold`), so a deletion at any moment
 after the create finds the delete handler waiting; when Batch refuses the create for good, or the id turns
@@ -46,8 +48,10 @@ async def create(obj: ObjectView, gateway: ScheduleGateway, progress: Progress, 
         return progress.finish(deleting, done=False)
     existed = False
     try:
-        await gateway.create_schedule(progress.desired)
+        etag = await gateway.create_schedule(progress.desired)
         progress.writes.append("create")
+        if etag:
+            return created(progress.desired, etag)
     except BatchError as err:
         if err.code != "JobScheduleExists":
             if err.terminal and hold is not None:
@@ -61,3 +65,8 @@ async def create(obj: ObjectView, gateway: ScheduleGateway, progress: Progress, 
     if existed and hold is not None and not owns(found[0], obj) and not obj.adopt:
         await hold.release()  # someone else's schedule: nothing of ours to guard on deletion
     return found
+
+
+def created(body: dict[str, Any], etag: str) -> Found:
+    """The schedule Batch has just created from ``body``: that body, ``active``, under ``etag``."""
+    return {**body, "state": "active", "eTag": etag}, etag
