@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections import Counter
 from typing import Any
 
 import pytest
 
 from batchop.batch.gateway import WRITE_FENCE, Fenced, FencePolicy
 from batchop.controller.election import ElectionConfig, LeaseLock, default_namespace
-from batchop.controller.sharding import Coordinator, selector, shard_of
+from batchop.controller.sharding import Coordinator, assign, selector, shard_of
 from batchop.kube.client import KubeError
 from batchop.kube.leases import LeaseClient
 
@@ -152,11 +153,13 @@ def test_shards_are_balanced_over_members_and_return_to_the_survivor() -> None:
     b = Coordinator(LeaseClient(store, "ns"), config("b"), 4, clock=clock)
     run(b.round())
     run(a.round())
-    assert a.desired() == frozenset({0, 2}) and b.desired() == frozenset({1, 3})
+    assert a.desired() == frozenset({0, 1}) and b.desired() == frozenset({2, 3})  # a keeps its first share
     assert b.held() == frozenset()  # a still holds them: b waits for a to hand them over
     run(a.release(a.held() - a.desired()))
     run(b.round())
-    assert b.held() == frozenset({1, 3}) and a.held() == frozenset({0, 2})
+    assert b.held() == frozenset({2, 3}) and a.held() == frozenset({0, 1})
+    run(a.round())
+    assert a.desired() == frozenset({0, 1}) and b.desired() == frozenset({2, 3}), "stable once handed over"
     for _ in range(9):  # b dies; a keeps renewing every 2 s
         clock.now += 2
         run(a.round())
@@ -196,3 +199,45 @@ def test_config_rules_and_default_namespace(tmp_path: Any) -> None:
     assert default_namespace(tmp_path / "missing") == "default"
     (tmp_path / "namespace").write_text("batchop-system\n")
     assert default_namespace(tmp_path / "namespace") == "batchop-system"
+
+
+def _moves(before: dict[int, str], after: dict[int, str]) -> int:
+    return sum(before.get(k) != member for k, member in after.items())
+
+
+def test_assignment_is_balanced_and_moves_only_what_must_move() -> None:
+    shards = 6
+    three = assign(shards, ["a", "b", "c"], {})
+    assert sorted(Counter(three.values()).values()) == [2, 2, 2]
+    assert assign(shards, ["c", "a", "b"], three) == three, "the same Leases give the same answer in any order"
+    # c restarts under a new identity d: d takes c's two shards, a and b keep theirs
+    after_c = assign(shards, ["a", "b"], three)  # c gone: its shards go to the survivors
+    assert _moves(three, after_c) == 2 and sorted(Counter(after_c.values()).values()) == [3, 3]
+    with_d = assign(shards, ["a", "b", "d"], after_c)
+    assert _moves(after_c, with_d) == 2 and sorted(Counter(with_d.values()).values()) == [2, 2, 2]
+    for member in ("a", "b"):  # each gave up one of the three it held, and kept the other two
+        kept = {k for k, m in with_d.items() if m == member}
+        assert len(kept) == 2 and kept <= {k for k, m in after_c.items() if m == member}
+    # a fourth member joins: 6 shards over 4 members is 2, 2, 1, 1; it gets one, taken from a holder of 2
+    four = assign(shards, ["a", "b", "d", "e"], with_d)
+    assert sorted(Counter(four.values()).values()) == [1, 1, 2, 2] and _moves(with_d, four) == 1
+    assert list(four.values()).count("e") == 1
+    # a holder still named on a shard it should give up, and a shard held by nobody
+    assert assign(2, ["a", "b"], {0: "a", 1: "a"}) == {0: "a", 1: "b"}
+    # b holds one and gets the extra share; a shard held by nobody and one held by a member gone are spread
+    assert assign(3, ["a", "b"], {0: None, 1: "gone", 2: "b"}) == {0: "a", 1: "b", 2: "b"}
+
+
+def test_round_robin_would_have_moved_more() -> None:
+    """What the sticky assignment saves over ``sorted(members)[k mod members]`` when a member is replaced."""
+    shards = 6
+
+    def round_robin(members: list[str]) -> dict[int, str]:
+        ordered = sorted(members)
+        return {k: ordered[k % len(ordered)] for k in range(shards)}
+
+    before = round_robin(["b", "c", "d"])
+    replaced = round_robin(["c", "d", "e"])  # b replaced by e, which sorts last: every shard moves
+    assert _moves(before, replaced) == 6
+    sticky = assign(shards, ["c", "d", "e"], {k: m for k, m in before.items() if m != "b"})
+    assert _moves(before, sticky) == 2

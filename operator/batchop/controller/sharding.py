@@ -8,7 +8,9 @@
 - **One Lease per shard** (``<id>-shard-<k>``), each held with :class:`batchop.controller.election.LeaseLock`.
 - **Members** (:class:`Membership`): every replica writes a heartbeat annotation on ``<id>-members`` each
   retry period; a member whose heartbeat has not changed for a lease duration (on the local clock) is gone.
-  Shard ``k``'s preferred holder is ``sorted(live members)[k mod len]``: balanced to within one shard.
+  The preferred holders (:func:`assign`) are balanced to within one shard and sticky: a live member keeps
+  the shards it holds up to its share, so a member joining or leaving moves only the shards that must move
+  (a replica restarted under a new identity takes over its predecessor's share, nobody else's).
 - **Coordinator** (:class:`Coordinator`): each round, renews the Leases it holds and tries those it is the
   preferred holder of; the supervisor gives back the Leases it is no longer preferred for (after its
   controller for them has stopped), so a joining replica receives its share and a dead one's shards go
@@ -23,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from batchop.api.names import (
@@ -55,6 +58,34 @@ def lease_name(config: ElectionConfig, shard: int, shards: int) -> str:
 def selector(shards: Collection[int]) -> str:
     """The server-side label selector of a replica's watch over ``shards``."""
     return f"{LABEL_SHARD} in ({','.join(str(k) for k in sorted(shards))})"
+
+
+def assign(shards: int, live: Sequence[str], holders: Mapping[int, str | None]) -> dict[int, str]:
+    """Shard -> preferred holder among the ``live`` members, given each shard's current holder.
+
+    Every member's share is ``shards // members`` or one more; the ones more go to the members holding the
+    most now (ties: by identity), so that as few shards as possible move. A live holder keeps its shards, in
+    shard order, up to its share; every other shard (held by nobody, by a member gone, or beyond its
+    holder's share) goes to the member with the most room left (ties: by identity). Every replica computes
+    this from the same Leases, so they agree once they have read the same records."""
+    members = sorted(set(live))
+    base, extra = divmod(shards, len(members))
+    holding = Counter(h for h in holders.values() if h in members)
+    by_holding = sorted(members, key=lambda m: (-holding[m], m))
+    share = {m: base + (1 if i < extra else 0) for i, m in enumerate(by_holding)}
+    count: Counter[str] = Counter()
+    out: dict[int, str] = {}
+    for k in range(shards):
+        holder = holders.get(k)
+        if holder in share and count[holder] < share[holder]:
+            out[k] = holder
+            count[holder] += 1
+    for k in range(shards):
+        if k not in out:
+            member = min(members, key=lambda m: (count[m] - share[m], m))
+            out[k] = member
+            count[member] += 1
+    return out
 
 
 def _member_key(identity: str) -> str:
@@ -137,9 +168,9 @@ class Coordinator:
         """The shards this replica is the preferred holder of (all of them without sharding)."""
         if self.members is None:
             return frozenset(self.locks)
-        live = self.members.alive()
-        me = live.index(self.config.identity)
-        return frozenset(k for k in self.locks if k % len(live) == me)
+        holders = {k: (lock.observed.holder if lock.observed is not None else None) for k, lock in self.locks.items()}
+        preferred = assign(self.shards, self.members.alive(), holders)
+        return frozenset(k for k, member in preferred.items() if member == self.config.identity)
 
     def held(self, margin: float = 0.0) -> frozenset[int]:
         """The shards whose Lease is ours and valid now (:meth:`LeaseLock.valid`)."""
