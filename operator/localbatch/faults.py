@@ -36,6 +36,8 @@ class FaultConfig:
     rate: float = 0.0
     codes: list[str] = field(default_factory=lambda: ["429", "503"])
     latency_ms: float = 0.0
+    answer_latency_ms: float = 0.0
+    """Delay of the answer once the request has been carried out (the write landed, the answer is late)."""
     retry_after: int = 1
     """Seconds in ``Retry-After`` on 429/503 (Azure sends up to 30; tests want it short)."""
     next_n: int = 0
@@ -54,6 +56,8 @@ class FaultConfig:
             self.codes = parse_codes(data["codes"]) or ["429", "503"]
         if "latencyMs" in data:
             self.latency_ms = max(0.0, float(data["latencyMs"]))
+        if "answerLatencyMs" in data:
+            self.answer_latency_ms = max(0.0, float(data["answerLatencyMs"]))
         if "retryAfter" in data:
             self.retry_after = max(0, int(data["retryAfter"]))
         if "nextN" in data:
@@ -67,6 +71,7 @@ class FaultConfig:
             "rate": data["rate"],
             "codes": data["codes"],
             "latencyMs": data["latency_ms"],
+            "answerLatencyMs": data["answer_latency_ms"],
             "retryAfter": data["retry_after"],
             "nextN": data["next_n"],
             "operations": data["operations"],

@@ -106,6 +106,8 @@ async def batch_middleware(request: web.Request, handler: Any) -> web.StreamResp
         response.headers["client-request-id"] = client_request_id
     if not is_admin:
         svc.count(operation, response.status, next_page="$skiptoken" in request.query)
+        if svc.faults.answer_latency_ms > 0 and operation not in _UNAUTHENTICATED and svc.faults.applies(operation):
+            await asyncio.sleep(svc.faults.answer_latency_ms / 1000)  # carried out and counted; the answer is late
     if log.isEnabledFor(logging.DEBUG):
         log.debug(
             "request",

@@ -51,11 +51,11 @@ def test_kill_9_between_create_and_status_write_creates_nothing_twice(
 ) -> None:
     schedule_id = f"{ns}_crash"
     local_batch.reset_counts()
-    # every GET and list of schedules takes 10 s: the operator's read-back after its create is slow, and so
-    # is its poller's listing (which would otherwise record the new schedule in status), so there is a
-    # window where the schedule exists in Batch and the resource's status does not know it yet. The test
-    # watches the create through the service's admin counts, which are never delayed.
-    local_batch.faults(latencyMs=10000, operations=["get_job_schedule", "list_job_schedules"], rate=0)
+    # the create is carried out at once but answered 10 s late, and so are schedule listings (the poller
+    # would otherwise record the new schedule in status), so there is a window where the schedule exists in
+    # Batch and the resource's status does not know it yet. The test watches the create through the
+    # service's admin counts, which count it before the late answer.
+    local_batch.faults(answerLatencyMs=10000, operations=["create_job_schedule", "list_job_schedules"], rate=0)
     apply(kube, ns, resource("crash"))
     wait_for(lambda: local_batch.count("create_job_schedule", 201) == 1, 30, 0.1,
              message="the schedule to be created in Batch")
