@@ -17,6 +17,7 @@ import ssl
 import tempfile
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -72,14 +73,26 @@ class ConnectionInfo(Protocol):
     def private_key_data(self) -> str | bytes | None: ...
 
 
-def _write_temp(data: str | bytes, suffix: str) -> str:
+def _pem(data: str | bytes) -> bytes:
+    """kubeconfig's ``*-data`` fields are base64 of PEM; kopf may hand over the PEM itself."""
     raw = data if isinstance(data, bytes) else data.encode()
-    if not raw.lstrip().startswith(b"-----"):
-        raw = base64.b64decode(raw)
-    handle = tempfile.NamedTemporaryFile(prefix="batchop-", suffix=suffix, delete=False)
-    handle.write(raw)
-    handle.close()
-    return handle.name
+    return raw if raw.lstrip().startswith(b"-----") else base64.b64decode(raw)
+
+
+def _load_cert_chain(context: ssl.SSLContext, cert: FilePath | None, cert_data: str | bytes | None,
+                     key: FilePath | None, key_data: str | bytes | None) -> None:
+    """The client certificate and key into ``context``. :mod:`ssl` reads them only from files: inline data
+    goes into a private directory that is removed as soon as they are loaded, so no key is left on disk."""
+    if cert is None and cert_data is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="batchop-tls-") as directory:
+        if cert is None:
+            cert = Path(directory) / "client.crt"
+            cert.write_bytes(_pem(cert_data or b""))
+        if key is None and key_data is not None:
+            key = Path(directory) / "client.key"  # the directory is the user's alone (mode 0700)
+            key.write_bytes(_pem(key_data))
+        context.load_cert_chain(certfile=cert, keyfile=key)
 
 
 MAX_CONNECTIONS = 16
@@ -108,14 +121,12 @@ class KubeClient:
         if info.ca_path:
             context.load_verify_locations(cafile=info.ca_path)
         elif info.ca_data:
-            context.load_verify_locations(cafile=_write_temp(info.ca_data, ".crt"))
+            context.load_verify_locations(cadata=_pem(info.ca_data).decode("ascii"))
         if info.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        cert = info.certificate_path or (_write_temp(info.certificate_data, ".crt") if info.certificate_data else None)
-        key = info.private_key_path or (_write_temp(info.private_key_data, ".key") if info.private_key_data else None)
-        if cert:
-            context.load_cert_chain(certfile=cert, keyfile=key)
+        _load_cert_chain(context, info.certificate_path, info.certificate_data or None,
+                         info.private_key_path, info.private_key_data or None)
         return context
 
     def _headers(self) -> dict[str, str]:
