@@ -27,7 +27,7 @@ import harness
 WRAPPER = Path(__file__).resolve().parent / "tracemalloc_operator.py"
 
 
-def snapshot(operator: harness.OperatorProc, out: Path, timeout: float = 60.0) -> dict[str, Any]:
+def snapshot(operator: harness.OperatorProc, out: Path, timeout: float = 600.0) -> dict[str, Any]:
     """Ask the operator for a snapshot (SIGUSR1) and read it once written."""
     out.unlink(missing_ok=True)
     assert operator.process is not None
@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=1,
                         help="frames kept per allocation (>1: call chains; 0: tracemalloc off, the resident size "
                         "and the allocators' books as the product runs)")
+    parser.add_argument("--holders", nargs="*", default=[], metavar="FILE:LINE",
+                        help="source lines (e.g. decoder.py:353) whose live objects' holders to print")
     args = parser.parse_args(argv)
 
     work = harness.scratch("batchop-bench-mem-")
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         operator.command[1:3] = [str(WRAPPER)]  # python bench/tracemalloc_operator.py <batchop args>
         operator.env["BATCHOP_TRACEMALLOC_OUT"] = str(dump)
         operator.env["BATCHOP_TRACEMALLOC_FRAMES"] = str(args.frames)
+        operator.env["BATCHOP_TRACEMALLOC_HOLDERS"] = ",".join(args.holders)
         operator.start()
         stop = operator.stop
         time.sleep(args.resync * 2)  # idle cycles with nothing tracked
@@ -103,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"{py['free_pools'] / 2**20:.1f} MiB in free pools; glibc heap {libc.get('heap', 0) / 2**20:.1f} MiB "
                   f"({libc.get('in_use', 0) / 2**20:.1f} in use, {libc.get('free', 0) / 2**20:.1f} free), "
                   f"mmap {libc.get('mmap', 0) / 2**20:.1f} MiB")
+    for where, chains in (full.get("holders") or {}).items():
+        print(f"held, of what {where} allocated:")
+        for chain in chains:
+            print("  " + " <- ".join(chain))
     if not full["top"]:
         return 0
     print("largest growth by source line:")

@@ -4,7 +4,9 @@
 
 The summary goes to ``$BATCHOP_TRACEMALLOC_OUT`` as JSON: ``traced`` and ``peak`` bytes, and the ``top``
 source lines by bytes held (whole call chains, innermost last, with ``$BATCHOP_TRACEMALLOC_FRAMES`` > 1);
-with ``$BATCHOP_TRACEMALLOC_FRAMES`` = 0 tracemalloc stays off (its own tables would blur the resident size)
+with ``$BATCHOP_TRACEMALLOC_HOLDERS`` (source lines, ``file.py:123``, comma-separated), ``holders`` names, for
+a few live objects allocated there, who holds them: chains of referrers up to the module or task that keeps
+them alive; with ``$BATCHOP_TRACEMALLOC_FRAMES`` = 0 tracemalloc stays off (its own tables would blur the resident size)
 and only the census and the allocators' books are written. ``allocators`` splits the heap between Python's
 small-object allocator (pymalloc: its 1 MiB arenas, the blocks in use, the free blocks and pools inside them)
 and glibc's ``malloc`` (``mallinfo2``: bytes in use, free inside its heaps, and in ``mmap`` blocks): where
@@ -68,6 +70,56 @@ def _glibc() -> dict[str, int]:
     return {"heap": info.arena, "in_use": info.uordblks, "free": info.fordblks, "mmap": info.hblkhd}
 
 
+def _describe(obj: object) -> str:
+    name = type(obj).__name__
+    if isinstance(obj, dict):
+        return f"dict{sorted(map(str, obj))[:6]}"
+    if isinstance(obj, FrameType):
+        return f"frame {obj.f_code.co_name} ({Path(obj.f_code.co_filename).name}:{obj.f_lineno})"
+    return name
+
+
+def _chain(obj: object, depth: int, seen: set[int]) -> list[str]:
+    """One path of referrers from ``obj`` upwards (the first referrer not already on the path each time),
+    leaving out this module's own frames and lists."""
+    path: list[str] = []
+    for _ in range(depth):
+        refs = gc.get_referrers(obj)
+        holders = [r for r in refs if id(r) not in seen
+                   and not (isinstance(r, FrameType) and r.f_code.co_filename == __file__)]
+        seen.update((id(refs), id(holders)))  # the next step's referrers include these two lists
+        if not holders:
+            break
+        obj = holders[0]
+        seen.add(id(obj))
+        path.append(_describe(obj))
+    return path
+
+
+def _holders(patterns: list[str], per: int = 3, depth: int = 8) -> dict[str, list[list[str]]]:
+    """For each source line in ``patterns``, who holds a few live containers allocated there."""
+    found: dict[str, list[list[str]]] = {p: [] for p in patterns}
+    if not patterns:
+        return found
+    objects = gc.get_objects()
+    seen = {id(objects), id(found)}
+    wanted = {(name, int(line)) for name, line in (p.rsplit(":", 1) for p in patterns)}
+    names: dict[str, str] = {}
+    for obj in objects:
+        if all(len(v) >= per for v in found.values()):
+            break
+        trace = tracemalloc._get_object_traceback(obj)  # type: ignore[attr-defined]  # raw (filename, lineno) pairs: no objects per frame
+        if not trace:
+            continue
+        for filename, lineno in trace:
+            name = names.get(filename) or names.setdefault(filename, Path(filename).name)
+            if (name, lineno) in wanted and len(found[pattern := f"{name}:{lineno}"]) < per:
+                found[pattern].append([_describe(obj), *_chain(obj, depth, seen | {id(obj)})])
+                break
+    del objects
+    return found
+
+
 def _dump(_signum: int, _frame: FrameType | None) -> None:
     gc.collect()
     traced, peak = tracemalloc.get_traced_memory()
@@ -83,6 +135,8 @@ def _dump(_signum: int, _frame: FrameType | None) -> None:
     census = collections.Counter(type(o).__name__ for o in objects).most_common(15)
     tmp.write_text(json.dumps({"traced": traced, "peak": peak, "top": top, "tracked": len(objects),
                                "frozen": gc.get_freeze_count(), "census": census,
+                               "holders": _holders([p for p in os.environ.get("BATCHOP_TRACEMALLOC_HOLDERS", "")
+                                                    .split(",") if p]) if tracemalloc.is_tracing() else {},
                                "allocators": {"pymalloc": _pymalloc(), "glibc": _glibc()}}))
     tmp.replace(out)
 

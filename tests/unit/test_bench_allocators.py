@@ -31,3 +31,25 @@ def test_glibc_books_count_what_malloc_hands_out() -> None:
     after = tracemalloc_operator._glibc()
     assert after["in_use"] + after["mmap"] - before >= 8 * 2**20
     del held
+
+
+class _Keeper:
+    def __init__(self) -> None:
+        self.kept: list[dict[str, object]] = []
+
+
+def test_holders_name_who_keeps_what_a_line_allocated() -> None:
+    import json
+    import tracemalloc
+
+    tracemalloc.start(8)
+    try:
+        keeper = _Keeper()
+        keeper.kept = [json.loads(json.dumps({"spec": {"n": i}})) for i in range(5)]
+        found = tracemalloc_operator._holders(["decoder.py:353", "nowhere.py:1"], per=2)
+    finally:
+        tracemalloc.stop()
+    chains = found["decoder.py:353"]
+    assert len(chains) == 2
+    assert all(chain[0] in ("dict['spec']", "dict['n']") and "_Keeper" in chain for chain in chains), chains
+    assert found["nowhere.py:1"] == []
