@@ -8,7 +8,9 @@
   here, and the handler reconciles at once.
 - ``on.resume`` / ``on.create`` / ``on.update``: one reconcile (idempotent). Recoverable errors raise
   :class:`kopf.TemporaryError` with the delay Batch asked for; terminal ones return (the condition says
-  what to fix; the next spec change re-runs it). Handlers return None: nothing goes to ``status.<id>``.
+  what to fix; the next spec change re-runs it). When every reconcile slot is busy the resource is parked
+  in the runtime's work queue and the handler returns at once (:mod:`batchop.controller.workqueue`).
+  Handlers return None: nothing goes to ``status.<id>``.
 - ``on.delete``: only for objects with ``status.scheduleId`` or our finalizer (``when=`` filter), which is
   what makes kopf add the finalizer only once a Batch schedule exists, and drop it for objects that never
   created one. Not done -> TemporaryError (the finalizer stays).
@@ -81,13 +83,15 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     @kopf.on.event(*resource, registry=registry)
     async def watch(*, type: str, body: kopf.Body, **_: Any) -> None:
         if runtime.observe(body, type):
-            await runtime.reconcile(body)
+            await runtime.reconcile_or_park(body)
 
     @kopf.on.resume(*resource, registry=registry)
     @kopf.on.create(*resource, registry=registry)
     @kopf.on.update(*resource, registry=registry)
     async def reconcile(body: kopf.Body, **_: Any) -> None:
-        outcome = await runtime.reconcile(body)
+        outcome = await runtime.reconcile_or_park(body)
+        if outcome is None:
+            return  # parked: the runtime's work queue runs it, and its retries
         if outcome.synced.get("status") == cond.FALSE:
             metrics.count_error("reconcile", str(outcome.synced.get("reason")))
         if outcome.retry_after is not None:

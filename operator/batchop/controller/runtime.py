@@ -9,7 +9,9 @@
   :class:`~batchop.kube.status_writer.StatusWriter`) and Events (:class:`~batchop.controller.events.EventPoster`);
 - :class:`~batchop.controller.pollers.Pollers`: one poller per account credential, whose drift repairs and retries go
   through :class:`~batchop.controller.retry.Repairer` and :class:`~batchop.controller.retry.RetryScheduler`;
-- :class:`~batchop.controller.cleanup.OrphanCleanup`: schedules of resources that vanished during a create.
+- :class:`~batchop.controller.cleanup.OrphanCleanup`: schedules of resources that vanished during a create;
+- :class:`~batchop.controller.workqueue.WorkQueue`: the kopf handlers' reconciles that found no free slot
+  (:meth:`Runtime.reconcile_or_park`), run in order by a few tasks of its own.
 
 The decisions themselves are :mod:`batchop.controller.reconcile`: plain functions over a gateway, guarded
 by :class:`~batchop.controller.finalizer.FinalizerHold`.
@@ -17,6 +19,8 @@ by :class:`~batchop.controller.finalizer.FinalizerHold`.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -43,9 +47,12 @@ from batchop.controller.reconcile.ports import Model, default_model
 from batchop.controller.reconcile.view import ObjectView
 from batchop.controller.retry import Repairer, RetryScheduler
 from batchop.controller.status import EventSpec
-from batchop.controller.tracking import Tracked, Tracker
+from batchop.controller.tracking import Key, Tracked, Tracker
+from batchop.controller.workqueue import Parked, WorkQueue
 from batchop.kube.status_writer import StatusWriter
 from batchop.observability import metrics
+
+log = logging.getLogger(__name__)
 
 CREDENTIALS_RETRY_MIN = 5.0
 """Seconds: the shortest wait before an object whose account cannot be resolved is tried again."""
@@ -74,8 +81,18 @@ class Runtime:
         self.retry = RetryScheduler(kube, self.secrets, self.repair, settings.resync_interval)
         self.pollers = Pollers(self._poller, occupied=lambda group: bool(self.accounts.members_of(group)))
         self.credentials_retry = max(settings.resync_interval, CREDENTIALS_RETRY_MIN)
+        self.queue = WorkQueue(self._run_parked, workers=self.tracker.max_in_flight)
+        self._retries: dict[Key, asyncio.TimerHandle] = {}
+        self._retrying: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
+        await self.queue.close()
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
+        for task in list(self._retrying):
+            task.cancel()
+        await asyncio.gather(*self._retrying, return_exceptions=True)
         await self.pollers.stop()
         await self.accounts.close()
         await self.kube.close()
@@ -88,6 +105,10 @@ class Runtime:
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         if event_type == "DELETED":
+            self.queue.drop((namespace, name))
+            retry = self._retries.pop((namespace, name), None)
+            if retry is not None:
+                retry.cancel()
             self.tracker.forget((namespace, name))
             self.accounts.forget((namespace, name))
             self.writer.forget(namespace, name)
@@ -116,10 +137,57 @@ class Runtime:
 
     # -- reconcile -------------------------------------------------------------------------------------------
 
+    async def reconcile_or_park(self, body: Mapping[str, Any]) -> Outcome | None:
+        """The kopf handlers' reconcile: at once when a slot is free, else parked in :attr:`queue` (None), so a
+        waiting resource holds a small view instead of kopf's whole handler context. A parked resource's later
+        events are parked behind it, which keeps its reconciles in order (:mod:`batchop.controller.workqueue`)."""
+        view = ObjectView.from_body(body)
+        if self.queue.holds(view.key) or self.tracker.slots.locked():
+            self.queue.put(view)
+            return None
+        return await self._reconcile_view(view)
+
     async def reconcile(self, body: Mapping[str, Any], *, force: tuple[str, ...] = ()) -> Outcome:
         """One reconcile of the resource ``body`` (serialised per resource)."""
-        view = ObjectView.from_body(body)
-        async with self.tracker.locked(view.key) as entry:
+        return await self._reconcile_view(ObjectView.from_body(body), force)
+
+    async def _run_parked(self, parked: Parked) -> None:
+        """A parked reconcile, unless its resource is gone or a newer spec was seen (then a newer view is
+        parked behind it); a recoverable outcome is retried after the delay it asks for."""
+        view = parked.view
+        entry = self.tracker.get(view.key)
+        if entry is None or entry.uid != view.uid or entry.deleting or entry.generation > view.generation:
+            parked.request.done()
+            return
+        outcome = await self._reconcile_view(view, parked.force, parked.request)
+        if outcome.synced.get("status") == cond.FALSE:
+            metrics.count_error("reconcile", str(outcome.synced.get("reason")))
+        if outcome.retry_after is not None:
+            self._retry_later(view.key, outcome.retry_after)
+
+    def _retry_later(self, key: Key, delay: float) -> None:
+        """Where kopf would retry its handler: the resource read afresh and reconciled after ``delay``."""
+        old = self._retries.pop(key, None)
+        if old is not None:
+            old.cancel()
+        self._retries[key] = asyncio.get_running_loop().call_later(delay, self._retry_now, key)
+
+    def _retry_now(self, key: Key) -> None:
+        self._retries.pop(key, None)
+        entry = self.tracker.get(key)
+        if entry is None or entry.deleting or self.queue.holds(key):
+            return  # gone, going, or a newer pass is on its way anyway
+        task = asyncio.create_task(self.repair(entry, f"retry after {entry.synced_reason}"))
+        self._retrying.add(task)
+        task.add_done_callback(self._retrying.discard)
+
+    async def _reconcile_view(
+        self, view: ObjectView, force: tuple[str, ...] = (), request: metrics.QueueItem | None = None
+    ) -> Outcome:
+        retry = self._retries.pop(view.key, None)
+        if retry is not None:
+            retry.cancel()  # this pass is the retry
+        async with self.tracker.locked(view.key, request) as entry:
             with metrics.reconcile_timer("reconcile") as run:
                 try:
                     outcome = await self._reconcile(view, entry, force)

@@ -147,13 +147,15 @@ class Tracker:
             self.lock_users.pop(key, None)
 
     @contextlib.asynccontextmanager
-    async def locked(self, key: Key) -> AsyncIterator[Tracked | None]:
+    async def locked(self, key: Key, request: metrics.QueueItem | None = None) -> AsyncIterator[Tracked | None]:
         """Hold one of the in-flight slots, then the resource's lock, for one reconcile or delete, its
         :attr:`Tracked.version` odd meanwhile. Yields the tracked entry (None for a resource no watch event
         showed yet). The slot comes first: whoever holds a resource's lock already has a slot, so a waiter
-        can never keep a lock holder from finishing."""
+        can never keep a lock holder from finishing. ``request``: the ``workqueue_*`` item of a reconcile that
+        was queued before (:mod:`batchop.controller.workqueue`), else one is made now."""
         self.lock_users[key] = self.lock_users.get(key, 0) + 1
-        request = metrics.reconcile_requested()  # the workqueue metrics: waiting until the slot and lock are held
+        if request is None:
+            request = metrics.reconcile_requested()  # the workqueue metrics: waiting until the slot and lock are held
         try:
             lock = self.locks.get(key)
             if lock is None:
