@@ -23,11 +23,10 @@ from typing import Any
 
 import kopf
 
-from batchop.api import conditions as cond
 from batchop.api.names import FINALIZER, GROUP, PLURAL, PREFIX, VERSION
 from batchop.batch.settings import Settings
 from batchop.controller.diffbase import TrackedDiffBase, UnmarkedProgressStorage
-from batchop.controller.runtime import Runtime
+from batchop.controller.runtime import Runtime, count_failed
 from batchop.controller.tracking import Tracker
 from batchop.kube.client import KubeClient, KubeError
 from batchop.observability import metrics
@@ -92,8 +91,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         outcome = await runtime.reconcile_or_park(body)
         if outcome is None:
             return  # parked: the runtime's work queue runs it, and its retries
-        if outcome.synced.get("status") == cond.FALSE:
-            metrics.count_error("reconcile", str(outcome.synced.get("reason")))
+        count_failed(outcome)
         if outcome.retry_after is not None:
             raise kopf.TemporaryError(str(outcome.synced.get("message")), delay=outcome.retry_after)
 

@@ -58,6 +58,12 @@ CREDENTIALS_RETRY_MIN = 5.0
 """Seconds: the shortest wait before an object whose account cannot be resolved is tried again."""
 
 
+def count_failed(outcome: Outcome) -> None:
+    """A kopf-started reconcile (run at once or from the work queue) that ended ``Synced=False``: one error."""
+    if outcome.synced.get("status") == cond.FALSE:
+        metrics.count_error("reconcile", str(outcome.synced.get("reason")))
+
+
 class Runtime:
     """The controller (see the module docstring): :meth:`observe`, :meth:`reconcile`, :meth:`delete`."""
 
@@ -160,8 +166,7 @@ class Runtime:
             parked.request.done()
             return
         outcome = await self._reconcile_view(view, parked.force, parked.request)
-        if outcome.synced.get("status") == cond.FALSE:
-            metrics.count_error("reconcile", str(outcome.synced.get("reason")))
+        count_failed(outcome)
         if outcome.retry_after is not None:
             self._retry_later(view.key, outcome.retry_after)
 
