@@ -10,6 +10,7 @@
 | ``--requests-per-second`` | ``BATCHOP_REQUESTS_PER_SECOND`` | 20 per account |
 | (no flag) | ``BATCHOP_SECRET_CACHE_SECONDS`` | 10 s (a key Batch refuses is read again at once) |
 | ``--job-stuck-after`` | ``BATCHOP_JOB_STUCK_AFTER`` | 3600 s of Batch time |
+| ``--max-concurrent-reconciles`` | ``BATCHOP_MAX_CONCURRENT_RECONCILES`` | 64 reconciles and deletes at once |
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ class Settings:
     job_stuck_after: float = 3600.0
     """Seconds of Batch time an active job may wait without a running task before ``Ready`` turns False with
     ``JobStuck`` (Azure allocates an auto pool's nodes in minutes; an hour with no task running is not normal)."""
+    max_concurrent_reconciles: int = 64
+    """Reconciles and deletes running at once; the others wait in the work queue
+    (:mod:`batchop.controller.workqueue`). The default is 8 accounts' worth of the default Batch concurrency
+    per account (8), so a burst keeps every account's connections busy; controller-runtime's option of the
+    same name defaults to 1."""
 
     @property
     def default_account(self) -> str | None:
@@ -73,6 +79,9 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: object) -> Setti
         "requests_per_second": _float(env, "BATCHOP_REQUESTS_PER_SECOND", DEFAULTS.requests_per_second),
         "secret_cache_seconds": _float(env, "BATCHOP_SECRET_CACHE_SECONDS", DEFAULTS.secret_cache_seconds),
         "job_stuck_after": _float(env, "BATCHOP_JOB_STUCK_AFTER", DEFAULTS.job_stuck_after),
+        "max_concurrent_reconciles": int(
+            _float(env, "BATCHOP_MAX_CONCURRENT_RECONCILES", DEFAULTS.max_concurrent_reconciles)
+        ),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)  # type: ignore[arg-type]

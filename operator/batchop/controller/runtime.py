@@ -74,7 +74,7 @@ class Runtime:
         self.settings = settings
         self.kube = kube
         self.model = model or default_model()
-        self.tracker = Tracker()
+        self.tracker = Tracker(settings.max_concurrent_reconciles)
         self.writer = StatusWriter(kube, on_written=self._observe_metrics)
         self.secrets = SecretSource(kube, ttl=settings.secret_cache_seconds)
         self.accounts = AccountResolver(settings, self.secrets)

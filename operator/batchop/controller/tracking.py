@@ -6,7 +6,8 @@ only those reconciled since the start. Per resource, reconciles and deletes run 
 (:meth:`Tracker.locked`), whether kopf or the poller (drift repair, credential retry, SAS renewal)
 started them; the lock of a deleted resource goes with it, so the locks do not grow with churn.
 
-At most :data:`MAX_IN_FLIGHT` reconciles and deletes run at once, whatever the number of resources. kopf
+At most ``max_in_flight`` reconciles and deletes run at once (``--max-concurrent-reconciles``, default
+:data:`MAX_IN_FLIGHT`), whatever the number of resources. kopf
 starts a handler for every object the moment its event arrives: 10,000 resources applied at once were
 10,000 reconciles in flight, each holding its desired body, blob references and requests while it waited
 for one of the account's few Batch connections, and the process's memory peaked at 750 MiB. A reconcile
@@ -25,6 +26,7 @@ from typing import Any
 
 from batchop.api import conditions as cond
 from batchop.api.names import ANNOTATION_ADOPT, ANNOTATION_RECONCILE_POLICY
+from batchop.batch.settings import DEFAULTS
 from batchop.controller import history
 from batchop.controller.reconcile.view import ObjectView, adopts, policy_of
 from batchop.observability import metrics
@@ -32,9 +34,9 @@ from batchop.observability import metrics
 Key = tuple[str, str]
 """A resource's namespace and name."""
 
-MAX_IN_FLIGHT = 64
-"""Reconciles and deletes running at once (the others wait for a slot): 8 accounts' worth of the default
-Batch concurrency per account (8), so a burst keeps every account's connections busy."""
+MAX_IN_FLIGHT = DEFAULTS.max_concurrent_reconciles
+"""Reconciles and deletes running at once by default (the others wait for a slot; see
+:attr:`batchop.batch.settings.Settings.max_concurrent_reconciles`)."""
 
 
 @dataclass(slots=True)

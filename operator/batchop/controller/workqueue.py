@@ -1,6 +1,6 @@
 """Reconciles that wait for a slot, held as small views in a queue of our own instead of as kopf handlers.
 
-At most :data:`~batchop.controller.tracking.MAX_IN_FLIGHT` reconciles run at once. kopf starts a handler for
+At most ``--max-concurrent-reconciles`` reconciles run at once (64 by default). kopf starts a handler for
 every object the moment its event arrives, so a handler that waits for a slot keeps all of kopf's machinery
 for that object alive while it waits: the raw event, its body wrappers and patch, the causes, a logger, the
 worker task and a dozen coroutine frames, some 17 KiB per waiting object. In a burst of 10,000 applied
@@ -74,6 +74,7 @@ class WorkQueue:
             old.force = tuple(dict.fromkeys((*old.force, *force)))
         else:
             self._items[view.key] = Parked(view, force, metrics.reconcile_requested())
+            log.debug("%s/%s parked in the work queue (%d waiting)", *view.key, len(self._items))
         if len(self._tasks) < self.workers:
             task = asyncio.create_task(self._drain(), name="batchop-workqueue")
             self._tasks.add(task)

@@ -156,6 +156,11 @@ def _add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds of Batch time a job may wait without a running task before Ready turns False with JobStuck "
         f"(env BATCHOP_JOB_STUCK_AFTER, default {config.DEFAULTS.job_stuck_after:g})",
     )
+    parser.add_argument(
+        "--max-concurrent-reconciles", type=int, default=None, metavar="N",
+        help="reconciles and deletes running at once; the others wait in the work queue "
+        f"(env BATCHOP_MAX_CONCURRENT_RECONCILES, default {config.DEFAULTS.max_concurrent_reconciles})",
+    )
 
 
 def _settings(args: argparse.Namespace) -> config.Settings:
@@ -167,11 +172,14 @@ def _settings(args: argparse.Namespace) -> config.Settings:
         max_concurrency=args.max_concurrency,
         requests_per_second=args.requests_per_second,
         job_stuck_after=getattr(args, "job_stuck_after", None),
+        max_concurrent_reconciles=getattr(args, "max_concurrent_reconciles", None),
     )
     if settings.resync_interval <= 0:
         raise CLIError("--resync-interval must be a positive number of seconds", USAGE)
     if settings.job_stuck_after <= 0:
         raise CLIError("--job-stuck-after must be a positive number of seconds", USAGE)
+    if settings.max_concurrent_reconciles < 1:
+        raise CLIError("--max-concurrent-reconciles must be at least 1", USAGE)
     return settings
 
 
