@@ -7,16 +7,21 @@
 - ``--shards 2``: one replica holds both shard Leases; a second one joins and receives one; each resource
   carries its shard label and is reconciled by the holder of that shard only; the joiner leaves (SIGKILL)
   and its shard returns to the survivor;
+- ``--shards 4 --shard-by account``: resources of two Batch accounts (the operator's default one, and one named in
+  ``spec.account`` with its Secret) carry their account's shard label, and each account is listed by one
+  replica only;
 - fencing: a leader paused (SIGSTOP) past its Lease, then resumed while the new leader is paused too, sends
   no Batch write (the local Batch service's request counts do not move) until the new leader resumes.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import signal
 import ssl
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -25,6 +30,7 @@ from typing import Any
 import pytest
 
 from batchop.api.names import LABEL_SHARD
+from batchop.controller.sharding import account_key, shard_of_key
 from tests.chaos.conftest import Kube, batch_env, command_line, owned_schedules, spec
 from tests.fixtures.operator import OperatorProcess, resource_namespace, wait_for
 
@@ -40,6 +46,12 @@ def client(kube: Any) -> Kube:
 @pytest.fixture(scope="module")
 def own_batch(local_batch_factory: Any) -> Any:
     """A Batch service of this module only (no task execution): its request counts are ours alone."""
+    return local_batch_factory("--no-execute")
+
+
+@pytest.fixture(scope="module")
+def second_batch(local_batch_factory: Any) -> Any:
+    """A second Batch account (its own service, endpoint and key)."""
     return local_batch_factory("--no-execute")
 
 
@@ -227,3 +239,42 @@ def test_a_replica_that_lost_its_lease_writes_nothing_to_batch(
 def _writes(batch: Any) -> int:
     """Batch write requests the local service has answered so far (every operation but gets and lists)."""
     return sum(int(entry["total"]) for op, entry in batch.counts().items() if not op.startswith(("get_", "list_")))
+
+
+def _listings(batch: Any) -> int:
+    return int(batch.counts().get("list_job_schedules", {"total": 0})["total"])
+
+
+def test_shard_by_account_keeps_each_account_in_one_shard_listed_by_one_replica(
+    kube: Any, client: Kube, own_batch: Any, second_batch: Any, operator_factory: Any, namespace: str
+) -> None:
+    ns, name, shards = namespace, f"le-{uuid.uuid4().hex[:6]}", 4
+    leases = [f"{name}-shard-{k}" for k in range(shards)]
+    first = replica(operator_factory, own_batch, ns, name, "--shards", str(shards), "--shard-by", "account")
+    second = replica(operator_factory, own_batch, ns, name, "--shards", str(shards), "--shard-by", "account")
+    ids = {identity(first), identity(second)}
+    wait_for(lambda: {holder(kube, ns, lease_) for lease_ in leases} == ids, 90,
+             message="the shards spread over both replicas")
+
+    secret = {"accountName": second_batch.account, "accountKey": second_batch.key}
+    client.core().create_namespaced_secret(ns, {"metadata": {"name": "acct-b"}, "data": {
+        k: base64.b64encode(v.encode()).decode() for k, v in secret.items()}})
+    own = [f"a{i}" for i in range(4)]  # the operator's default account, no spec.account
+    other = [f"b{i}" for i in range(4)]
+    for item in own:
+        client.create(ns, item, spec("v1"))
+    for item in other:
+        client.create(ns, item, {**spec("v1"), "account": {"endpoint": second_batch.endpoint + "/",
+                                                           "credentialsSecretRef": {"name": "acct-b"}}})
+    wait_for(lambda: all(applied(own_batch, ns, n, "v1") for n in own)
+             and all(applied(second_batch, ns, n, "v1") for n in other), 90, message="both accounts' schedules")
+
+    for items, batch in ((own, own_batch), (other, second_batch)):
+        want = str(shard_of_key(account_key(batch.endpoint), shards))
+        assert {(client.get(ns, n) or {})["metadata"]["labels"][LABEL_SHARD] for n in items} == {want}
+    # one poller per account: six schedule listings take five whole intervals (two pollers: half that)
+    for batch in (own_batch, second_batch):
+        start, seen = time.monotonic(), _listings(batch)
+        wait_for(lambda batch=batch, seen=seen: _listings(batch) >= seen + 6, 60, 0.05,
+                 message="six listings of the account")
+        assert time.monotonic() - start >= 0.75 * 5 * RESYNC, "an account listed by both replicas"

@@ -1,10 +1,14 @@
 """Shards across replicas: which Leases this replica should hold, and the shard label on each resource.
 
-- **Shard of a resource** (:func:`shard_of`): a stable hash (SHA-256) of ``namespace/name`` modulo N,
-  written once as the label ``azurebatch.dev/shard`` (:class:`Labeler`). The label, not the hash, is the
-  truth afterwards: each replica's kopf watch carries a *server-side* label selector
-  (``azurebatch.dev/shard in (0,2)``), so a replica receives, holds in memory and reconciles only the
-  resources of its shards; a resource is reconciled by the holder of exactly one Lease.
+- **Shard of a resource** (:func:`shard_of`): a stable hash (SHA-256) of its shard key modulo N, written once
+  as the label ``azurebatch.dev/shard`` (:class:`Labeler`). The key (``--shard-by``, :func:`shard_key`) is
+  ``namespace/name`` (``resource``, the default: resources spread evenly whatever their accounts) or the
+  host of its Batch account's endpoint (``account``: every resource of one account in one shard, so each
+  account is listed by one replica per cycle, and its per-account request limits hold across replicas).
+  The label, not the hash, is the truth afterwards: each replica's kopf watch carries a *server-side*
+  label selector (``azurebatch.dev/shard in (0,2)``), so a replica receives, holds in memory and
+  reconciles only the resources of its shards; a resource is reconciled by the holder of exactly one Lease.
+  A resource whose ``spec.account`` changes keeps its label and so its owner.
 - **One Lease per shard** (``<id>-shard-<k>``), each held with :class:`batchop.controller.election.LeaseLock`.
 - **Members** (:class:`Membership`): every replica writes a heartbeat annotation on ``<id>-members`` each
   retry period; a member whose heartbeat has not changed for a lease duration (on the local clock) is gone.
@@ -28,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 from batchop.api.names import (
     ANNOTATION_MEMBER_PREFIX,
@@ -44,10 +49,40 @@ from batchop.kube.leases import LeaseClient, LeaseRecord, Requester, now_micro
 log = logging.getLogger(__name__)
 
 
+SHARD_BY = ("resource", "account")
+"""What ``--shard-by`` spreads over the shards (see the module docstring)."""
+
+
 def shard_of(namespace: str, name: str, shards: int) -> int:
-    """The shard of a resource: stable across processes and versions (not Python's salted ``hash``)."""
-    digest = hashlib.sha256(f"{namespace}/{name}".encode()).digest()
+    """The shard of a resource by its name: stable across processes and versions (not Python's salted
+    ``hash``)."""
+    return shard_of_key(f"{namespace}/{name}", shards)
+
+
+def shard_of_key(key: str, shards: int) -> int:
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "big") % shards
+
+
+def account_key(endpoint: str | None) -> str:
+    """An account's shard key: its endpoint's host (and port), lower case, so that spellings of one endpoint
+    (a trailing ``/``, upper case) land in one shard. No endpoint: the operator's default account, ``""``."""
+    if not endpoint:
+        return ""
+    parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+    host = (parsed.hostname or "").lower()
+    return f"{host}:{parsed.port}" if parsed.port else host
+
+
+def shard_key(item: Mapping[str, Any], by: str, default_endpoint: str | None = None) -> str:
+    """The key :func:`shard_of_key` hashes for a resource ``item`` (``by``: one of :data:`SHARD_BY`); a resource
+    without ``spec.account.endpoint`` counts as the operator's ``default_endpoint``."""
+    meta = item.get("metadata") or {}
+    if by == "account":
+        account = (item.get("spec") or {}).get("account") or {}
+        endpoint = account.get("endpoint") if isinstance(account, Mapping) else None
+        return account_key(str(endpoint or default_endpoint or ""))
+    return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
 def lease_name(config: ElectionConfig, shard: int, shards: int) -> str:
@@ -216,10 +251,13 @@ class Labeler:
     """Writes the shard label on resources that have none (or one outside ``0..N-1``): a server-side list of
     exactly those each round, then one merge patch each, guarded by the ``resourceVersion`` listed."""
 
-    def __init__(self, kube: Requester, shards: int, namespaces: Collection[str] = ()) -> None:
+    def __init__(self, kube: Requester, shards: int, namespaces: Collection[str] = (), *, by: str = "resource",
+                 default_endpoint: str | None = None) -> None:
         self.kube = kube
         self.shards = shards
         self.namespaces = tuple(namespaces)
+        self.by = by
+        self.default_endpoint = default_endpoint
         self.labelled = 0
 
     def _paths(self) -> list[str]:
@@ -241,7 +279,7 @@ class Labeler:
     async def _label(self, item: Mapping[str, Any]) -> int:
         meta = item.get("metadata") or {}  # objects being deleted too: their finalizer needs an owner
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-        shard = shard_of(namespace, name, self.shards)
+        shard = shard_of_key(shard_key(item, self.by, self.default_endpoint), self.shards)
         patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"), "labels": {LABEL_SHARD: str(shard)}}}
         path = f"/apis/{API_GROUP_VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
         try:

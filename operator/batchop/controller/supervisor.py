@@ -132,12 +132,17 @@ class Supervisor:
     build_admission: Callable[[], kopf.OperatorRegistry]
     scope: Scope
     shards: int = 1
+    shard_by: str = "resource"
+    """What the shards spread: ``resource`` or ``account`` (:data:`batchop.controller.sharding.SHARD_BY`)."""
+    default_endpoint: str | None = None
+    """The operator's default Batch endpoint: the account of resources without ``spec.account.endpoint``."""
     coordinator: Coordinator = field(init=False)
     labeler: Labeler | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.coordinator = Coordinator(LeaseClient(self.kube, self.config.namespace), self.config, self.shards)
-        self.labeler = Labeler(self.kube, self.shards, self.scope.namespaces) if self.shards > 1 else None
+        self.labeler = Labeler(self.kube, self.shards, self.scope.namespaces, by=self.shard_by,
+                               default_endpoint=self.default_endpoint) if self.shards > 1 else None
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()
         self._controller: KopfThread | None = None

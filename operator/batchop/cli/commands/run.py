@@ -98,6 +98,10 @@ def _add_election_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--shards", type=int, default=1, metavar="N",
                        help="with --leader-elect: spread the resources over N shards, one Lease each, balanced "
                             "over the replicas (default 1: one leader)")
+    group.add_argument("--shard-by", choices=("resource", "account"), default="resource",
+                       help="with --shards: spread resources by name (resource, the default: even shards) or by "
+                            "Batch account (account: each account's resources in one shard, so one replica lists "
+                            "and rate-limits each account)")
 
 
 def _election_config(args: argparse.Namespace) -> Any:
@@ -108,6 +112,8 @@ def _election_config(args: argparse.Namespace) -> Any:
         raise CLIError("--shards must be at least 1", USAGE)
     if args.shards > 1 and not args.leader_elect:
         raise CLIError("--shards needs --leader-elect (each shard is a Lease)", USAGE)
+    if args.shard_by != "resource" and args.shards == 1:
+        raise CLIError(f"--shard-by {args.shard_by} needs --shards N with N > 1", USAGE)
     config = ElectionConfig(
         namespace=args.leader_election_namespace or default_namespace(),
         identity=default_identity(),
@@ -197,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     from batchwire.redact import register_secret
 
     settings = _settings(args)
-    election = _election_config(args) if args.leader_elect or args.shards != 1 else None
+    election = _election_config(args) if args.leader_elect or args.shards != 1 or args.shard_by != "resource" else None
     register_secret(settings.batch_key)
     if args.metrics_port:
         from batchop.observability.metrics import start_metrics_server
@@ -269,7 +275,8 @@ def _run_replicated(args: argparse.Namespace, settings: config.Settings, electio
 
     replica = supervisor.Supervisor(
         config=election, kube=KubeClient(info), build_controller=build_controller,
-        build_admission=lambda: admission, scope=_scope(args), shards=args.shards,
+        build_admission=lambda: admission, scope=_scope(args), shards=args.shards, shard_by=args.shard_by,
+        default_endpoint=settings.batch_endpoint,
     )
     log.info("starting batchop operator with leader election (resync every %ss)", settings.resync_interval)
     return supervisor.run(replica)
