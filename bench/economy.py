@@ -78,6 +78,8 @@ def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: h
     kube_before = stack.request_counts()
     cpu_before = operator.cpu_seconds()
     gc_before = operator.gc_seconds()
+    collections_before = operator.gc_collections()
+    frozen_before = operator.gc_frozen() if operator.metrics_port else None
     start = time.monotonic()
     if cycles_from_lists:
         target = _cycle_marks(batch) + cycles
@@ -88,6 +90,8 @@ def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: h
     elapsed = time.monotonic() - start
     cpu = operator.cpu_seconds() - cpu_before
     gc_seconds = [after - before for after, before in zip(operator.gc_seconds(), gc_before, strict=True)]
+    collections = [after - before for after, before in zip(operator.gc_collections(), collections_before,
+                                                           strict=True)]
     kube = harness.diff_counts(stack.request_counts(), kube_before)
     requests = harness.batch_diff(batch.counts(), batch_before)
     if not cycles_from_lists:
@@ -101,6 +105,9 @@ def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: h
         "cpu_per_cycle": round(cpu / cycles, 3), "rss_mib": round(operator.rss_mib(), 1),
         # seconds in garbage collections per cycle by generation (batchop only: the baseline serves no metrics)
         "gc_per_cycle": [round(seconds / cycles, 3) for seconds in gc_seconds],
+        "gc_collections_per_cycle": [round(count / cycles, 2) for count in collections],
+        # objects frozen out of collections at the window's start and end (memory.settle)
+        "gc_frozen": [frozen_before, operator.gc_frozen()] if frozen_before is not None else None,
     }
 
 
@@ -154,6 +161,9 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
         result["settle_seconds"] = round(time.monotonic() - start, 1)
         # one more full cycle so the last job completions are mirrored everywhere before counting
         time.sleep(args.interval + 1)
+        if args.rest:  # the long-run steady state: jobs past the history's margin, the heap frozen at rest
+            time.sleep(args.rest)
+        result["rest_seconds"] = args.rest
         result["batchop"] = measure(batch, stack, operator, 0, args.interval, cycles_from_lists=True,
                                     cycles=args.cycles)
         times = reaction(batch, stack, namespace, names, args.edits, run)
@@ -260,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-concurrency", type=int, default=8)
     parser.add_argument("--requests-per-second", type=float, default=1000.0)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--rest", type=float, default=0.0, metavar="SECONDS",
+                        help="wait this long at rest before counting cycles (default 0: count from the first "
+                             "idle cycle; 330 counts the long-run steady state: every job past the status "
+                             "history's 5-minute margin, the heap frozen at rest)")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--markdown", action="store_true", help="write the tables into docs/performance.md")
     parser.add_argument("--render", action="store_true",

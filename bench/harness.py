@@ -407,18 +407,37 @@ class OperatorProc:
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)
 
+    def gc_collections(self) -> list[float]:
+        """The operator's garbage collections so far, by generation (prometheus-client's
+        ``python_gc_collections_total`` on its ``/metrics``); empty when it serves none."""
+        return self._by_generation("python_gc_collections_total")
+
+    def gc_frozen(self) -> float:
+        """Objects the operator has frozen out of garbage collections (``batchop_gc_frozen_objects``)."""
+        values = self._metric_lines("batchop_gc_frozen_objects ")
+        return float(values[0].rsplit(" ", 1)[1]) if values else float("nan")
+
     def gc_seconds(self) -> list[float]:
         """Seconds the operator spent in garbage collections so far, by generation (``batchop_gc_seconds_total``
         on its ``/metrics``); empty when it serves none."""
+        return self._by_generation("batchop_gc_seconds_total")
+
+    def _by_generation(self, metric: str) -> list[float]:
+        if self.metrics_port is None:
+            return []
+        values = [0.0, 0.0, 0.0]
+        prefix = f'{metric}{{generation="'
+        for line in self._metric_lines(prefix):
+            values[int(line[len(prefix)])] = float(line.rsplit(" ", 1)[1])
+        return values
+
+    def _metric_lines(self, prefix: str) -> list[str]:
+        """The lines of the operator's ``/metrics`` that start with ``prefix`` (none when it serves none)."""
         if self.metrics_port is None:
             return []
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
             text = response.read().decode()
-        seconds = [0.0, 0.0, 0.0]
-        for line in text.splitlines():
-            if line.startswith('batchop_gc_seconds_total{generation="'):
-                seconds[int(line[len('batchop_gc_seconds_total{generation="')])] = float(line.rsplit(" ", 1)[1])
-        return seconds
+        return [line for line in text.splitlines() if line.startswith(prefix)]
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -27,6 +27,7 @@ Label values are bounded: ``operation`` is the HTTP method and the URL path with
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -269,13 +270,17 @@ class CollectorTime(Collector):
     def __init__(self, clock: memory.CollectorClock) -> None:
         self.clock = clock
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         family = CounterMetricFamily(
             "batchop_gc_seconds", "Seconds spent in the garbage collector's collections, by generation.",
             labels=["generation"])
         for generation, seconds in enumerate(self.clock.seconds):
             family.add_metric([str(generation)], seconds)
         yield family
+        yield GaugeMetricFamily(
+            "batchop_gc_frozen_objects",
+            "Objects frozen out of garbage collections (the modules at start, the resources' state at rest).",
+            value=gc.get_freeze_count())
 
 
 #: The operator's metrics, on prometheus-client's default registry.
