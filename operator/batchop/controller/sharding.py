@@ -41,16 +41,13 @@ from batchop.api.names import (
     LEASE_MEMBERS_SUFFIX,
     LEASE_SHARD_INFIX,
     PLURAL,
+    SHARD_BY,
 )
 from batchop.controller.election import ElectionConfig, LeaseLock
 from batchop.kube.client import KubeError
 from batchop.kube.leases import LeaseClient, LeaseRecord, Requester, now_micro
 
 log = logging.getLogger(__name__)
-
-
-SHARD_BY = ("resource", "account")
-"""What ``--shard-by`` spreads over the shards (see the module docstring)."""
 
 
 def shard_of(namespace: str, name: str, shards: int) -> int:
@@ -75,9 +72,11 @@ def account_key(endpoint: str | None) -> str:
 
 
 def shard_key(item: Mapping[str, Any], by: str, default_endpoint: str | None = None) -> str:
-    """The key :func:`shard_of_key` hashes for a resource ``item`` (``by``: one of :data:`SHARD_BY`); a resource
+    """The key :func:`shard_of_key` hashes for a resource ``item`` (``by``: one of ``SHARD_BY``); a resource
     without ``spec.account.endpoint`` counts as the operator's ``default_endpoint``."""
     meta = item.get("metadata") or {}
+    if by not in SHARD_BY:
+        raise ValueError(f"shard by {by!r}: one of {', '.join(SHARD_BY)}")
     if by == "account":
         account = (item.get("spec") or {}).get("account") or {}
         endpoint = account.get("endpoint") if isinstance(account, Mapping) else None

@@ -133,7 +133,7 @@ class Supervisor:
     scope: Scope
     shards: int = 1
     shard_by: str = "resource"
-    """What the shards spread: ``resource`` or ``account`` (:data:`batchop.controller.sharding.SHARD_BY`)."""
+    """What the shards spread: ``resource`` or ``account`` (:data:`batchop.api.names.SHARD_BY`)."""
     default_endpoint: str | None = None
     """The operator's default Batch endpoint: the account of resources without ``spec.account.endpoint``."""
     coordinator: Coordinator = field(init=False)

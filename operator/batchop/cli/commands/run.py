@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
+from batchop.api.names import SHARD_BY
 from batchop.batch import settings as config
 from batchop.observability import memory
 from batchwire.exitcodes import UNAVAILABLE, USAGE, CLIError
@@ -98,7 +99,7 @@ def _add_election_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--shards", type=int, default=1, metavar="N",
                        help="with --leader-elect: spread the resources over N shards, one Lease each, balanced "
                             "over the replicas (default 1: one leader)")
-    group.add_argument("--shard-by", choices=("resource", "account"), default="resource",
+    group.add_argument("--shard-by", choices=SHARD_BY, default=SHARD_BY[0],
                        help="with --shards: spread resources by name (resource, the default: even shards) or by "
                             "Batch account (account: each account's resources in one shard, so one replica lists "
                             "and rate-limits each account)")
@@ -112,7 +113,7 @@ def _election_config(args: argparse.Namespace) -> Any:
         raise CLIError("--shards must be at least 1", USAGE)
     if args.shards > 1 and not args.leader_elect:
         raise CLIError("--shards needs --leader-elect (each shard is a Lease)", USAGE)
-    if args.shard_by != "resource" and args.shards == 1:
+    if args.shard_by != SHARD_BY[0] and args.shards == 1:
         raise CLIError(f"--shard-by {args.shard_by} needs --shards N with N > 1", USAGE)
     config = ElectionConfig(
         namespace=args.leader_election_namespace or default_namespace(),
@@ -203,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
     from batchwire.redact import register_secret
 
     settings = _settings(args)
-    election = _election_config(args) if args.leader_elect or args.shards != 1 or args.shard_by != "resource" else None
+    replicated = args.leader_elect or args.shards != 1 or args.shard_by != SHARD_BY[0]
+    election = _election_config(args) if replicated else None
     register_secret(settings.batch_key)
     if args.metrics_port:
         from batchop.observability.metrics import start_metrics_server
