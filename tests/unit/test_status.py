@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
 
 from batchop.api import conditions as cond
 from batchop.batch.gateway import GatewayStats
@@ -449,3 +452,35 @@ async def test_the_heap_is_settled_only_after_two_cycles_in_a_row_that_changed_n
         task.cancel()
     assert len(ran) == 8
     assert settled == [3, 3], "after cycles 3 and 8 only: a patch, an Event or a drift starts the count again"
+
+
+async def test_lastsynctime_heartbeat_slows_down_with_many_resources(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A steady resource's ``lastSyncTime`` is refreshed every ``heartbeat`` seconds, or every N / rate once that
+    would exceed ``heartbeat_rate`` refreshes a second for all the operator's resources."""
+    from batchop.controller import poller as poller_module
+
+    for total, refreshed in ((5, True), (10, False)):
+        gateway = BudgetGateway(5)
+        members = [Tracked("ns", f"o{i}", f"u{i}", 1, "e", f"s{i}") for i in range(5)]
+
+        async def nothing(*_: Any, **__: Any) -> None:
+            return None
+
+        poller = Poller("e", gateway=lambda gateway=gateway: gateway, members=lambda members=members: members,
+                        writer=StatusWriter(FakeKube({})), post_event=nothing, on_drift=nothing,
+                        refresh_credentials=nothing, changed_properties=lambda d, o: [],
+                        heartbeat=600, heartbeat_rate=0.01, resources=lambda total=total: total)
+        assert (await poller.cycle()).patched == 5  # first sight: every status written
+        assert poller.heartbeat_period().total_seconds() == max(600, total / 0.01)
+        later = datetime.now(UTC) + timedelta(seconds=700)  # 700 s on, nothing changed
+
+        class Later(datetime):
+            at = later
+
+            @classmethod
+            def now(cls, tz: Any = None) -> Later:  # type: ignore[override]
+                return cast(Later, cls.at)
+
+        monkeypatch.setattr(poller_module, "datetime", Later)
+        assert (await poller.cycle()).patched == (5 if refreshed else 0), total
+        monkeypatch.undo()

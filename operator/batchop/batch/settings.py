@@ -32,6 +32,11 @@ class Settings:
     secret_cache_seconds: float = 10.0
     sync_heartbeat: float = 600.0
     """``status.lastSyncTime`` is refreshed on any change, and otherwise at most this often."""
+    sync_heartbeat_rate: float = 2.0
+    """...and with at most this many such refreshes (status writes) per second on average, all the resources of
+    the process together (with shards: of the replica): above ``sync_heartbeat x sync_heartbeat_rate`` resources
+    (1,200) a steady resource's refresh comes less often (every N / 2 seconds), so that resources that do not
+    change cost the API server a bounded write rate, not N / 600 writes a second (17 at 10,000)."""
     task_count_refreshes: int = 20
     """How many running jobs per cycle get their task counts refreshed (bounded, see poller)."""
     job_stuck_after: float = 3600.0

@@ -21,7 +21,8 @@ Every ``resync_interval`` seconds (default 30) one cycle does, for all the accou
 At steady state (nothing running, nothing changing) a cycle is 2 requests (schedules + jobs), plus 1
 for pools when auto pools exist. Each resource's status is computed with
 :func:`batchop.controller.status.observed_status`
-and patched only when it changed (``lastSyncTime`` is refreshed at most every ``sync_heartbeat``).
+and patched only when it changed (``lastSyncTime`` is refreshed at most every ``sync_heartbeat``, and at most
+``heartbeat_rate`` such refreshes a second for all the operator's resources: see :meth:`Poller.heartbeat_period`).
 
 Drift: a managed schedule that is missing, or whose normalised ``schedule`` / ``jobSpecification`` /
 ``metadata`` differ from the last desired body, or whose enabled/disabled state differs from
@@ -161,6 +162,8 @@ class Poller:
         changed_properties: Callable[[Mapping[str, Any], Mapping[str, Any]], list[str]],
         interval: float = 30.0,
         heartbeat: float = 600.0,
+        heartbeat_rate: float = 2.0,
+        resources: Callable[[], int] | None = None,
         task_count_refreshes: int = 20,
         renewal_due: RenewalDue | None = None,
         stuck_after: float = st.DEFAULT_STUCK_AFTER,
@@ -180,6 +183,8 @@ class Poller:
         self._changed = changed_properties
         self.interval = interval
         self.heartbeat = heartbeat
+        self.heartbeat_rate = heartbeat_rate
+        self._resources = resources or (lambda: len(self._members()))
         self.task_count_refreshes = task_count_refreshes
         self._jobs: dict[str, dict[str, Any]] = {}  # job id (lower) -> last seen wire job
         self._counts: dict[str, dict[str, Any]] = {}  # job id (lower) -> task counts
@@ -415,6 +420,13 @@ class Poller:
             pools = await gateway.list_pools(filter=_id_filter(pool_ids), select=POOL_SELECT)
             self._pools = {p["id"].lower(): p for p in pools if p.get("id")}
 
+    def heartbeat_period(self) -> timedelta:
+        """How long a steady resource's ``lastSyncTime`` may stay unchanged: ``heartbeat``, or longer once the
+        process holds more resources than ``heartbeat_rate`` refreshes a second can serve on average
+        (``resources``: every resource the process holds, every account's, since their refreshes all go to one
+        API server; with shards, each replica its own)."""
+        return timedelta(seconds=max(self.heartbeat, self._resources() / self.heartbeat_rate))
+
     async def _mirror_all(
         self,
         members: list[Tracked],
@@ -424,13 +436,14 @@ class Poller:
     ) -> None:
         """Mirror every member not reconciled since the listing started."""
         now = datetime.now(UTC)
+        heartbeat = self.heartbeat_period()
 
         async def mirror(member: Tracked) -> None:
             if member.busy or member.version != versions[id(member)]:
                 report.skipped += 1  # reconciled meanwhile: the listing may predate it; the next cycle sees it
                 return
             try:
-                await self._mirror(member, schedules, now, report)
+                await self._mirror(member, schedules, now, heartbeat, report)
             except BatchError:
                 raise
             except Exception:
@@ -448,7 +461,8 @@ class Poller:
             await asyncio.sleep(0)
 
     async def _mirror(
-        self, member: Tracked, schedules: Mapping[str, dict[str, Any]], now: datetime, report: CycleReport
+        self, member: Tracked, schedules: Mapping[str, dict[str, Any]], now: datetime, heartbeat: timedelta,
+        report: CycleReport,
     ) -> None:
         if not member.schedule_id:
             if _retry_due(member):
@@ -472,7 +486,7 @@ class Poller:
             or cond.find(previous.get("conditions"), cond.READY) is None
             or _cond_changed({"conditions": [observed] if observed else []}, conditions[0])
         )
-        stale = member.last_sync is None or now - member.last_sync > timedelta(seconds=self.heartbeat)
+        stale = member.last_sync is None or now - member.last_sync > heartbeat
         if changed or stale:
             candidate["lastSyncTime"] = timestamps.seconds(now)
         if await self.writer.update(member.namespace, member.name, candidate, conditions):

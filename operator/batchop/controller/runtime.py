@@ -310,6 +310,8 @@ class Runtime:
             changed_properties=self.model.changed_properties,
             interval=self.settings.resync_interval,
             heartbeat=self.settings.sync_heartbeat,
+            heartbeat_rate=self.settings.sync_heartbeat_rate,
+            resources=lambda: len(self.tracker.entries),
             task_count_refreshes=self.settings.task_count_refreshes,
             stuck_after=self.settings.job_stuck_after,
             account=account_of(group),
