@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from batchop.batch.gateway import BatchError
@@ -213,3 +214,41 @@ def test_a_job_listed_again_unchanged_keeps_the_books_copy_and_index() -> None:
     assert book.jobs["s:job-1"] is first
     assert book.jobs["s:job-2"]["state"] == "completed"
     assert [j["state"] for j in book.jobs_of("s")] == ["completed", "completed"]  # the index follows the change
+
+
+class ClockedGateway(FakeGateway):
+    """A gateway that knows Batch's clock (``Gateway.batch_now``), as the real one does."""
+
+    def __init__(self, jobs: list[dict[str, Any]], now: datetime) -> None:
+        super().__init__(jobs, failed=set())
+        self.now = now
+
+    def batch_now(self) -> datetime:
+        return self.now
+
+
+async def test_a_steady_account_lists_only_its_running_jobs_once_the_margin_has_passed() -> None:
+    """The listing's point moves with Batch's clock when nothing changes: jobs that completed long ago are not
+    listed again every cycle (they were, while the newest transition listed stayed the point)."""
+    jobs = [job(n, minute=n) for n in range(1, 9)] + [job(9, "active", minute=9)]
+    gw = ClockedGateway(jobs, now=datetime(2026, 1, 1, 0, 10, tzinfo=UTC))
+    book = history.History()
+    await book.list_jobs(gw, ["s"], select=["id"])  # full
+    listed = await book.list_jobs(gw, ["s"], select=["id"])  # since 00:10 - 5 min: jobs 5..9
+    assert sorted(j["id"] for j in listed) == [f"s:job-{n}" for n in range(5, 10)]
+    gw.now = datetime(2026, 1, 1, 0, 40, tzinfo=UTC)  # half an hour on, nothing changed
+    await book.list_jobs(gw, ["s"], select=["id"])
+    listed = await book.list_jobs(gw, ["s"], select=["id"])
+    assert [j["id"] for j in listed] == ["s:job-9"], "only the running job"
+    assert "stateTransitionTime ge datetime'2026-01-01T00:35:00" in str(gw.calls[-1][1])
+    gw.jobs["s:job-9"] = job(9, minute=41)  # it completes: listed once, as a transition
+    listed = await book.list_jobs(gw, ["s"], select=["id"])
+    assert [j["id"] for j in listed] == ["s:job-9"] and book.jobs["s:job-9"]["state"] == "completed"
+
+
+async def test_without_batchs_clock_the_point_is_the_newest_transition_listed() -> None:
+    gw = FakeGateway([job(n, minute=n) for n in range(1, 9)], failed=set())
+    book = history.History()
+    await book.list_jobs(gw, ["s"], select=["id"])
+    await book.list_jobs(gw, ["s"], select=["id"])
+    assert "stateTransitionTime ge datetime'2026-01-01T00:03:00" in str(gw.calls[-1][1])

@@ -10,7 +10,11 @@ start, end, task counts and the output location (from the job manager task's ``o
 
 API budget: no request per schedule per cycle. The account poller lists jobs once per cycle anyway; this module
 turns that listing into ``state ne 'completed' or stateTransitionTime ge <watermark>``: the running jobs plus
-the ones that finished since the previous listing, in the same request (:meth:`History.list_jobs`). The first
+the ones that finished since the previous listing, in the same request (:meth:`History.list_jobs`). The
+watermark is the later of the newest transition listed and Batch's clock when the previous listing started,
+minus a 5-minute margin: when nothing changes it still moves, so a steady account lists its running jobs only,
+not again every job that completed in the 5 minutes before the last change (at 10,000 schedules created
+together that was 10 pages of jobs every cycle, forever). The first
 listing after a start, after a new schedule is tracked, and every ``resync_cycles`` cycles lists all jobs (a
 few pages once; history limits keep the account small). Beyond that: one ``taskcounts`` request per job when
 it completes (its result), one ``DELETE`` per job pushed out of the limits; results already shown in
@@ -222,6 +226,7 @@ class History:
         self.results: dict[str, tuple[str | None, dict[str, Any] | None]] = {}
         self.recent: dict[tuple[str, str], list[KeptJob]] = {}
         self.watermark: datetime | None = None
+        self.listed_at: datetime | None = None  # Batch's clock when the last ingested listing started
         self.deleted: list[str] = []
         self._schedules: set[str] = set()
         self._prefixes: dict[str, str] = {}
@@ -242,7 +247,8 @@ class History:
         self._prefixes = {runnow.job_prefix(s): s for s in ids}
         if full or self.watermark is None:  # no watermark: the listing is full anyway
             return None
-        since = timestamps.format(self.watermark - self.margin)
+        mark = max(self.watermark, self.listed_at) if self.listed_at is not None else self.watermark
+        since = timestamps.format(mark - self.margin)
         return f"state ne 'completed' or stateTransitionTime ge datetime'{since}'"
 
     async def list_jobs(
@@ -250,8 +256,12 @@ class History:
     ) -> list[dict[str, Any]]:
         """List the jobs of this cycle (one paged request) and remember those of tracked schedules."""
         query = self.list_filter(schedule_ids)
+        clock = getattr(gateway, "batch_now", None)  # Batch's clock (the gateway's), if it keeps one
+        started = clock() if callable(clock) else None
         listed = await gateway.list_jobs(filter=query, select=select)
         self.ingest(listed, full=query is None)
+        if isinstance(started, datetime):
+            self.listed_at = started
         return listed
 
     def ingest(self, listed: Sequence[Mapping[str, Any]], *, full: bool) -> None:
