@@ -208,10 +208,11 @@ def identity(op: harness.OperatorProc) -> str:
 
 
 def start_replicas(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path, namespace: str,
-                   count: int, args: argparse.Namespace) -> list[harness.OperatorProc]:
+                   count: int, args: argparse.Namespace, more: Sequence[str] = ()) -> list[harness.OperatorProc]:
+    """``count`` replicas of ``batchop run --leader-elect --shards S`` (``more``: further flags)."""
     extra = ["--max-concurrency", str(args.batch_concurrency), "--requests-per-second", str(args.requests_per_second),
              "--leader-elect", "--leader-election-namespace", namespace, "--leader-election-id", LEASE_ID,
-             "--shards", str(args.shards)]
+             "--shards", str(args.shards), *more]
     ops: list[harness.OperatorProc] = []
     try:
         for _ in range(count):

@@ -225,6 +225,16 @@ has the same interval), so it is the CPU of one cycle of *every* account. Writes
 over the burst (from the first create until all are mirrored)."""
 
 
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The operator's Batch limits, the client's concurrency, the timeout and ``--markdown`` (this benchmark's
+    and ``bench/shard_by.py``'s)."""
+    parser.add_argument("--batch-concurrency", type=int, default=8)
+    parser.add_argument("--requests-per-second", type=float, default=1000.0)
+    parser.add_argument("--kube-concurrency", type=int, default=16)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--markdown", action="store_true")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=10000)
@@ -233,11 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=30.0, help="operator --resync-interval")
     parser.add_argument("--cycles", type=int, default=2)
     parser.add_argument("--edits", type=int, default=10)
-    parser.add_argument("--batch-concurrency", type=int, default=8)
-    parser.add_argument("--requests-per-second", type=float, default=1000.0)
-    parser.add_argument("--kube-concurrency", type=int, default=16)
-    parser.add_argument("--timeout", type=float, default=1800.0)
-    parser.add_argument("--markdown", action="store_true")
+    add_load_arguments(parser)
     args = parser.parse_args(argv)
     info = harness.machine()
     results = []

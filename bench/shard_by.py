@@ -37,22 +37,7 @@ import ha_scale
 import harness
 import many_accounts
 import perfdoc
-
-
-def start_replicas(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path, namespace: str,
-                   args: argparse.Namespace, mode: str) -> list[harness.OperatorProc]:
-    extra = ["--max-concurrency", str(args.batch_concurrency), "--requests-per-second", str(args.requests_per_second),
-             "--leader-elect", "--leader-election-namespace", namespace, "--leader-election-id", ha_scale.LEASE_ID,
-             "--shards", str(args.shards), "--shard-by", mode]
-    ops: list[harness.OperatorProc] = []
-    try:
-        for _ in range(args.replicas):
-            ops.append(harness.OperatorProc.batchop(stack, batch, work, [namespace], resync=args.interval,
-                                                    extra=extra).start())
-    except BaseException:
-        ha_scale.stop_replicas(ops)
-        raise
-    return ops
+from batchop.api.names import SHARD_BY
 
 
 def window(services: list[harness.LocalBatchProc], ops: list[harness.OperatorProc], cycles: int,
@@ -96,7 +81,8 @@ def one_mode(args: argparse.Namespace, mode: str, run: int) -> dict[str, Any]:
         services = many_accounts.start_services(work, args.accounts)
         stack.create_namespace(namespace)
         many_accounts.secrets(stack, namespace, services)
-        ops = start_replicas(stack, services[0], work, namespace, args, mode)
+        ops = ha_scale.start_replicas(stack, services[0], work, namespace, args.replicas, args,
+                                      ["--shard-by", mode])
         identities = [ha_scale.identity(op) for op in ops]
         harness.wait_until(lambda: ha_scale.spread_ok(ha_scale.lease_holders(stack, namespace, args.shards),
                                                       identities, args.shards), 120, 0.5, "the shards spread")
@@ -157,15 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=20)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--shards", type=int, default=6)
-    parser.add_argument("--modes", nargs="+", default=["resource", "account"], choices=["resource", "account"])
+    parser.add_argument("--modes", nargs="+", default=list(SHARD_BY), choices=SHARD_BY)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--interval", type=float, default=10.0, help="operator --resync-interval")
     parser.add_argument("--cycles", type=int, default=3, help="resync intervals in the steady window")
-    parser.add_argument("--batch-concurrency", type=int, default=8)
-    parser.add_argument("--requests-per-second", type=float, default=1000.0)
-    parser.add_argument("--kube-concurrency", type=int, default=16)
-    parser.add_argument("--timeout", type=float, default=1800.0)
-    parser.add_argument("--markdown", action="store_true")
+    many_accounts.add_load_arguments(parser)
     args = parser.parse_args(argv)
     info = harness.machine()
     results = []

@@ -72,8 +72,7 @@ def spec(tag: str = "v1", recurrence: str = "P1D") -> dict[str, Any]:
 
 
 def batch_env(batch: LocalBatch) -> dict[str, str]:
-    return {"BATCHOP_BATCH_ENDPOINT": batch.endpoint, "BATCHOP_BATCH_ACCOUNT": batch.account,
-            "BATCHOP_BATCH_KEY": batch.key}
+    return batch.operator_env()
 
 
 class Kube:

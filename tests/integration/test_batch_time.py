@@ -94,9 +94,7 @@ def test_the_gateway_measures_on_the_services_clock(service: Any) -> None:
 
 @pytest.fixture(scope="module")
 def operator(operator_factory: Any, service: Any) -> Any:
-    env = {"BATCHOP_BATCH_ENDPOINT": service.endpoint, "BATCHOP_BATCH_ACCOUNT": service.account,
-           "BATCHOP_BATCH_KEY": service.key}
-    return operator_factory(["btime-*"], resync=1.0, env=env, default_account=False,
+    return operator_factory(["btime-*"], resync=1.0, env=service.operator_env(), default_account=False,
                             args=["--job-stuck-after", f"{STUCK_AFTER:g}"])
 
 

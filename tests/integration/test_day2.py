@@ -42,8 +42,7 @@ def fast_batch(local_batch_factory: Any) -> Any:
 
 
 def batch_env(service: Any) -> dict[str, str]:
-    return {"BATCHOP_BATCH_ENDPOINT": service.endpoint, "BATCHOP_BATCH_ACCOUNT": service.account,
-            "BATCHOP_BATCH_KEY": service.key}
+    return service.operator_env()
 
 
 @pytest.fixture(scope="module")

@@ -32,19 +32,14 @@ def service(local_batch_factory: Callable[..., Any]) -> Any:
 
 @pytest.fixture(scope="module")
 def operator(operator_factory: Any, service: Any) -> Any:
-    env = {"BATCHOP_BATCH_ENDPOINT": service.endpoint, "BATCHOP_BATCH_ACCOUNT": service.account,
-           "BATCHOP_BATCH_KEY": service.key}
-    return operator_factory(["wq-*"], resync=2.0, env=env, default_account=False,
+    return operator_factory(["wq-*"], resync=2.0, env=service.operator_env(), default_account=False,
                             args=["--max-concurrent-reconciles", str(SLOTS)])
 
 
 @pytest.fixture
 def batch(service: Any) -> Iterator[Any]:
-    client = service.client()
-    try:
+    with service.client() as client:
         yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture
