@@ -117,7 +117,7 @@ class MirrorWatch:
 
 
 def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path, n: int, run: int,
-            args: argparse.Namespace) -> dict[str, Any]:
+            args: argparse.Namespace, webhook: str = "off") -> dict[str, Any]:
     namespace = f"conv-{n}-{run}-{int(time.time()) % 100000}"
     names = [f"s{i:05d}" for i in range(n)]
     spec = harness.schedule_spec(prefix="conv")
@@ -125,11 +125,23 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
     batch.reset()
     floor_seconds = asyncio.run(floor(batch, batch_bodies(namespace, names, spec), args.batch_concurrency))
     batch.reset()
+    alone = f"{namespace}-alone"  # the Kubernetes floor: the same creates with no operator running
+    stack.create_namespace(alone)
+    start = time.perf_counter()
+    harness.create_resources(stack, alone, names, concurrency=args.kube_concurrency, spec=spec)
+    kube_alone = time.perf_counter() - start
+    harness.delete_all(stack, alone, concurrency=args.kube_concurrency)
 
     stack.create_namespace(namespace)
     extra = ["--max-concurrency", str(args.batch_concurrency), "--requests-per-second", str(args.requests_per_second)]
+    if webhook != "off":
+        extra += ["--webhook-port", str(harness.free_port()), "--webhook-listen", "127.0.0.1",
+                  "--webhook-host", "127.0.0.1", "--webhook-configuration", WEBHOOK_CONFIGURATION,
+                  "--webhook-cert-dir", str(work / f"webhook-{n}-{run}-{webhook}")]
     operator = harness.OperatorProc.batchop(stack, batch, work, [namespace], resync=args.resync, extra=extra)
     operator.start()
+    if webhook != "off":
+        wait_for_webhooks(stack, namespace, mutating=webhook == "both")
     try:
         kube_before = stack.request_counts()
         cpu_before = operator.cpu_seconds()
@@ -150,11 +162,13 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
         peak = harness.proc_hwm_mib(operator.pid)
     finally:
         operator.stop()
+        remove_webhooks(stack)
     state = batch.state()
     schedules = len(state.get("schedules") or {})
     result = {
         "n": n, "run": run, "operator_seconds": round(total, 3), "floor_seconds": round(floor_seconds, 3),
-        "kube_create_seconds": round(created, 3), "ratio": round(total / floor_seconds, 2),
+        "kube_create_seconds": round(created, 3), "kube_alone_seconds": round(kube_alone, 3),
+        "webhook": webhook, "ratio": round(total / floor_seconds, 2),
         "batch_requests": {op: v["total"] for op, v in counts.items()},
         "kube_requests": kube, "kube_writes": harness.writes(kube), "operator_cpu_seconds": round(cpu, 2),
         "operator_rss_mib": round(rss, 1), "operator_peak_rss_mib": round(peak, 1),
@@ -162,7 +176,8 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
         "machine_busy_cpu_seconds": round(busy, 2), "client_cpu_seconds": round(client_cpu, 2),
         "cores": os.cpu_count(),
     }
-    print(f"N={n} run {run}: operator {total:.2f}s (kube creates {created:.2f}s), floor {floor_seconds:.2f}s, "
+    print(f"N={n} run {run}: operator {total:.2f}s (kube creates {created:.2f}s, alone {kube_alone:.2f}s), "
+          f"webhooks {webhook}, floor {floor_seconds:.2f}s, "
           f"ratio {total / floor_seconds:.2f}, Batch requests {sum(result['batch_requests'].values())}, "
           f"kube writes {result['kube_writes']}, CPU {cpu:.1f}s, RSS {rss:.0f} MiB (peak {peak:.0f}), "
           f"schedules {schedules}; machine busy {busy:.1f} CPU s ({busy / total:.2f} of {os.cpu_count()} cores), "
@@ -171,6 +186,37 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
     if schedules != n:
         raise AssertionError(f"{schedules} schedules in Batch for {n} resources")
     return result
+
+
+WEBHOOK_CONFIGURATION = "bench-convergence.azurebatch.dev"
+
+
+def wait_for_webhooks(stack: harness.KubeStack, namespace: str, *, mutating: bool) -> None:
+    """Until the operator has registered its two webhook configurations; ``mutating=False`` then deletes the
+    mutating one (the validating webhook alone)."""
+    def registered(kind: str) -> bool:
+        return stack.kubectl("get", kind, WEBHOOK_CONFIGURATION).returncode == 0
+
+    harness.wait_until(lambda: registered("validatingwebhookconfiguration") and registered(
+        "mutatingwebhookconfiguration"), 60, what="the webhook configurations")
+    if not mutating:
+        stack.kubectl("delete", "mutatingwebhookconfiguration", WEBHOOK_CONFIGURATION)
+
+    def as_wanted() -> bool:  # the API server applies configuration changes a little later: ask it
+        probe = json.dumps({**harness.resource("webhook-probe"), "metadata": {"name": "webhook-probe",
+                                                                             "namespace": namespace}})
+        got = stack.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=probe)
+        finalized = got.returncode == 0 and bool(json.loads(got.stdout)["metadata"].get("finalizers"))
+        return got.returncode == 0 and finalized == mutating
+
+    wanted = "both webhooks" if mutating else "the validating webhook alone"
+    harness.wait_until(as_wanted, 60, what=f"the API server calling {wanted}")
+
+
+def remove_webhooks(stack: harness.KubeStack) -> None:
+    """The configurations of a stopped operator go too (a later create would call a closed port)."""
+    for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+        stack.kubectl("delete", kind, WEBHOOK_CONFIGURATION, "--ignore-not-found")
 
 
 NOTES = """\
@@ -185,12 +231,13 @@ throttling, not a cost of the design)."""
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| N | operator (s) | floor: async SDK (s) | ratio | kube creates alone (s) "
-             "| ratio to kube creates + floor | Batch requests | Kubernetes writes per resource "
+    lines = ["| N | webhooks | operator (s) | floor: async SDK (s) | ratio | kube creates alone (s) "
+             "| ratio to kube creates alone + floor | kube creates beside the operator (s) "
+             "| ratio to those + floor | Batch requests | Kubernetes writes per resource "
              "| operator CPU (s) | CPU per resource (ms) | RSS at end (MiB) | peak RSS (MiB) "
-             "| machine busy: cores used (operator's share of the busy CPU) |", "|---" * 13 + "|"]
-    for n in sorted({r["n"] for r in results}):
-        rows = [r for r in results if r["n"] == n]
+             "| machine busy: cores used (operator's share of the busy CPU) |", "|---" * 16 + "|"]
+    for n, webhook in sorted({(r["n"], r.get("webhook", "off")) for r in results}):
+        rows = [r for r in results if r["n"] == n and r.get("webhook", "off") == webhook]
 
         def cell(key: str, fmt: str = "{:.2f}", rows: list[dict[str, Any]] = rows) -> str:
             s = harness.summary([float(r[key]) for r in rows])
@@ -198,6 +245,8 @@ def table(results: list[dict[str, Any]]) -> str:
 
         for r in rows:
             r["ratio_kube"] = round(r["operator_seconds"] / (r["kube_create_seconds"] + r["floor_seconds"]), 2)
+            if r.get("kube_alone_seconds"):
+                r["ratio_alone"] = round(r["operator_seconds"] / (r["kube_alone_seconds"] + r["floor_seconds"]), 2)
             r["writes_per_resource"] = round(r["kube_writes"] / r["n"], 3)
             r["cpu_ms_per_resource"] = round(1000 * r["operator_cpu_seconds"] / r["n"], 2)
             if r.get("machine_busy_cpu_seconds"):
@@ -209,8 +258,10 @@ def table(results: list[dict[str, Any]]) -> str:
         peaks = [float(r["operator_peak_rss_mib"]) for r in rows if r.get("operator_peak_rss_mib")]
         peak = harness.summary(peaks)["median"] if peaks else float("nan")
         batch_req = harness.summary([float(sum(r["batch_requests"].values())) for r in rows])
+        alone = all(r.get("kube_alone_seconds") for r in rows)
         lines.append(
-            f"| {n:,} | {cell('operator_seconds')} | {cell('floor_seconds')} | {cell('ratio')} "
+            f"| {n:,} | {webhook} | {cell('operator_seconds')} | {cell('floor_seconds')} | {cell('ratio')} "
+            f"| {cell('kube_alone_seconds') if alone else 'n/a'} | {cell('ratio_alone') if alone else 'n/a'} "
             f"| {cell('kube_create_seconds')} | {cell('ratio_kube')} | {batch_req['median']:.0f} "
             f"| {cell('writes_per_resource')} "
             f"| {cell('operator_cpu_seconds', '{:.1f}')} | {cell('cpu_ms_per_resource', '{:.1f}')} "
@@ -229,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="operator --requests-per-second (default 1000: the rate limit out of the way; "
                         "batchop's product default is 20/s per account)")
     parser.add_argument("--kube-concurrency", type=int, default=16)
+    parser.add_argument("--webhook", choices=("off", "validating", "both"), nargs="+", default=["off"],
+                        help="the operator's admission webhooks: off (default), the validating one alone, or both "
+                        "(validating, and the mutating one that adds the finalizer at admission); several: each "
+                        "run measures them in turn")
     parser.add_argument("--resync", type=float, default=30.0, help="operator --resync-interval")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--markdown", action="store_true", help="write the table into docs/performance.md")
@@ -250,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n in args.n:
             for run in range(1, args.runs + 1):
-                results.append(harness.stamp(one_run(stack, batch, work, n, run, args)))
+                for webhook in args.webhook:
+                    results.append(harness.stamp(one_run(stack, batch, work, n, run, args, webhook)))
     finally:
         batch.stop()
         stack.stop()

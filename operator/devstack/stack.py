@@ -308,8 +308,9 @@ def _start_operator(state_dir: Path, info: StackInfo, extra_args: list[str]) -> 
     env = _python_env() | info.env()
     port = ports.free_port()
     info.operator_health = f"http://{ports.LOOPBACK}:{port}/healthz"
-    # The admission webhook, as on a cluster: served on loopback and registered by the operator itself
-    # (ValidatingWebhookConfiguration batchop.azurebatch.dev with a url), so `kubectl apply` refuses bad specs.
+    # The admission webhooks, as on a cluster: served on loopback and registered by the operator itself
+    # (Validating- and MutatingWebhookConfiguration batchop.azurebatch.dev with a url), so `kubectl apply`
+    # refuses bad specs and new resources carry the finalizer from their create.
     webhook_args = ["--webhook-port", str(ports.free_port()), "--webhook-listen", ports.LOOPBACK,
                     "--webhook-host", ports.LOOPBACK, "--webhook-cert-dir", str(state_dir / "webhook")]
     argv = [sys.executable, "-m", "batchop", "--log-format", "json", "run", "-A", "--standalone",

@@ -175,10 +175,14 @@ def leftovers(engine: containers.Engine) -> Iterator[None]:
     containers.remove_labelled(engine, CONTAINER_LABEL)
 
 
-def webhook_configuration(documents: list[dict[str, Any]], name: str, marker: str) -> dict[str, Any]:
-    """The install's ValidatingWebhookConfiguration under a name of this test's own, selecting no namespace
+WEBHOOK_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+
+
+def webhook_configuration(documents: list[dict[str, Any]], name: str, marker: str,
+                          kind: str = "ValidatingWebhookConfiguration") -> dict[str, Any]:
+    """One of the install's webhook configurations under a name of this test's own, selecting no namespace
     (the Service it names has no endpoints here: no write may be routed to it)."""
-    body = of_kind(documents, "ValidatingWebhookConfiguration")
+    body = of_kind(documents, kind)
     body["metadata"]["name"] = name
     for webhook in body["webhooks"]:
         webhook["namespaceSelector"] = {"matchLabels": {"batchop-test/image-e2e": marker}}
@@ -205,8 +209,10 @@ def test_image_runs_the_operator_as_the_deployment_does(
     documents = rendered(kube)
     marker = uuid.uuid4().hex[:8]
     config_name = f"batchop-image-e2e-{marker}.azurebatch.dev"
-    applied = kube.kubectl("apply", "-f", "-", input=json.dumps(webhook_configuration(documents, config_name, marker)))
-    assert applied.returncode == 0, applied.stderr
+    for kind in WEBHOOK_KINDS:
+        applied = kube.kubectl("apply", "-f", "-",
+                               input=json.dumps(webhook_configuration(documents, config_name, marker, kind)))
+        assert applied.returncode == 0, applied.stderr
     kubeconfig = tmp_path / "kubeconfig"  # readable by uid 65532, as a mounted service-account token is
     shutil.copy(kube.kubeconfig, kubeconfig)
     kubeconfig.chmod(0o644)
@@ -233,7 +239,8 @@ def test_image_runs_the_operator_as_the_deployment_does(
                 kube.kubectl("delete", "bjs", "--all", "-n", namespace, "--wait=true", "--timeout=60s")
                 container.stop()
     finally:
-        kube.kubectl("delete", "validatingwebhookconfiguration", config_name, "--ignore-not-found")
+        for kind in WEBHOOK_KINDS:
+            kube.kubectl("delete", kind.lower(), config_name, "--ignore-not-found")
     assert "sig=" not in logs and fast_batch.key not in logs, "a SAS or key in the operator's log"
 
 
@@ -273,8 +280,8 @@ def _drive(kube: Any, container: OperatorContainer, run: PodRun, namespace: str,
     assert status == 200 and re.search(r'^batchop_schedule_ready\{[^}]*name="wordcount"[^}]*\} 1\.0$', text, re.M), \
         text[:2000]
     assert "batchop_batch_requests_total" in text
-    webhook = json.loads(kube.kubectl("get", "validatingwebhookconfiguration", config_name, "-o", "json",
-                                      check=True).stdout)
-    assert webhook["webhooks"][0]["clientConfig"].get("caBundle"), "the webhook server registered its CA"
+    for kind in WEBHOOK_KINDS:
+        webhook = json.loads(kube.kubectl("get", kind.lower(), config_name, "-o", "json", check=True).stdout)
+        assert webhook["webhooks"][0]["clientConfig"].get("caBundle"), f"the webhook server registered its CA in {kind}"
     print(f"\nimage {container.name}: liveness answered {pod_ready:.1f} s after start; resource Ready "
           f"{resource_ready:.1f} s after apply; first job succeeded and seen {job_done:.1f} s after apply")

@@ -66,6 +66,16 @@ async def test_finalizer_added_without_a_get_when_the_object_is_as_seen(kube: An
     assert _get(kube, namespace, "fresh")["metadata"]["finalizers"] == [FINALIZER]
 
 
+async def test_a_finalizer_put_on_at_admission_costs_no_request(kube: Any, namespace: str,
+                                                                client: KubeClient) -> None:
+    """Seen with the finalizer already (the mutating webhook put it on at create): nothing to send."""
+    meta = _create(kube, namespace, "admitted", finalizers=["example.com/other", FINALIZER])["metadata"]
+    before = client.requests
+    assert await client.add_finalizer(namespace, "admitted", meta["uid"], FINALIZER, seen=meta)
+    assert client.requests == before
+    assert _get(kube, namespace, "admitted")["metadata"]["finalizers"] == ["example.com/other", FINALIZER]
+
+
 async def test_stale_view_falls_back_and_keeps_finalizers_added_meanwhile(kube: Any, namespace: str,
                                                                           client: KubeClient) -> None:
     meta = _create(kube, namespace, "stale")["metadata"]  # seen with no finalizer

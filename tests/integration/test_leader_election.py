@@ -163,6 +163,7 @@ def test_sigterm_releases_the_lease_and_standby_serves_the_webhook(
     assert holder(kube, ns, name) != leader_id
     assert "Reconciling as the leader" in standby.logs()
     kube.kubectl("delete", "validatingwebhookconfiguration", config)
+    kube.kubectl("delete", "mutatingwebhookconfiguration", config, "--ignore-not-found")
 
 
 def test_shards_handed_over_when_a_replica_joins_and_leaves(

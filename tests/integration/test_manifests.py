@@ -25,6 +25,7 @@ MANIFESTS = ROOT / "manifests"
 NAMESPACE = "batchop-system"
 SA = f"system:serviceaccount:{NAMESPACE}:batchop"
 VWC = "batchop.azurebatch.dev"
+WEBHOOK_KINDS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
 CLUSTER_OBJECTS = ["clusterrole/batchop", "clusterrole/batchop-cluster", "clusterrolebinding/batchop",
                    "clusterrolebinding/batchop-cluster"]
 
@@ -63,31 +64,36 @@ def installed(kubeconfig: Path) -> Iterator[str]:
     """``kubectl apply -k manifests/`` once for the module. The cluster is shared with other suites: the
     webhook configuration found before (e.g. registered by an operator under test) is put back afterwards,
     and the cluster-scoped objects the install added are removed (never the CRD: others use it)."""
-    before = kubectl(kubeconfig, "get", "validatingwebhookconfiguration", VWC, "-o", "json")
-    saved = json.loads(before.stdout) if before.returncode == 0 else None
+    saved = []
+    for kind in WEBHOOK_KINDS:
+        before = kubectl(kubeconfig, "get", kind, VWC, "-o", "json")
+        if before.returncode == 0:
+            saved.append(json.loads(before.stdout))
     dry_run_before_namespace = apply_tree(kubeconfig, MANIFESTS, "--dry-run=server")
     output = ok(apply_tree(kubeconfig, MANIFESTS))
     try:
         yield output + "\n--- dry run before install ---\n" + dry_run_before_namespace.stdout + \
             dry_run_before_namespace.stderr
     finally:
-        kubectl(kubeconfig, "delete", "--ignore-not-found", "validatingwebhookconfiguration", VWC)
+        for kind in WEBHOOK_KINDS:
+            kubectl(kubeconfig, "delete", "--ignore-not-found", kind, VWC)
         kubectl(kubeconfig, "delete", "--ignore-not-found", *CLUSTER_OBJECTS)
         kubectl(kubeconfig, "-n", NAMESPACE, "delete", "--ignore-not-found", "deployment/batchop",
                 "service/batchop-webhook", "service/batchop-metrics", "configmap/batchop-config",
                 "serviceaccount/batchop", "role/batchop", "rolebinding/batchop", "poddisruptionbudget/batchop",
                 "role/batchop-leader-election", "rolebinding/batchop-leader-election")
-        if saved is not None:
+        for body in saved:
             for key in ("resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"):
-                saved["metadata"].pop(key, None)
-            kubectl(kubeconfig, "create", "-f", "-", input=json.dumps(saved))
+                body["metadata"].pop(key, None)
+            kubectl(kubeconfig, "create", "-f", "-", input=json.dumps(body))
 
 
 def test_server_dry_run_and_apply(installed: str, kubeconfig: Path) -> None:
     for kind in ("namespace/batchop-system", "customresourcedefinition.apiextensions.k8s.io/batchschedules",
                  "serviceaccount/batchop", "clusterrole.rbac.authorization.k8s.io/batchop",
                  "deployment.apps/batchop", "service/batchop-webhook", "service/batchop-metrics",
-                 f"validatingwebhookconfiguration.admissionregistration.k8s.io/{VWC}"):
+                 f"validatingwebhookconfiguration.admissionregistration.k8s.io/{VWC}",
+                 f"mutatingwebhookconfiguration.admissionregistration.k8s.io/{VWC}"):
         assert kind in installed
     # On a fresh cluster the dry run cannot place namespaced objects in a namespace that does not exist yet
     # (a kubectl limitation, docs/install.md); every other object passes, and the only errors are that one.
@@ -174,16 +180,18 @@ def test_rbac_grants_what_the_operator_uses(installed: str, kubeconfig: Path) ->
         assert can_i(kubeconfig, verb, LEASES, NAMESPACE, LEASE), f"{verb} of the operator's Lease"
     assert can_i(kubeconfig, "create", LEASES, NAMESPACE)  # create cannot be limited by name (RBAC)
     assert can_i(kubeconfig, "list", "customresourcedefinitions.apiextensions.k8s.io", None)
-    assert can_i(kubeconfig, "patch", "validatingwebhookconfigurations.admissionregistration.k8s.io", None, VWC)
+    for kind in WEBHOOK_KINDS:
+        assert can_i(kubeconfig, "patch", f"{kind}s.admissionregistration.k8s.io", None, VWC)
 
 
 def test_rbac_grants_nothing_more(installed: str, kubeconfig: Path) -> None:
     for verb, resource in DENIED:
         assert not can_i(kubeconfig, verb, resource, "some-team"), f"{verb} {resource} should be denied"
-    webhooks = "validatingwebhookconfigurations.admissionregistration.k8s.io"
-    assert not can_i(kubeconfig, "patch", webhooks, None, "someone-elses-webhook")
-    assert not can_i(kubeconfig, "create", webhooks, None)
-    assert not can_i(kubeconfig, "delete", webhooks, None, VWC)
+    for kind in WEBHOOK_KINDS:
+        webhooks = f"{kind}s.admissionregistration.k8s.io"
+        assert not can_i(kubeconfig, "patch", webhooks, None, "someone-elses-webhook")
+        assert not can_i(kubeconfig, "create", webhooks, None)
+        assert not can_i(kubeconfig, "delete", webhooks, None, VWC)
     assert not can_i(kubeconfig, "update", "customresourcedefinitions.apiextensions.k8s.io", None)
     assert not can_i(kubeconfig, "update", LEASES, NAMESPACE, "kube-scheduler")  # only its own Lease
     assert not can_i(kubeconfig, "get", LEASES, NAMESPACE, "someone-elses-lease")
@@ -275,17 +283,19 @@ def test_operator_fills_the_shipped_webhook_ca_bundle_with_only_its_rights(
     bundle = __import__("base64").b64encode(authority.ca_pem).decode()
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     registrar = webhook.WebhookRegistrar(service=(NAMESPACE, "batchop-webhook"))
-    asyncio.run(registrar.apply(registrar.client_config("https://ignored", bundle)))
-    stored = json.loads(ok(kubectl(kubeconfig, "get", "validatingwebhookconfiguration", VWC, "-o", "json")))
-    (hook,) = stored["webhooks"]
-    assert hook["clientConfig"]["caBundle"] == bundle
-    assert hook["clientConfig"]["service"] == {"name": "batchop-webhook", "namespace": NAMESPACE,
-                                               "path": "/validate", "port": 443}
-    assert hook["failurePolicy"] == "Ignore" and hook["timeoutSeconds"] == 5
-    # The same patch as the operator's ServiceAccount (RBAC: get + patch on this one object).
-    patch = json.dumps([{"op": "test", "path": "/webhooks/0/name", "value": webhook.WEBHOOK_NAME},
-                        {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}])
-    ok(kubectl(kubeconfig, "--as", SA, "patch", "validatingwebhookconfiguration", VWC, "--type", "json", "-p", patch))
+    asyncio.run(registrar.register("https://ignored", bundle))
+    for hook in webhook.HOOKS:
+        kind = hook.kind.lower()
+        stored = json.loads(ok(kubectl(kubeconfig, "get", kind, VWC, "-o", "json")))
+        (entry,) = stored["webhooks"]
+        assert entry["clientConfig"]["caBundle"] == bundle
+        assert entry["clientConfig"]["service"] == {"name": "batchop-webhook", "namespace": NAMESPACE,
+                                                    "path": f"/{hook.handler}", "port": 443}
+        assert entry["failurePolicy"] == "Ignore" and entry["timeoutSeconds"] == 5
+        # The same patch as the operator's ServiceAccount (RBAC: get + patch on these two objects).
+        patch = json.dumps([{"op": "test", "path": "/webhooks/0/name", "value": hook.webhook},
+                            {"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle}])
+        ok(kubectl(kubeconfig, "--as", SA, "patch", kind, VWC, "--type", "json", "-p", patch))
     # caBundle is not in the manifests, so kubectl's three-way diff leaves it alone: still nothing to diff.
     diff = apply_tree(kubeconfig, MANIFESTS, verb="diff")
     assert diff.returncode == 0, diff.stdout + diff.stderr

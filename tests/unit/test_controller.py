@@ -511,6 +511,24 @@ async def test_runtime_reports_an_unresolvable_account_without_a_batch_request()
     assert kube.closed
 
 
+async def test_a_finalizer_without_a_recorded_id_is_released_when_batch_cannot_be_asked() -> None:
+    """The finalizer comes at admission, so a resource whose credentials never resolved has it too: deleting it
+    must not wait for credentials (nothing of it reached Batch), but says which id it did not look for. With a
+    recorded id the deletion waits, as before."""
+    kube = FakeKube()
+    runtime = Runtime(Settings(), kube, storage={})  # no operator default account: credentials never resolve
+    new = body(deleting=True)
+    new["metadata"]["finalizers"] = [FINALIZER]
+    deleted = await runtime.delete(new)
+    assert deleted.done
+    ((kind, reason, message),) = kube.events
+    assert (kind, reason) == ("Warning", "DeletedUnchecked")
+    assert "no schedule id was ever recorded" in message and "ns_r" in message
+    recorded = body(deleting=True, status={"scheduleId": "ns_r"})
+    assert not (await runtime.delete(recorded)).done
+    await runtime.close()
+
+
 async def test_runtime_member_events_go_to_the_member() -> None:
     kube = FakeKube()
     runtime = Runtime(Settings(), kube, storage={})

@@ -17,6 +17,7 @@ import yaml
 
 from batchop.admission import webhook
 from batchop.admission.webhook import CertificateAuthority, WebhookOptions, WebhookRegistrar, review
+from batchop.api.names import FINALIZER
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,28 +160,96 @@ def test_warnings_do_not_refuse() -> None:
 # -- the configuration ------------------------------------------------------------------------------------------
 
 
-def test_shipped_configuration_matches_what_the_operator_registers() -> None:
-    shipped = yaml.safe_load((ROOT / "manifests/webhook/validating_webhook_configuration.yaml").read_text())
+@pytest.mark.parametrize("hook, file", [(webhook.VALIDATING, "validating_webhook_configuration.yaml"),
+                                        (webhook.MUTATING, "mutating_webhook_configuration.yaml")])
+def test_shipped_configuration_matches_what_the_operator_registers(hook: webhook.Hook, file: str) -> None:
+    shipped = yaml.safe_load((ROOT / "manifests/webhook" / file).read_text())
     registrar = WebhookRegistrar(service=("batchop-system", "batchop-webhook"))
-    generated = webhook.configuration_body(registrar.client_config("https://ignored:9443", None))
+    generated = webhook.configuration_body(registrar.client_config("https://ignored:9443", None, hook), hook=hook)
+    assert shipped["kind"] == generated["kind"] == hook.kind
     assert shipped["metadata"]["name"] == generated["metadata"]["name"] == webhook.CONFIGURATION_NAME
     assert shipped["webhooks"] == generated["webhooks"]
     (entry,) = shipped["webhooks"]
     assert entry["failurePolicy"] == "Ignore"
     assert entry["timeoutSeconds"] <= 10
     assert entry["rules"][0]["resources"] == ["batchschedules"]
+    assert entry["clientConfig"]["service"]["path"] == f"/{hook.handler}"
+    kustomization = yaml.safe_load((ROOT / "manifests/webhook/kustomization.yaml").read_text())
+    assert file in kustomization["resources"]
+
+
+def test_the_mutating_webhook_only_sees_creates() -> None:
+    (entry,) = webhook.configuration_body({"url": "https://x/finalize"}, hook=webhook.MUTATING)["webhooks"]
+    assert entry["rules"][0]["operations"] == ["CREATE"]
+    assert entry["reinvocationPolicy"] == "Never" and entry["sideEffects"] == "None"
 
 
 def test_local_registrar_uses_the_url_and_handler_path() -> None:
     config = WebhookRegistrar().client_config("https://127.0.0.1:9443", "Q0E=")
     assert config == {"url": "https://127.0.0.1:9443/validate", "caBundle": "Q0E="}
+    config = WebhookRegistrar().client_config("https://127.0.0.1:9443", "Q0E=", webhook.MUTATING)
+    assert config == {"url": "https://127.0.0.1:9443/finalize", "caBundle": "Q0E="}
 
 
-def test_rbac_allows_exactly_the_configuration_the_operator_patches() -> None:
+def test_rbac_allows_exactly_the_configurations_the_operator_patches() -> None:
     role = yaml.safe_load((ROOT / "manifests/rbac/common/cluster_role.yaml").read_text())
     rules = [r for r in role["rules"] if r["apiGroups"] == ["admissionregistration.k8s.io"]]
-    assert rules == [{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+    assert rules == [{"apiGroups": ["admissionregistration.k8s.io"],
+                      "resources": [hook.plural for hook in webhook.HOOKS],
                       "resourceNames": [webhook.CONFIGURATION_NAME], "verbs": ["get", "patch"]}]
+
+
+# -- the finalizer at admission ---------------------------------------------------------------------------------
+
+
+def test_a_new_resource_gets_our_finalizer_beside_its_own() -> None:
+    assert webhook.finalizers_at_create(resource()) == [FINALIZER]
+    assert webhook.finalizers_at_create(resource(finalizers=["example.com/keep"])) == ["example.com/keep", FINALIZER]
+
+
+def test_a_resource_that_has_it_is_left_alone() -> None:
+    assert webhook.finalizers_at_create(resource(finalizers=[FINALIZER])) is None
+    assert webhook.finalizers_at_create(None) is None
+
+
+def test_the_mutating_handler_answers_with_a_json_patch_adding_only_the_finalizer() -> None:
+    """The handler as kopf serves it: the AdmissionReview response's patch adds our finalizer and nothing else,
+    and a refused spec is the validating webhook's business (the mutating one admits it unchanged otherwise)."""
+    import base64
+
+    import kopf
+    from kopf._core.engines.admission import serve_admission_request
+
+    registry = kopf.OperatorRegistry()
+    webhook.register_handler(registry)
+
+    async def answer(obj: dict[str, Any], handler: str) -> dict[str, Any]:
+        request = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "u1", "kind": {"group": "azurebatch.dev", "version": "v1alpha1", "kind": "BatchJobSchedule"},
+            "resource": {"group": "azurebatch.dev", "version": "v1alpha1", "resource": "batchschedules"},
+            "operation": "CREATE", "object": obj, "oldObject": None, "dryRun": False,
+            "userInfo": {"username": "u"}, "namespace": "default", "name": obj["metadata"]["name"]}}
+        settings = kopf.OperatorSettings()
+        from kopf._cogs.structs import references
+
+        insights = references.Insights()
+        resource_ = references.Resource("azurebatch.dev", "v1alpha1", "batchschedules", kind="BatchJobSchedule",
+                                        namespaced=True, preferred=True, verbs=["list", "watch", "patch"])
+        insights.webhook_resources.add(resource_)
+        memories = __import__("kopf._core.reactor.inventory", fromlist=["x"]).ResourceMemories()
+        indices = __import__("kopf._core.engines.indexing", fromlist=["x"]).OperatorIndexers().indices
+        return await serve_admission_request(request, webhook=handler, settings=settings, registry=registry,
+                                             insights=insights, memories=memories, memobase=object(),
+                                             indices=indices)
+
+    response = asyncio.run(answer(resource(), webhook.MUTATING_HANDLER_ID))["response"]
+    assert response["allowed"] is True
+    ops = json.loads(base64.b64decode(response["patch"]))
+    assert ops == [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+    response = asyncio.run(answer(resource(finalizers=[FINALIZER]), webhook.MUTATING_HANDLER_ID))["response"]
+    assert response["allowed"] is True and "patch" not in response
+    bad = with_change("schedule.recurrenceInterval", "PT5S")
+    assert asyncio.run(answer(bad, webhook.VALIDATING.handler))["response"]["allowed"] is False
 
 
 # -- certificates -----------------------------------------------------------------------------------------------
@@ -259,16 +328,21 @@ def test_install_registers_the_handler_and_the_server(tmp_path: Path) -> None:
 
     server = webhook.install(registry, WebhookOptions(port=9443, cert_dir=tmp_path))
     assert server is not None and server.port == 9443
-    (handler,) = registry._webhooks.get_all_handlers()
-    assert handler.id == webhook.HANDLER_ID and handler.ignore_failures
-    assert set(handler.operations or ()) == {"CREATE", "UPDATE"}
+    handlers = {h.id: h for h in registry._webhooks.get_all_handlers()}
+    assert set(handlers) == {webhook.HANDLER_ID, webhook.MUTATING_HANDLER_ID}
+    handler = handlers[webhook.HANDLER_ID]
+    assert handler.ignore_failures and set(handler.operations or ()) == {"CREATE", "UPDATE"}
+    assert handlers[webhook.MUTATING_HANDLER_ID].ignore_failures
+    assert set(handlers[webhook.MUTATING_HANDLER_ID].operations or ()) == {"CREATE"}
+    # coroutines: kopf would run a plain function in its thread pool, a thread hop per admission request
+    assert all(asyncio.iscoroutinefunction(h.fn) for h in handlers.values())
 
     bad = with_change("schedule.recurrenceInterval", "PT10S")
     warnings: list[str] = []
     with pytest.raises(kopf.AdmissionError, match=r"spec\.schedule\.recurrenceInterval") as refused:
-        handler.fn(operation="CREATE", body=kopf.Body(bad), old=None, warnings=warnings)
+        asyncio.run(handler.fn(operation="CREATE", body=kopf.Body(bad), old=None, warnings=warnings))
     assert refused.value.code == 422
-    handler.fn(operation="CREATE", body=kopf.Body(resource()), old=None, warnings=warnings)
+    asyncio.run(handler.fn(operation="CREATE", body=kopf.Body(resource()), old=None, warnings=warnings))
 
     settings = kopf.OperatorSettings()
     (startup,) = registry._activities.get_all_handlers()

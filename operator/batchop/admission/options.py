@@ -15,7 +15,7 @@ from pathlib import Path
 from batchop.api.names import GROUP
 
 CONFIGURATION_NAME = f"batchop.{GROUP}"
-"""The ValidatingWebhookConfiguration's name (manifests/webhook/, RBAC resourceNames)."""
+"""The name of the Validating- and the MutatingWebhookConfiguration (manifests/webhook/, RBAC resourceNames)."""
 _ENV_PREFIX = "BATCHOP_WEBHOOK_"
 
 
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     group = parser.add_argument_group("admission webhook (docs/configuration.md)")
     group.add_argument("--webhook-port", type=int, default=int(env(f"{_ENV_PREFIX}PORT", "0") or 0),
-                       help="serve the validating admission webhook on this HTTPS port (0: no webhook; "
+                       help="serve the admission webhooks (/validate, /finalize) on this HTTPS port (0: no webhook; "
                             "env BATCHOP_WEBHOOK_PORT)")
     group.add_argument("--webhook-listen", default=env(f"{_ENV_PREFIX}LISTEN", _DEFAULTS.listen),
                        help=f"address to listen on (default {_DEFAULTS.listen}; env BATCHOP_WEBHOOK_LISTEN)")
@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "default: generate a private CA and certificate and renew them (env "
                             "BATCHOP_WEBHOOK_CERT_DIR)")
     group.add_argument("--webhook-configuration", default=env(f"{_ENV_PREFIX}CONFIGURATION", CONFIGURATION_NAME),
-                       help=f"name of the ValidatingWebhookConfiguration (default {CONFIGURATION_NAME})")
+                       help=f"name of the Validating- and MutatingWebhookConfiguration (default {CONFIGURATION_NAME})")
 
 
 def options_from_args(args: argparse.Namespace) -> WebhookOptions:

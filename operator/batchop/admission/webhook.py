@@ -1,4 +1,6 @@
-"""Admission checks for BatchJobSchedule: a validating webhook served by the operator through kopf.
+"""Admission for BatchJobSchedule, served by the operator through kopf: a validating webhook (``/validate``) and
+a mutating one that puts the operator's finalizer on each new resource (``/finalize``,
+:func:`finalizers_at_create`).
 
 What is checked (:func:`review`): everything :func:`batchop.spec.validation.validate_resource` checks
 (durations, required fields, types, 2016 field names with their modern replacement, blob references,
@@ -18,12 +20,15 @@ Serving (:func:`install`, from ``batchop run --webhook-port``): kopf's :class:`k
 certificate batchop generates (:class:`CertificateAuthority`: a private CA kept only in the Pod, a serving
 certificate renewed when a third of its life is left; kopf reloads changed files by itself) or one
 mounted from cert-manager (``--webhook-cert-dir`` with ``tls.crt``, ``tls.key``, ``ca.crt``). Each time the
-server (re)starts, :class:`WebhookRegistrar` writes the CA bundle into the ValidatingWebhookConfiguration:
+server (re)starts, :class:`WebhookRegistrar` writes the CA bundle into both webhook configurations:
 
-- in a cluster (``--webhook-service``): the configuration shipped in ``manifests/webhook/`` is patched
-  (caBundle only; RBAC: get+patch on that one object);
-- on the local stack (``--webhook-host``, no service): the configuration is created or replaced, with
+- in a cluster (``--webhook-service``): the configurations shipped in ``manifests/webhook/`` are patched
+  (caBundle only; RBAC: get+patch on those two objects); a missing mutating one is logged and skipped;
+- on the local stack (``--webhook-host``, no service): the configurations are created or replaced, with
   ``clientConfig.url`` pointing at the operator on loopback.
+
+The handlers are coroutines: kopf runs a plain function in its thread pool, and the hop to a thread and back
+cost more CPU than the verdict itself (measured in docs/performance.md, sixth pass).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from typing import Any
 import kopf
 
 from batchop.admission.options import CONFIGURATION_NAME, WebhookOptions, add_arguments, options_from_args
-from batchop.api.names import GROUP, PLURAL, VERSION
+from batchop.api.names import FINALIZER, GROUP, PLURAL, VERSION
 from batchop.kube.client import KubeClient, KubeError
 from batchop.spec import validation
 
@@ -55,6 +60,9 @@ WEBHOOK_NAME = f"validate.{PLURAL}.{GROUP}"
 """The webhook's name inside the configuration (kubectl prints it when it refuses a write)."""
 HANDLER_ID = "validate"
 """The kopf handler id, which is also the URL path the webhook is served at (``/validate``)."""
+MUTATING_WEBHOOK_NAME = f"finalize.{PLURAL}.{GROUP}"
+"""The mutating webhook's name: it puts our finalizer on each new BatchJobSchedule (:func:`finalizers_at_create`)."""
+MUTATING_HANDLER_ID = "finalize"
 TIMEOUT_SECONDS = 5
 FAILURE_POLICY = "Ignore"
 SERVICE_PORT = 443
@@ -122,17 +130,47 @@ def _immutable_schedule_id(new: Mapping[str, Any], old: Mapping[str, Any]) -> li
     return []
 
 
+def finalizers_at_create(new: Mapping[str, Any] | None) -> list[str] | None:
+    """The ``metadata.finalizers`` a new BatchJobSchedule is stored with: its own plus ours; None when ours is
+    there already (nothing to change).
+
+    Why at admission: the operator must have its finalizer on the object before the first Batch write, so a
+    deletion at any moment cannot orphan the schedule. Added here, it is part of the client's own create, and
+    the operator's PATCH for it (one Kubernetes write and one watch event per new resource) is not needed. When
+    the webhook is not called (the operator down, ``failurePolicy: Ignore``), the operator adds it itself
+    before the create, as without this webhook."""
+    if not isinstance(new, Mapping):
+        return None
+    present = list(((new.get("metadata") or {}).get("finalizers")) or [])
+    if FINALIZER in present:
+        return None
+    return [*present, FINALIZER]
+
+
 def register_handler(registry: kopf.OperatorRegistry | None = None) -> None:
-    """Register the validating handler with kopf (the default registry unless one is given)."""
+    """Register the validating and the mutating handler with kopf (the default registry unless one is given)."""
+    registry = registry if registry is not None else kopf.get_default_registry()
+
+    @kopf.on.mutate(
+        GROUP, VERSION, PLURAL,
+        id=MUTATING_HANDLER_ID,
+        operations=["CREATE"],
+        ignore_failures=True,
+        registry=registry,
+    )
+    async def finalize_batchschedule(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        finalizers = finalizers_at_create(dict(body))
+        if finalizers is not None:
+            patch.meta["finalizers"] = finalizers
 
     @kopf.on.validate(  # type: ignore[arg-type]
         GROUP, VERSION, PLURAL,
         id=HANDLER_ID,
         operations=["CREATE", "UPDATE"],
         ignore_failures=True,
-        registry=registry if registry is not None else kopf.get_default_registry(),
+        registry=registry,
     )
-    def validate_batchschedule(
+    async def validate_batchschedule(
         operation: str | None, body: kopf.Body, old: kopf.Body | None, warnings: list[str], **_: Any
     ) -> None:
         verdict = review(operation or "", dict(body), dict(old) if old is not None else None)
@@ -270,10 +308,35 @@ def kube_login(settings: kopf.OperatorSettings | None = None) -> kopf.Connection
     return info
 
 
-def webhook_entry(client_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The one webhook of the configuration, as batchop registers it (and as manifests/webhook/ ships it)."""
-    return {
-        "name": WEBHOOK_NAME,
+@dataclass(frozen=True)
+class Hook:
+    """One of the two webhook configurations batchop registers (and manifests/webhook/ ships)."""
+
+    kind: str
+    plural: str
+    webhook: str
+    handler: str
+    operations: tuple[str, ...]
+    required: bool
+    """In a cluster: whether the operator refuses to go on without the shipped configuration. The mutating one is
+    optional: without it the operator adds its finalizer itself (one more write per new resource)."""
+
+    @property
+    def path(self) -> str:
+        return f"/apis/admissionregistration.k8s.io/v1/{self.plural}"
+
+
+VALIDATING = Hook("ValidatingWebhookConfiguration", "validatingwebhookconfigurations", WEBHOOK_NAME, HANDLER_ID,
+                  ("CREATE", "UPDATE"), required=True)
+MUTATING = Hook("MutatingWebhookConfiguration", "mutatingwebhookconfigurations", MUTATING_WEBHOOK_NAME,
+                MUTATING_HANDLER_ID, ("CREATE",), required=False)
+HOOKS = (VALIDATING, MUTATING)
+
+
+def webhook_entry(client_config: Mapping[str, Any], hook: Hook = VALIDATING) -> dict[str, Any]:
+    """The one webhook of a configuration, as batchop registers it (and as manifests/webhook/ ships it)."""
+    entry: dict[str, Any] = {
+        "name": hook.webhook,
         "admissionReviewVersions": ["v1"],
         "sideEffects": "None",
         "failurePolicy": FAILURE_POLICY,
@@ -284,43 +347,49 @@ def webhook_entry(client_config: Mapping[str, Any]) -> dict[str, Any]:
             "apiGroups": [GROUP],
             "apiVersions": [VERSION],
             "resources": [PLURAL],
-            "operations": ["CREATE", "UPDATE"],
+            "operations": list(hook.operations),
             "scope": "Namespaced",
         }],
     }
+    if hook is MUTATING:
+        entry["reinvocationPolicy"] = "Never"
+    return entry
 
 
-def configuration_body(client_config: Mapping[str, Any], name: str = CONFIGURATION_NAME) -> dict[str, Any]:
+def configuration_body(client_config: Mapping[str, Any], name: str = CONFIGURATION_NAME,
+                       hook: Hook = VALIDATING) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingWebhookConfiguration",
+        "kind": hook.kind,
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "batchop",
                                               "app.kubernetes.io/component": "webhook"}},
-        "webhooks": [webhook_entry(client_config)],
+        "webhooks": [webhook_entry(client_config, hook)],
     }
 
 
 @dataclass
 class WebhookRegistrar:
-    """Writes the serving CA (and, without a Service, the URL) into the ValidatingWebhookConfiguration.
+    """Writes the serving CA (and, without a Service, the URL) into the validating and the mutating webhook
+    configurations (both named ``name``).
 
-    ``service``: ``(namespace, name)`` of the webhook Service; then the configuration must exist (shipped by
-    the manifests) and only ``caBundle`` is patched. Without: ``clientConfig.url`` is used and the whole
-    configuration is created or replaced (the local stack, where the operator has the rights).
+    ``service``: ``(namespace, name)`` of the webhook Service; then the configurations must exist (shipped by
+    the manifests) and only ``caBundle`` is patched (a missing mutating one is logged and skipped: the operator
+    then adds its finalizer itself). Without: ``clientConfig.url`` is used and each whole configuration is
+    created or replaced (the local stack, where the operator has the rights).
     """
 
     name: str = CONFIGURATION_NAME
     service: tuple[str, str] | None = None
 
-    def client_config(self, url: str | None, ca_bundle: str | None) -> dict[str, Any]:
+    def client_config(self, url: str | None, ca_bundle: str | None, hook: Hook = VALIDATING) -> dict[str, Any]:
         """The ``clientConfig`` to register; ``url`` (the server's, from kopf) is needed only without a Service."""
         config: dict[str, Any]
         if self.service is not None:
             namespace, service = self.service
-            config = {"service": {"namespace": namespace, "name": service, "path": f"/{HANDLER_ID}",
+            config = {"service": {"namespace": namespace, "name": service, "path": f"/{hook.handler}",
                                   "port": SERVICE_PORT}}
         elif url:
-            config = {"url": f"{url.rstrip('/')}/{HANDLER_ID}"}
+            config = {"url": f"{url.rstrip('/')}/{hook.handler}"}
         else:
             raise ValueError("the webhook server reported no URL and there is no --webhook-service to use instead")
         if ca_bundle:
@@ -328,42 +397,42 @@ class WebhookRegistrar:
         return config
 
     async def register(self, url: str | None, ca_bundle: str | None) -> None:
-        await self.apply(self.client_config(url, ca_bundle))
+        for hook in HOOKS:
+            await self.apply(self.client_config(url, ca_bundle, hook), hook)
 
-    async def apply(self, client_config: dict[str, Any]) -> None:
+    async def apply(self, client_config: dict[str, Any], hook: Hook = VALIDATING) -> None:
         """Create the configuration (local mode), or patch its ``caBundle`` / webhook entry, with the
         operator's own raw API client (:class:`batchop.kube.client.KubeClient`: no client library loaded)."""
-        path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{self.name}"
+        path = f"{hook.path}/{self.name}"
         kube = KubeClient(kube_login())
         try:
             current = await kube.request("GET", path)
             if current is None:
                 if self.service is not None:
-                    raise KubeError(
-                        404, f"ValidatingWebhookConfiguration {self.name} not found: apply manifests/webhook/"
-                    )
-                await kube.request(
-                    "POST",
-                    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
-                    json=configuration_body(client_config, self.name),
-                )
-                log.info("Created the ValidatingWebhookConfiguration %s for %s", self.name, _where(client_config))
+                    if not hook.required:
+                        log.warning("%s %s not found: the operator adds its finalizer to each new resource itself "
+                                    "(one more write each); apply manifests/webhook/ to have it added at admission",
+                                    hook.kind, self.name)
+                        return
+                    raise KubeError(404, f"{hook.kind} {self.name} not found: apply manifests/webhook/")
+                await kube.request("POST", hook.path, json=configuration_body(client_config, self.name, hook))
+                log.info("Created the %s %s for %s", hook.kind, self.name, _where(client_config))
                 return
             webhooks = current.get("webhooks") or []
-            index = next((i for i, w in enumerate(webhooks) if w.get("name") == WEBHOOK_NAME), None)
+            index = next((i for i, w in enumerate(webhooks) if w.get("name") == hook.webhook), None)
             if self.service is not None:
                 if index is None:
-                    raise LookupError(f"ValidatingWebhookConfiguration {self.name} has no webhook {WEBHOOK_NAME}: "
+                    raise LookupError(f"{hook.kind} {self.name} has no webhook {hook.webhook}: "
                                       "re-apply manifests/webhook/")
                 patch: list[dict[str, Any]] = [
-                    {"op": "test", "path": f"/webhooks/{index}/name", "value": WEBHOOK_NAME},
+                    {"op": "test", "path": f"/webhooks/{index}/name", "value": hook.webhook},
                     {"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle",
                      "value": client_config.get("caBundle", "")},
                 ]
             else:
-                patch = [{"op": "replace", "path": "/webhooks", "value": [webhook_entry(client_config)]}]
+                patch = [{"op": "replace", "path": "/webhooks", "value": [webhook_entry(client_config, hook)]}]
             await kube.request("PATCH", path, json=patch, content_type="application/json-patch+json")
-            log.info("Updated the ValidatingWebhookConfiguration %s for %s", self.name, _where(client_config))
+            log.info("Updated the %s %s for %s", hook.kind, self.name, _where(client_config))
         finally:
             await kube.close()
 
@@ -438,11 +507,16 @@ def build_server(options: WebhookOptions) -> RegisteringWebhookServer:
 
 
 def install(registry: kopf.OperatorRegistry, options: WebhookOptions) -> RegisteringWebhookServer | None:
-    """When ``options.enabled``: register the validating handler on ``registry`` and a startup handler that
+    """When ``options.enabled``: register the admission handlers on ``registry`` and a startup handler that
     sets kopf's admission server (certificates are issued now, so a bad ``--webhook-cert-dir`` fails at once).
-    ``batchop run`` calls this with :func:`options_from_args`."""
+    ``batchop run`` calls this with :func:`options_from_args`.
+
+    aiohttp's access log is held to warnings: one INFO line per admission request (two per new resource) would
+    cost more CPU than the answer itself in a burst, and tells nothing the metrics and the API server's own
+    audit log do not."""
     if not options.enabled:
         return None
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     register_handler(registry)
     server = build_server(options)
 

@@ -256,17 +256,21 @@ class Runtime:
     async def delete(self, body: Mapping[str, Any]) -> Outcome:
         """One deletion step of the resource ``body`` (serialised per resource); ``done``: the finalizer may go."""
         view = ObjectView.from_body(body)
+        stored_id = view.status.get("scheduleId")
         async with self.tracker.locked(view.key) as entry:
             view.status = self._status_of(view)
             if entry is not None:
                 entry.deleting = True
             if view.policy == "skip":
                 return released(None)
-            if not view.status.get("scheduleId") and not self._derive_schedule_id(view):
+            recorded = bool(view.status.get("scheduleId") or stored_id)
+            if not recorded and not self._derive_schedule_id(view):
                 return released(None)
             try:
                 ref = await self.accounts.resolve(view)
             except CredentialError as err:
+                if not recorded:
+                    return await self._release_unchecked(view, err)
                 message = f"cannot delete Batch schedule {view.status.get('scheduleId')}: {err.message}; retrying"
                 synced = cond.make(
                     cond.SYNCED, cond.FALSE, cond.REASON_DELETION_PENDING, message, generation=view.generation
@@ -280,6 +284,23 @@ class Runtime:
             else:
                 await self.outcomes.write(view, outcome, entry)
             return outcome
+
+    async def _release_unchecked(self, view: ObjectView, err: CredentialError) -> Outcome:
+        """Our finalizer, no schedule id ever recorded, and no credentials to look in Batch with: let the
+        resource go, with a Warning naming the id.
+
+        Why not wait for credentials: the finalizer is put on every new resource at admission, so most such
+        resources never reached Batch (a typo in the Secret's name, deleted before the first reconcile), and
+        waiting would hold them until someone removed the finalizer by hand. A schedule can exist only if a create
+        landed and its status write did not (an operator killed in between), and the credentials broke before
+        any replica reconciled the resource again (a restart resumes every resource at once and records the id)."""
+        schedule_id = view.status.get("scheduleId")
+        message = (f"deleted without looking in Batch: no schedule id was ever recorded for this resource and its "
+                   f"credentials do not resolve ({err.message}); only an operator stopped between a create and its "
+                   f"status write could have left a Batch schedule {schedule_id} behind")
+        log.warning("%s/%s: %s", view.namespace, view.name, message)
+        await self.events.post(view.namespace, view.name, view.uid, EventSpec("Warning", "DeletedUnchecked", message))
+        return released(None)
 
     def _derive_schedule_id(self, view: ObjectView) -> bool:
         """Our finalizer without a recorded id: the status write after a create did not land (deleted or crashed

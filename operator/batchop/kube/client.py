@@ -215,11 +215,15 @@ class KubeClient:
     async def _add_finalizer_as_seen(
         self, namespace: str, name: str, finalizer: str, seen: Mapping[str, Any]
     ) -> bool | None:
-        """The GET-free add of :meth:`add_finalizer`; None when it cannot decide (the finalizer is already in
-        ``seen``, or the object changed since) and the GET path must run."""
+        """The GET-free add of :meth:`add_finalizer`; None when it cannot decide (the object changed since) and the
+        GET path must run.
+
+        Already in ``seen`` (put there at admission by the mutating webhook): True, no request. The object can
+        only lose it again through its owner's deletion step or by hand, and a create that races either is
+        caught by the status write after it (:mod:`batchop.controller.cleanup`)."""
         present = list(seen.get("finalizers") or [])
         if finalizer in present:
-            return None
+            return True
         ops = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": seen["resourceVersion"]},
             {"op": "add", "path": "/metadata/finalizers", "value": [*present, finalizer]},
