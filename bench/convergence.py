@@ -139,9 +139,10 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
                   "--webhook-host", "127.0.0.1", "--webhook-configuration", WEBHOOK_CONFIGURATION,
                   "--webhook-cert-dir", str(work / f"webhook-{n}-{run}-{webhook}")]
     operator = harness.OperatorProc.batchop(stack, batch, work, [namespace], resync=args.resync, extra=extra)
+    operator.env["PYTHONPATH"] = str(args.tree.resolve() / "operator")
     operator.start()
     if webhook != "off":
-        wait_for_webhooks(stack, namespace, mutating=webhook == "both")
+        wait_for_webhooks(stack, namespace, args.tree, mutating=webhook == "both")
     try:
         kube_before = stack.request_counts()
         cpu_before = operator.cpu_seconds()
@@ -191,16 +192,20 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
 WEBHOOK_CONFIGURATION = "bench-convergence.azurebatch.dev"
 
 
-def wait_for_webhooks(stack: harness.KubeStack, namespace: str, *, mutating: bool) -> None:
-    """Until the operator has registered its two webhook configurations; ``mutating=False`` then deletes the
-    mutating one (the validating webhook alone)."""
+def wait_for_webhooks(stack: harness.KubeStack, namespace: str, tree: Path, *, mutating: bool) -> None:
+    """Until the operator has registered its webhook configurations (two, or one for an operator from ``tree``
+    before the mutating webhook); ``mutating=False`` then deletes the mutating one (the validating one alone)."""
+    registers_mutating = "MutatingWebhookConfiguration" in (
+        tree / "operator" / "batchop" / "admission" / "webhook.py").read_text()
+
     def registered(kind: str) -> bool:
         return stack.kubectl("get", kind, WEBHOOK_CONFIGURATION).returncode == 0
 
-    harness.wait_until(lambda: registered("validatingwebhookconfiguration") and registered(
-        "mutatingwebhookconfiguration"), 60, what="the webhook configurations")
+    harness.wait_until(lambda: registered("validatingwebhookconfiguration") and (
+        not registers_mutating or registered("mutatingwebhookconfiguration")), 60,
+        what="the webhook configurations")
     if not mutating:
-        stack.kubectl("delete", "mutatingwebhookconfiguration", WEBHOOK_CONFIGURATION)
+        stack.kubectl("delete", "mutatingwebhookconfiguration", WEBHOOK_CONFIGURATION, "--ignore-not-found")
 
     def as_wanted() -> bool:  # the API server applies configuration changes a little later: ask it
         probe = json.dumps({**harness.resource("webhook-probe"), "metadata": {"name": "webhook-probe",
@@ -286,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                         "run measures them in turn")
     parser.add_argument("--resync", type=float, default=30.0, help="operator --resync-interval")
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--tree", type=Path, default=harness.REPO,
+                        help="checkout whose operator/ is measured (default: this one), e.g. a git worktree of an "
+                        "earlier commit")
     parser.add_argument("--markdown", action="store_true", help="write the table into docs/performance.md")
     parser.add_argument("--render", action="store_true",
                         help="only render bench/results/convergence.json (no run); with --markdown, into the doc")

@@ -154,8 +154,8 @@ class SdkBatch(RestBatch):
 
 def batch() -> RestBatch:
     try:
-        import azure.batch  # noqa: F401
-        import azure.identity  # noqa: F401
+        import azure.batch
+        import azure.identity  # noqa: F401  (both probed: the SDK path needs each)
     except ImportError:
         log("using the Batch REST API (no azure-batch SDK on this node)")
         return RestBatch()
@@ -175,7 +175,8 @@ def list_blobs(container_url: str) -> list[str]:
     names: list[str] = []
     marker = ""
     while True:
-        url = f"{container_url}&restype=container&comp=list" + (f"&marker={urllib.parse.quote(marker)}" if marker else "")
+        page = f"&marker={urllib.parse.quote(marker)}" if marker else ""
+        url = f"{container_url}&restype=container&comp=list{page}"
         request = urllib.request.Request(url, headers={"x-ms-version": "2021-08-06"})
         with urllib.request.urlopen(request, timeout=60) as response:
             root = ElementTree.fromstring(response.read())
