@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from batchop.controller.sharding import shard_of
+from batchop.spec.shardkey import shard_of
 from tests.chaos.conftest import Kube, batch_env, chaos_n, converge, parallel, report, spec
 from tests.fixtures.operator import OperatorProcess, wait_for
 

@@ -9,7 +9,8 @@
   and its shard returns to the survivor;
 - ``--shards 4 --shard-by account``: resources of two Batch accounts (the operator's default one, and one named in
   ``spec.account`` with its Secret) carry their account's shard label, and each account is listed by one
-  replica only;
+  replica only; with the mutating webhook registered, a new resource carries its shard label (and the
+  finalizer) in the object its own create returns;
 - fencing: a leader paused (SIGSTOP) past its Lease, then resumed while the new leader is paused too, sends
   no Batch write (the local Batch service's request counts do not move) until the new leader resumes.
 """
@@ -29,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from batchop.api.names import LABEL_SHARD
-from batchop.controller.sharding import account_key, shard_of_key
+from batchop.api.names import FINALIZER, LABEL_SHARD
+from batchop.spec.shardkey import account_key, shard_of_key
 from tests.chaos.conftest import Kube, batch_env, command_line, owned_schedules, spec
 from tests.fixtures.operator import OperatorProcess, resource_namespace, wait_for
 
@@ -279,3 +280,33 @@ def test_shard_by_account_keeps_each_account_in_one_shard_listed_by_one_replica(
         wait_for(lambda batch=batch, seen=seen: _listings(batch) >= seen + 6, 60, 0.05,
                  message="six listings of the account")
         assert time.monotonic() - start >= 0.75 * 5 * RESYNC, "an account listed by both replicas"
+
+
+def test_sharded_the_webhook_labels_a_new_resource_in_its_own_create(
+    kube: Any, client: Kube, own_batch: Any, operator_factory: Any, namespace: str
+) -> None:
+    """With the mutating webhook registered, the shard label (and the finalizer) are in the object the client's
+    create returns: no labeller write, and the owner's label-selected watch receives it at once."""
+    ns, name, shards = namespace, f"le-{uuid.uuid4().hex[:6]}", 4
+    config = f"batchop-le-{uuid.uuid4().hex[:6]}.azurebatch.dev"
+    replica(operator_factory, own_batch, ns, name, "--shards", str(shards), "--shard-by", "account",
+                 "--webhook-port", str(_free_port()), "--webhook-configuration", config)
+    want = str(shard_of_key(account_key(own_batch.endpoint), shards))
+
+    def created(item: str, *flags: str) -> dict[str, Any]:
+        body = {"apiVersion": "azurebatch.dev/v1alpha1", "kind": "BatchJobSchedule",
+                "metadata": {"name": item, "namespace": ns}, "spec": spec("v1")}
+        result = kube.kubectl("create", "-f", "-", "-o", "json", *flags, input=json.dumps(body))
+        assert result.returncode == 0, result.stderr
+        return dict(json.loads(result.stdout)["metadata"])
+
+    try:  # the API server takes the new configuration a little after the operator registers it
+        wait_for(lambda: (created("probe", "--dry-run=server").get("labels") or {}).get(LABEL_SHARD) == want,
+                 60, 0.5, message="the mutating webhook in effect")
+        meta = created("sched")
+        assert meta["labels"][LABEL_SHARD] == want
+        assert FINALIZER in meta["finalizers"]
+        wait_for(lambda: applied(own_batch, ns, "sched", "v1"), 60, message="its owner to create the schedule")
+    finally:
+        kube.kubectl("delete", "validatingwebhookconfiguration", config, "--ignore-not-found")
+        kube.kubectl("delete", "mutatingwebhookconfiguration", config, "--ignore-not-found")

@@ -16,9 +16,10 @@ import pytest
 
 from batchop.batch.gateway import WRITE_FENCE, Fenced, FencePolicy
 from batchop.controller.election import ElectionConfig, LeaseLock, default_namespace
-from batchop.controller.sharding import Coordinator, assign, selector, shard_of
+from batchop.controller.sharding import Coordinator, assign, selector
 from batchop.kube.client import KubeError
 from batchop.kube.leases import LeaseClient
+from batchop.spec.shardkey import shard_of
 
 
 class Store:

@@ -11,7 +11,8 @@ import pytest
 from batchop.api.names import LABEL_SHARD
 from batchop.cli import main as cli
 from batchop.cli.commands import run as run_command
-from batchop.controller.sharding import Labeler, account_key, shard_key, shard_of, shard_of_key
+from batchop.controller.sharding import Labeler
+from batchop.spec.shardkey import ShardPlan, account_key, shard_key, shard_of, shard_of_key
 from batchwire import exitcodes
 from batchwire.exitcodes import CLIError
 
@@ -71,6 +72,9 @@ def test_the_labeller_writes_the_account_shard() -> None:
         want = shard_of_key(f"acct{i % 3}.region.batch.azure.com", 4)
         assert kube.patches[f"s{i}"] == str(want)
     assert kube.patches["d"] == str(shard_of_key("main.westeurope.batch.azure.com", 4))
+    plan = ShardPlan(4, "account", DEFAULT)  # what the admission webhook writes in the create: the same label
+    assert {name: plan.label_at_create(i) for name, i in zip(kube.patches, items, strict=True)} == {
+        name: {LABEL_SHARD: shard} for name, shard in kube.patches.items()}
 
 
 def election_of(argv: list[str]) -> Any:

@@ -17,7 +17,8 @@ import yaml
 
 from batchop.admission import webhook
 from batchop.admission.webhook import CertificateAuthority, WebhookOptions, WebhookRegistrar, review
-from batchop.api.names import FINALIZER
+from batchop.api.names import FINALIZER, LABEL_SHARD
+from batchop.spec.shardkey import ShardPlan, shard_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,44 +213,85 @@ def test_a_resource_that_has_it_is_left_alone() -> None:
     assert webhook.finalizers_at_create(None) is None
 
 
+def _served(registry: Any, obj: dict[str, Any], handler: str) -> dict[str, Any]:
+    """The AdmissionReview response kopf's admission machinery gives for a CREATE of ``obj`` to ``handler``."""
+    import kopf
+    from kopf._cogs.structs import references
+    from kopf._core.engines.admission import serve_admission_request
+    from kopf._core.engines.indexing import OperatorIndexers
+    from kopf._core.reactor.inventory import ResourceMemories
+
+    request = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u1", "kind": {"group": "azurebatch.dev", "version": "v1alpha1", "kind": "BatchJobSchedule"},
+        "resource": {"group": "azurebatch.dev", "version": "v1alpha1", "resource": "batchschedules"},
+        "operation": "CREATE", "object": obj, "oldObject": None, "dryRun": False,
+        "userInfo": {"username": "u"}, "namespace": "default", "name": obj["metadata"]["name"]}}
+    insights = references.Insights()
+    insights.webhook_resources.add(references.Resource(
+        "azurebatch.dev", "v1alpha1", "batchschedules", kind="BatchJobSchedule", namespaced=True, preferred=True,
+        verbs=["list", "watch", "patch"]))
+    answer = serve_admission_request(request, webhook=handler, settings=kopf.OperatorSettings(), registry=registry,
+                                     insights=insights, memories=ResourceMemories(), memobase=object(),
+                                     indices=OperatorIndexers().indices)
+    return dict(asyncio.run(answer)["response"])
+
+
+def _ops(response: dict[str, Any]) -> list[dict[str, Any]]:
+    import base64
+
+    return list(json.loads(base64.b64decode(response["patch"]))) if "patch" in response else []
+
+
 def test_the_mutating_handler_answers_with_a_json_patch_adding_only_the_finalizer() -> None:
     """The handler as kopf serves it: the AdmissionReview response's patch adds our finalizer and nothing else,
     and a refused spec is the validating webhook's business (the mutating one admits it unchanged otherwise)."""
-    import base64
-
     import kopf
-    from kopf._core.engines.admission import serve_admission_request
 
     registry = kopf.OperatorRegistry()
     webhook.register_handler(registry)
 
-    async def answer(obj: dict[str, Any], handler: str) -> dict[str, Any]:
-        request = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-            "uid": "u1", "kind": {"group": "azurebatch.dev", "version": "v1alpha1", "kind": "BatchJobSchedule"},
-            "resource": {"group": "azurebatch.dev", "version": "v1alpha1", "resource": "batchschedules"},
-            "operation": "CREATE", "object": obj, "oldObject": None, "dryRun": False,
-            "userInfo": {"username": "u"}, "namespace": "default", "name": obj["metadata"]["name"]}}
-        settings = kopf.OperatorSettings()
-        from kopf._cogs.structs import references
-
-        insights = references.Insights()
-        resource_ = references.Resource("azurebatch.dev", "v1alpha1", "batchschedules", kind="BatchJobSchedule",
-                                        namespaced=True, preferred=True, verbs=["list", "watch", "patch"])
-        insights.webhook_resources.add(resource_)
-        memories = __import__("kopf._core.reactor.inventory", fromlist=["x"]).ResourceMemories()
-        indices = __import__("kopf._core.engines.indexing", fromlist=["x"]).OperatorIndexers().indices
-        return await serve_admission_request(request, webhook=handler, settings=settings, registry=registry,
-                                             insights=insights, memories=memories, memobase=object(),
-                                             indices=indices)
-
-    response = asyncio.run(answer(resource(), webhook.MUTATING_HANDLER_ID))["response"]
+    response = _served(registry, resource(), webhook.MUTATING_HANDLER_ID)
     assert response["allowed"] is True
-    ops = json.loads(base64.b64decode(response["patch"]))
-    assert ops == [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
-    response = asyncio.run(answer(resource(finalizers=[FINALIZER]), webhook.MUTATING_HANDLER_ID))["response"]
+    assert _ops(response) == [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+    response = _served(registry, resource(finalizers=[FINALIZER]), webhook.MUTATING_HANDLER_ID)
     assert response["allowed"] is True and "patch" not in response
     bad = with_change("schedule.recurrenceInterval", "PT5S")
-    assert asyncio.run(answer(bad, webhook.VALIDATING.handler))["response"]["allowed"] is False
+    assert _served(registry, bad, webhook.VALIDATING.handler)["allowed"] is False
+
+
+def test_sharded_the_mutating_handler_also_writes_the_shard_label() -> None:
+    """With a sharded plan the new resource is stored with the label its owner's watch selects on, the same the
+    labeller would write; a label already in range is kept, one out of range (more shards before) replaced."""
+    import kopf
+
+    plan = ShardPlan(4, "resource")
+    registry = kopf.OperatorRegistry()
+    webhook.register_handler(registry, plan)
+    obj = resource()
+    want = str(plan.shard(obj))
+    assert want == str(shard_of(obj["metadata"]["namespace"], obj["metadata"]["name"], 4))
+
+    ops = _ops(_served(registry, obj, webhook.MUTATING_HANDLER_ID))
+    assert {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]} in ops
+    assert {"op": "add", "path": "/metadata/labels", "value": {LABEL_SHARD: want}} in ops
+    labelled = {**obj, "metadata": {**obj["metadata"], "labels": {"team": "a", LABEL_SHARD: "3"}}}
+    assert not [op for op in _ops(_served(registry, labelled, webhook.MUTATING_HANDLER_ID)) if "labels" in op["path"]]
+    stale = {**obj, "metadata": {**obj["metadata"], "labels": {"team": "a", LABEL_SHARD: "7"}}}
+    ops = _ops(_served(registry, stale, webhook.MUTATING_HANDLER_ID))
+    assert [op for op in ops if "labels" in op["path"]] == [
+        {"op": "replace", "path": f"/metadata/labels/{LABEL_SHARD.replace('/', '~1')}", "value": want}]
+
+    unsharded = kopf.OperatorRegistry()
+    webhook.register_handler(unsharded, ShardPlan(1))
+    assert _ops(_served(unsharded, obj, webhook.MUTATING_HANDLER_ID)) == [
+        {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+
+
+def test_shard_plan_checks_its_arguments() -> None:
+    with pytest.raises(ValueError, match="shards: 0"):
+        ShardPlan(0)
+    with pytest.raises(ValueError, match="shard by 'zone'"):
+        ShardPlan(2, "zone")
 
 
 # -- certificates -----------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Admission for BatchJobSchedule, served by the operator through kopf: a validating webhook (``/validate``) and
 a mutating one that puts the operator's finalizer on each new resource (``/finalize``,
-:func:`finalizers_at_create`).
+:func:`finalizers_at_create`) and, when the replicas run sharded, its shard label
+(:meth:`batchop.spec.shardkey.ShardPlan.label_at_create`).
 
 What is checked (:func:`review`): everything :func:`batchop.spec.validation.validate_resource` checks
 (durations, required fields, types, 2016 field names with their modern replacement, blob references,
@@ -51,6 +52,7 @@ from batchop.admission.options import CONFIGURATION_NAME, WebhookOptions, add_ar
 from batchop.api.names import FINALIZER, GROUP, PLURAL, VERSION
 from batchop.kube.client import KubeClient, KubeError
 from batchop.spec import validation
+from batchop.spec.shardkey import ShardPlan
 
 __all__ = ["CONFIGURATION_NAME", "WebhookOptions", "add_arguments", "options_from_args"]  # re-exported
 
@@ -147,8 +149,14 @@ def finalizers_at_create(new: Mapping[str, Any] | None) -> list[str] | None:
     return [*present, FINALIZER]
 
 
-def register_handler(registry: kopf.OperatorRegistry | None = None) -> None:
-    """Register the validating and the mutating handler with kopf (the default registry unless one is given)."""
+def register_handler(registry: kopf.OperatorRegistry | None = None, plan: ShardPlan | None = None) -> None:
+    """Register the validating and the mutating handler with kopf (the default registry unless one is given).
+
+    With a sharded ``plan`` the mutating handler also writes the shard label (:meth:`ShardPlan.label_at_create`)
+    in the client's create: the resource reaches its owner's label-selected watch at once, where a resource
+    created without it waits for a labeller round (up to a retry period) and costs one more write and watch
+    event. Every replica serves the webhook with the same ``--shards`` and ``--shard-by``, so every replica
+    computes the same label."""
     registry = registry if registry is not None else kopf.get_default_registry()
 
     @kopf.on.mutate(
@@ -162,6 +170,9 @@ def register_handler(registry: kopf.OperatorRegistry | None = None) -> None:
         finalizers = finalizers_at_create(dict(body))
         if finalizers is not None:
             patch.meta["finalizers"] = finalizers
+        labels = plan.label_at_create(body) if plan is not None else None
+        if labels is not None:
+            patch.meta["labels"] = labels
 
     @kopf.on.validate(  # type: ignore[arg-type]
         GROUP, VERSION, PLURAL,
@@ -506,8 +517,10 @@ def build_server(options: WebhookOptions) -> RegisteringWebhookServer:
         pkeyfile=authority.files.bundle, cafile=authority.files.ca, **common)
 
 
-def install(registry: kopf.OperatorRegistry, options: WebhookOptions) -> RegisteringWebhookServer | None:
-    """When ``options.enabled``: register the admission handlers on ``registry`` and a startup handler that
+def install(registry: kopf.OperatorRegistry, options: WebhookOptions,
+            plan: ShardPlan | None = None) -> RegisteringWebhookServer | None:
+    """When ``options.enabled``: register the admission handlers on ``registry`` (with the replica set's shard
+    ``plan``, if sharded) and a startup handler that
     sets kopf's admission server (certificates are issued now, so a bad ``--webhook-cert-dir`` fails at once).
     ``batchop run`` calls this with :func:`options_from_args`.
 
@@ -517,7 +530,7 @@ def install(registry: kopf.OperatorRegistry, options: WebhookOptions) -> Registe
     if not options.enabled:
         return None
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    register_handler(registry)
+    register_handler(registry, plan)
     server = build_server(options)
 
     @kopf.on.startup(registry=registry)

@@ -54,4 +54,4 @@ LABEL_SHARD: Final = f"{PREFIX}/shard"
 """On a BatchJobSchedule in sharded mode: the shard (``0`` .. ``N-1``) whose Lease holder reconciles it."""
 SHARD_BY: Final = ("resource", "account")
 """What ``batchop run --shard-by`` spreads over the shards: resources by name (the default), or whole Batch
-accounts (:func:`batchop.controller.sharding.shard_key`)."""
+accounts (:func:`batchop.spec.shardkey.shard_key`)."""

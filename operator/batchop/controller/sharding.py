@@ -1,7 +1,8 @@
 """Shards across replicas: which Leases this replica should hold, and the shard label on each resource.
 
-- **Shard of a resource** (:func:`shard_of`): a stable hash (SHA-256) of its shard key modulo N, written once
-  as the label ``azurebatch.dev/shard`` (:class:`Labeler`). The key (``--shard-by``, :func:`shard_key`) is
+- **Shard of a resource** (:mod:`batchop.spec.shardkey`): a stable hash (SHA-256) of its shard key modulo N,
+  written once as the label ``azurebatch.dev/shard``: in the client's own create by the admission webhook
+  when it is registered, else by :class:`Labeler`. The key (``--shard-by``, ``shard_key``) is
   ``namespace/name`` (``resource``, the default: resources spread evenly whatever their accounts) or the
   host of its Batch account's endpoint (``account``: every resource of one account in one shard, so each
   account is listed by one replica per cycle, and its per-account request limits hold across replicas).
@@ -32,7 +33,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 from batchop.api.names import (
     ANNOTATION_MEMBER_PREFIX,
@@ -41,47 +41,13 @@ from batchop.api.names import (
     LEASE_MEMBERS_SUFFIX,
     LEASE_SHARD_INFIX,
     PLURAL,
-    SHARD_BY,
 )
 from batchop.controller.election import ElectionConfig, LeaseLock
 from batchop.kube.client import KubeError
 from batchop.kube.leases import LeaseClient, LeaseRecord, Requester, now_micro
+from batchop.spec.shardkey import ShardPlan
 
 log = logging.getLogger(__name__)
-
-
-def shard_of(namespace: str, name: str, shards: int) -> int:
-    """The shard of a resource by its name: stable across processes and versions (not Python's salted
-    ``hash``)."""
-    return shard_of_key(f"{namespace}/{name}", shards)
-
-
-def shard_of_key(key: str, shards: int) -> int:
-    digest = hashlib.sha256(key.encode()).digest()
-    return int.from_bytes(digest[:8], "big") % shards
-
-
-def account_key(endpoint: str | None) -> str:
-    """An account's shard key: its endpoint's host (and port), lower case, so that spellings of one endpoint
-    (a trailing ``/``, upper case) land in one shard. No endpoint: the operator's default account, ``""``."""
-    if not endpoint:
-        return ""
-    parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
-    host = (parsed.hostname or "").lower()
-    return f"{host}:{parsed.port}" if parsed.port else host
-
-
-def shard_key(item: Mapping[str, Any], by: str, default_endpoint: str | None = None) -> str:
-    """The key :func:`shard_of_key` hashes for a resource ``item`` (``by``: one of ``SHARD_BY``); a resource
-    without ``spec.account.endpoint`` counts as the operator's ``default_endpoint``."""
-    meta = item.get("metadata") or {}
-    if by not in SHARD_BY:
-        raise ValueError(f"shard by {by!r}: one of {', '.join(SHARD_BY)}")
-    if by == "account":
-        account = (item.get("spec") or {}).get("account") or {}
-        endpoint = account.get("endpoint") if isinstance(account, Mapping) else None
-        return account_key(str(endpoint or default_endpoint or ""))
-    return f"{meta.get('namespace')}/{meta.get('name')}"
 
 
 def lease_name(config: ElectionConfig, shard: int, shards: int) -> str:
@@ -248,15 +214,15 @@ class Coordinator:
 
 class Labeler:
     """Writes the shard label on resources that have none (or one outside ``0..N-1``): a server-side list of
-    exactly those each round, then one merge patch each, guarded by the ``resourceVersion`` listed."""
+    exactly those each round, then one merge patch each, guarded by the ``resourceVersion`` listed. With the
+    admission webhook registered, new resources arrive labelled and its rounds find nothing (one list each)."""
 
     def __init__(self, kube: Requester, shards: int, namespaces: Collection[str] = (), *, by: str = "resource",
                  default_endpoint: str | None = None) -> None:
         self.kube = kube
+        self.plan = ShardPlan(shards, by, default_endpoint)
         self.shards = shards
         self.namespaces = tuple(namespaces)
-        self.by = by
-        self.default_endpoint = default_endpoint
         self.labelled = 0
 
     def _paths(self) -> list[str]:
@@ -278,7 +244,7 @@ class Labeler:
     async def _label(self, item: Mapping[str, Any]) -> int:
         meta = item.get("metadata") or {}  # objects being deleted too: their finalizer needs an owner
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-        shard = shard_of_key(shard_key(item, self.by, self.default_endpoint), self.shards)
+        shard = self.plan.shard(item)
         patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"), "labels": {LABEL_SHARD: str(shard)}}}
         path = f"/apis/{API_GROUP_VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
         try:

@@ -261,14 +261,16 @@ def _run_replicated(args: argparse.Namespace, settings: config.Settings, electio
     from batchop.admission import webhook
     from batchop.controller import handlers, supervisor
     from batchop.kube.client import KubeClient
+    from batchop.spec.shardkey import ShardPlan
 
     info = handlers.login(kopf.OperatorSettings())
     if info is None:
         raise CLIError("no Kubernetes credentials: set KUBECONFIG or run in a cluster", UNAVAILABLE)
     admission = kopf.OperatorRegistry()
     kopf.on.login(registry=admission)(_login)
+    plan = ShardPlan(args.shards, args.shard_by, settings.batch_endpoint)
     try:
-        webhook.install(admission, webhook_options.options_from_args(args))
+        webhook.install(admission, webhook_options.options_from_args(args), plan)
     except ValueError as exc:
         raise CLIError(str(exc), USAGE) from exc
 
