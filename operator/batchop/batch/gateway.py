@@ -21,13 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import gc
 import json
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -47,6 +46,7 @@ from azure.core.pipeline.policies import AsyncHTTPPolicy, AsyncRetryPolicy, Sans
 from batchop.api import conditions as cond
 from batchop.batch import settings
 from batchop.batch.breaker import Breaker, CircuitOpen
+from batchop.observability import memory
 from batchwire import API_VERSION
 from batchwire.redact import redact
 
@@ -418,22 +418,6 @@ def _with_query(url: str, params: Mapping[str, str], api_version: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote, safe="$")))
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """No garbage collection while a page of JSON is decoded. Decoding a page of 1,000 schedules or jobs
-    allocates some 100,000 dicts and lists, which set off collection after collection, each walking the page
-    decoded so far (and, now and then, the whole heap of a large account): that was more than half of the
-    decoding time, itself the largest part of a status cycle at 10,000 resources. Decoding makes no reference
-    cycles, so nothing is left for the collector; it runs as usual once the page is decoded."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 async def _download(start: Callable[[], Any]) -> bytes:
     """The bytes of a file download the SDK ``start``s. The SDK raises a download's error before reading its
     body, so the body is read here for :func:`classify` (Batch's error code lives in it)."""
@@ -670,7 +654,7 @@ class Gateway:
         response = await self._client.send_request(request, stream=True)
         await response.read()
         response.raise_for_status()
-        with _collector_paused():
+        with memory.collector_paused():  # decoding a page makes ~100,000 containers and no reference cycles
             body: dict[str, Any] = response.json()
         return body, response.headers
 

@@ -23,6 +23,9 @@ for the collector.
 :func:`settle` freezes the resources' long-lived state the same way once there are many (and each time their
 number doubles), so full collections stop walking it.
 
+:func:`collector_paused`: no collection while a block runs (a page of JSON decoded, a whole status cycle),
+re-entrant across coroutines: the collector runs again when the last pauser leaves.
+
 :data:`GC_CLOCK` times every collection by generation (``gc.callbacks``; two clock reads per collection), for
 ``batchop_gc_seconds_total`` (:mod:`batchop.observability.metrics`), the counterpart of the
 ``go_gc_duration_seconds`` a Go controller exports: how much of the operator's CPU the collector takes.
@@ -31,11 +34,12 @@ number doubles), so full collections stop walking it.
 from __future__ import annotations
 
 import asyncio.sslproto
+import contextlib
 import ctypes
 import ctypes.util
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 MIN_INTERVAL = 60.0
 TLS_READ_BUFFER = 64 * 1024
@@ -133,3 +137,32 @@ def tune_gc() -> None:
     imported), and time collections from now on (:data:`GC_CLOCK`)."""
     gc.freeze()
     GC_CLOCK.install()
+
+
+_paused = 0
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No garbage collection inside the block; the collector runs as usual once every block (of every
+    coroutine: they interleave) has left.
+
+    Why: what a status cycle decodes and builds (the pages of the listings, some 100,000 dicts and lists per
+    1,000 schedules) is freed by reference counting when the cycle ends and makes no reference cycles, so the
+    collector has nothing to find in it; but while the cycle runs, those objects count towards its thresholds
+    and are walked by every collection they set off, and by the older generations they are promoted into.
+    With N resources a cycle allocates in proportion to N and each collection walks in proportion to N: a
+    cost that grows faster than N. Paused, the objects are allocated and freed without being walked once."""
+    global _paused
+    if _paused == 0 and not gc.isenabled():
+        yield  # paused by someone else (a test, the embedding program): theirs to resume
+        return
+    _paused += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _paused -= 1
+        if _paused == 0:
+            gc.enable()
+
