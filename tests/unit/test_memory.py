@@ -79,3 +79,50 @@ def test_settle_freezes_once_there_are_many_resources_and_again_when_they_double
     finally:
         gc.unfreeze()
         memory._frozen_at = 0
+
+
+async def test_collector_paused_is_reentrant_across_coroutines() -> None:
+    """Two status cycles (two accounts) interleave: the collector stays paused until the last one leaves, and
+    a block that raises resumes it all the same."""
+    import asyncio
+    import gc
+
+    assert gc.isenabled()
+    first_in, second_in, first_out = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    seen: list[tuple[str, bool]] = []
+
+    async def first() -> None:
+        with memory.collector_paused():
+            first_in.set()
+            await second_in.wait()
+        seen.append(("first left", gc.isenabled()))
+        first_out.set()
+
+    async def second() -> None:
+        await first_in.wait()
+        with memory.collector_paused():
+            second_in.set()
+            await first_out.wait()
+            seen.append(("second inside", gc.isenabled()))
+        seen.append(("second left", gc.isenabled()))
+
+    await asyncio.gather(first(), second())
+    assert seen == [("first left", False), ("second inside", False), ("second left", True)]
+    try:
+        with memory.collector_paused():
+            raise RuntimeError("a failed cycle")
+    except RuntimeError:
+        pass
+    assert gc.isenabled()
+
+
+def test_collector_paused_leaves_a_pause_it_did_not_make_alone() -> None:
+    import gc
+
+    gc.disable()
+    try:
+        with memory.collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "paused by the caller: the caller resumes it"
+    finally:
+        gc.enable()
