@@ -139,13 +139,26 @@ def tune_gc() -> None:
     GC_CLOCK.install()
 
 
+PAUSE_LIMIT = 10.0
+"""Seconds after which a pause inside an event loop ends by itself (a status cycle at 10,000 resources takes
+about 2 s): a cycle waiting long on an unreachable service must not keep the rest of the process (kopf's
+handlers, the webhook) from having its reference cycles collected."""
+
 _paused = 0
+_timer: asyncio.TimerHandle | None = None
+
+
+def _expire() -> None:
+    global _timer
+    _timer = None
+    if _paused:
+        gc.enable()  # the blocks still running leave it enabled
 
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
     """No garbage collection inside the block; the collector runs as usual once every block (of every
-    coroutine: they interleave) has left.
+    coroutine: they interleave) has left, or :data:`PAUSE_LIMIT` seconds after the first entered.
 
     Why: what a status cycle decodes and builds (the pages of the listings, some 100,000 dicts and lists per
     1,000 schedules) is freed by reference counting when the cycle ends and makes no reference cycles, so the
@@ -153,16 +166,23 @@ def collector_paused() -> Iterator[None]:
     and are walked by every collection they set off, and by the older generations they are promoted into.
     With N resources a cycle allocates in proportion to N and each collection walks in proportion to N: a
     cost that grows faster than N. Paused, the objects are allocated and freed without being walked once."""
-    global _paused
+    global _paused, _timer
     if _paused == 0 and not gc.isenabled():
         yield  # paused by someone else (a test, the embedding program): theirs to resume
         return
     _paused += 1
-    gc.disable()
+    if _paused == 1:
+        gc.disable()
+        try:
+            _timer = asyncio.get_running_loop().call_later(PAUSE_LIMIT, _expire)
+        except RuntimeError:  # no event loop: the block cannot wait on anything
+            _timer = None
     try:
         yield
     finally:
         _paused -= 1
         if _paused == 0:
+            if _timer is not None:
+                _timer.cancel()
+                _timer = None
             gc.enable()
-
