@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from batchop.observability import memory
 
 
@@ -128,27 +126,3 @@ def test_collector_paused_leaves_a_pause_it_did_not_make_alone() -> None:
         assert not gc.isenabled(), "paused by the caller: the caller resumes it"
     finally:
         gc.enable()
-
-
-async def test_a_pause_ends_by_itself_after_its_limit(monkeypatch: Any) -> None:
-    """A cycle stuck on an unreachable service does not keep the collector off for the whole process."""
-    import asyncio
-    import gc
-
-    fired = asyncio.Event()
-    expire = memory._expire
-
-    def expire_and_tell() -> None:
-        expire()
-        fired.set()
-
-    monkeypatch.setattr(memory, "PAUSE_LIMIT", 0.05)
-    monkeypatch.setattr(memory, "_expire", expire_and_tell)
-    with memory.collector_paused():
-        assert not gc.isenabled()
-        await asyncio.wait_for(fired.wait(), 5)
-        assert gc.isenabled()
-    assert gc.isenabled()
-    with memory.collector_paused():  # the next cycle pauses again
-        assert not gc.isenabled()
-    assert gc.isenabled()

@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 
 from batchop.api import conditions as cond
-from batchop.batch.gateway import BatchError, GatewayStats
+from batchop.batch.gateway import GatewayStats
 from batchop.controller import status as st
 from batchop.controller.poller import Poller, Tracked
 from batchop.kube.status_writer import StatusWriter, merge_patch
@@ -257,39 +257,6 @@ async def test_poller_requests_per_cycle_do_not_grow_with_schedules() -> None:
     # first cycle reads each new completed job once (transitions); later cycles: schedules + jobs + pools
     assert per_cycle[5][1:] == [3, 3]
     assert per_cycle[200][1:] == [3, 3]
-
-
-async def test_poller_cycle_runs_with_the_collector_paused() -> None:
-    """What a cycle lists is freed with it: no collection walks it meanwhile (memory.collector_paused); the
-    collector runs again after the cycle, also after a failed one."""
-    import gc
-
-    gateway = BudgetGateway(3)
-    seen: list[bool] = []
-    listing = gateway.list_schedules
-
-    async def list_schedules(**kwargs: Any) -> list[dict[str, Any]]:
-        seen.append(gc.isenabled())
-        return await listing(**kwargs)
-
-    gateway.list_schedules = list_schedules  # type: ignore[method-assign]
-
-    async def nothing(*_: Any, **__: Any) -> None:
-        return None
-
-    poller = Poller("e", gateway=lambda: gateway, members=lambda: [Tracked("ns", "o0", "u0", 1, "e", "s0")],
-                    writer=StatusWriter(FakeKube({})), post_event=nothing, on_drift=nothing,
-                    refresh_credentials=nothing, changed_properties=lambda d, o: [])
-    assert gc.isenabled()
-    await poller.cycle()
-    assert seen == [False] and gc.isenabled()
-
-    async def refused(**_: Any) -> list[dict[str, Any]]:
-        raise BatchError("down", status=503, reason=cond.REASON_BATCH_UNAVAILABLE, terminal=False)
-
-    gateway.list_schedules = refused  # type: ignore[method-assign]
-    assert (await poller.cycle()).error
-    assert gc.isenabled()
 
 
 async def test_poller_detects_missing_and_changed_schedules() -> None:

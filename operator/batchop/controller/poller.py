@@ -242,8 +242,7 @@ class Poller:
             return report
         before = gateway.stats.total_requests
         try:
-            with memory.collector_paused():  # the cycle's listings are freed with it, never walked
-                await self._cycle(gateway, members, report)
+            await self._cycle(gateway, members, report)
         except BatchError as err:
             report.error = str(err)
             log.warning("poll of %s failed (%s): %s", self.endpoint_key, err.reason, err)

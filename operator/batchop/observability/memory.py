@@ -23,8 +23,7 @@ for the collector.
 :func:`settle` freezes the resources' long-lived state the same way once there are many (and each time their
 number doubles), so full collections stop walking it.
 
-:func:`collector_paused`: no collection while a block runs (a page of JSON decoded, a whole status cycle),
-re-entrant across coroutines: the collector runs again when the last pauser leaves.
+:func:`collector_paused`: no collection while a page of JSON is decoded.
 
 :data:`GC_CLOCK` times every collection by generation (``gc.callbacks``; two clock reads per collection), for
 ``batchop_gc_seconds_total`` (:mod:`batchop.observability.metrics`), the counterpart of the
@@ -139,50 +138,28 @@ def tune_gc() -> None:
     GC_CLOCK.install()
 
 
-PAUSE_LIMIT = 10.0
-"""Seconds after which a pause inside an event loop ends by itself (a status cycle at 10,000 resources takes
-about 2 s): a cycle waiting long on an unreachable service must not keep the rest of the process (kopf's
-handlers, the webhook) from having its reference cycles collected."""
-
 _paused = 0
-_timer: asyncio.TimerHandle | None = None
-
-
-def _expire() -> None:
-    global _timer
-    _timer = None
-    if _paused:
-        gc.enable()  # the blocks still running leave it enabled
 
 
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
-    """No garbage collection inside the block; the collector runs as usual once every block (of every
-    coroutine: they interleave) has left, or :data:`PAUSE_LIMIT` seconds after the first entered.
+    """No garbage collection inside the block (re-entrant: the collector runs again when the last block has
+    left). For a page of JSON being decoded: some 100,000 dicts and lists and no reference cycles, which would
+    otherwise set off collection after collection, each walking the page decoded so far.
 
-    Why: what a status cycle decodes and builds (the pages of the listings, some 100,000 dicts and lists per
-    1,000 schedules) is freed by reference counting when the cycle ends and makes no reference cycles, so the
-    collector has nothing to find in it; but while the cycle runs, those objects count towards its thresholds
-    and are walked by every collection they set off, and by the older generations they are promoted into.
-    With N resources a cycle allocates in proportion to N and each collection walks in proportion to N: a
-    cost that grows faster than N. Paused, the objects are allocated and freed without being walked once."""
-    global _paused, _timer
+    Only for blocks that do not wait on anything: a pause around a whole status cycle (its listings freed by
+    reference counting at its end, never walked) saved 8% of the CPU per cycle at 10,000 resources but left
+    the process at 561 MiB instead of 268 (the reference cycles of a long cycle's requests wait for the
+    collector meanwhile), above the shipped memory limit (docs/performance.md, sixth pass)."""
+    global _paused
     if _paused == 0 and not gc.isenabled():
         yield  # paused by someone else (a test, the embedding program): theirs to resume
         return
     _paused += 1
-    if _paused == 1:
-        gc.disable()
-        try:
-            _timer = asyncio.get_running_loop().call_later(PAUSE_LIMIT, _expire)
-        except RuntimeError:  # no event loop: the block cannot wait on anything
-            _timer = None
+    gc.disable()
     try:
         yield
     finally:
         _paused -= 1
         if _paused == 0:
-            if _timer is not None:
-                _timer.cancel()
-                _timer = None
             gc.enable()
