@@ -290,7 +290,7 @@ def test_sharded_the_webhook_labels_a_new_resource_in_its_own_create(
     ns, name, shards = namespace, f"le-{uuid.uuid4().hex[:6]}", 4
     config = f"batchop-le-{uuid.uuid4().hex[:6]}.azurebatch.dev"
     replica(operator_factory, own_batch, ns, name, "--shards", str(shards), "--shard-by", "account",
-                 "--webhook-port", str(_free_port()), "--webhook-configuration", config)
+            "--webhook-port", str(_free_port()), "--webhook-configuration", config)
     want = str(shard_of_key(account_key(own_batch.endpoint), shards))
 
     def created(item: str, *flags: str) -> dict[str, Any]:

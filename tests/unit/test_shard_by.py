@@ -66,13 +66,14 @@ class Kube:
 def test_the_labeller_writes_the_account_shard() -> None:
     items = [item(f"s{i}", f"https://acct{i % 3}.region.batch.azure.com") for i in range(30)] + [item("d")]
     kube = Kube(items)
-    labeler = Labeler(kube, 4, by="account", default_endpoint=DEFAULT)
+    plan = ShardPlan(4, "account", DEFAULT)
+    labeler = Labeler(kube, plan)
     assert asyncio.run(labeler.round()) == 31
     for i in range(30):
         want = shard_of_key(f"acct{i % 3}.region.batch.azure.com", 4)
         assert kube.patches[f"s{i}"] == str(want)
     assert kube.patches["d"] == str(shard_of_key("main.westeurope.batch.azure.com", 4))
-    plan = ShardPlan(4, "account", DEFAULT)  # what the admission webhook writes in the create: the same label
+    # the admission webhook writes the same label in the create
     assert {name: plan.label_at_create(i) for name, i in zip(kube.patches, items, strict=True)} == {
         name: {LABEL_SHARD: shard} for name, shard in kube.patches.items()}
 

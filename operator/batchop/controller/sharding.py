@@ -217,16 +217,14 @@ class Labeler:
     exactly those each round, then one merge patch each, guarded by the ``resourceVersion`` listed. With the
     admission webhook registered, new resources arrive labelled and its rounds find nothing (one list each)."""
 
-    def __init__(self, kube: Requester, shards: int, namespaces: Collection[str] = (), *, by: str = "resource",
-                 default_endpoint: str | None = None) -> None:
+    def __init__(self, kube: Requester, plan: ShardPlan, namespaces: Collection[str] = ()) -> None:
         self.kube = kube
-        self.plan = ShardPlan(shards, by, default_endpoint)
-        self.shards = shards
+        self.plan = plan
         self.namespaces = tuple(namespaces)
         self.labelled = 0
 
     def _paths(self) -> list[str]:
-        query = f"?labelSelector={LABEL_SHARD}%20notin%20({','.join(str(k) for k in range(self.shards))})"
+        query = f"?labelSelector={LABEL_SHARD}%20notin%20({','.join(str(k) for k in range(self.plan.shards))})"
         if not self.namespaces or any(c in ns for ns in self.namespaces for c in "*?!,"):
             return [f"/apis/{API_GROUP_VERSION}/{PLURAL}{query}"]
         return [f"/apis/{API_GROUP_VERSION}/namespaces/{ns}/{PLURAL}{query}" for ns in self.namespaces]

@@ -38,6 +38,7 @@ from batchop.controller.election import ElectionConfig
 from batchop.controller.sharding import Coordinator, Labeler, selector
 from batchop.kube.client import KubeClient
 from batchop.kube.leases import LeaseClient
+from batchop.spec.shardkey import ShardPlan
 
 log = logging.getLogger(__name__)
 
@@ -131,18 +132,18 @@ class Supervisor:
     build_controller: Callable[[], kopf.OperatorRegistry]
     build_admission: Callable[[], kopf.OperatorRegistry]
     scope: Scope
-    shards: int = 1
-    shard_by: str = "resource"
-    """What the shards spread: ``resource`` or ``account`` (:data:`batchop.api.names.SHARD_BY`)."""
-    default_endpoint: str | None = None
-    """The operator's default Batch endpoint: the account of resources without ``spec.account.endpoint``."""
+    plan: ShardPlan = field(default_factory=ShardPlan)
+    """How many shards, and what they spread (the same plan the admission webhook labels new resources by)."""
     coordinator: Coordinator = field(init=False)
     labeler: Labeler | None = field(init=False)
 
+    @property
+    def shards(self) -> int:
+        return self.plan.shards
+
     def __post_init__(self) -> None:
         self.coordinator = Coordinator(LeaseClient(self.kube, self.config.namespace), self.config, self.shards)
-        self.labeler = Labeler(self.kube, self.shards, self.scope.namespaces, by=self.shard_by,
-                               default_endpoint=self.default_endpoint) if self.shards > 1 else None
+        self.labeler = Labeler(self.kube, self.plan, self.scope.namespaces) if self.shards > 1 else None
         self._stopping = asyncio.Event()
         self._changed = asyncio.Event()
         self._controller: KopfThread | None = None

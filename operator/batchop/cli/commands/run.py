@@ -279,8 +279,7 @@ def _run_replicated(args: argparse.Namespace, settings: config.Settings, electio
 
     replica = supervisor.Supervisor(
         config=election, kube=KubeClient(info), build_controller=build_controller,
-        build_admission=lambda: admission, scope=_scope(args), shards=args.shards, shard_by=args.shard_by,
-        default_endpoint=settings.batch_endpoint,
+        build_admission=lambda: admission, scope=_scope(args), plan=plan,
     )
     log.info("starting batchop operator with leader election (resync every %ss)", settings.resync_interval)
     return supervisor.run(replica)
