@@ -7,6 +7,7 @@ import asyncio
 import copy
 import datetime as dt
 import json
+import os
 import ssl
 from pathlib import Path
 from typing import Any
@@ -420,3 +421,19 @@ def test_no_credentials_is_a_kube_error(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.kube/config either
     with pytest.raises(KubeError, match="no Kubernetes credentials"):
         webhook.kube_login()
+
+
+def test_a_generated_certificate_directory_goes_with_the_process() -> None:
+    """Without --webhook-cert-dir the CA and its private key live in a temporary directory, removed when the
+    process exits."""
+    import subprocess
+    import sys
+
+    code = ("from batchop.admission.webhook import build_server, WebhookOptions\n"
+            "server = build_server(WebhookOptions(port=0, listen='127.0.0.1', host='127.0.0.1'))\n"
+            "print(server.authority.directory)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "operator")})
+    directory = Path(result.stdout.strip().splitlines()[-1])
+    assert directory.name.startswith("batchop-webhook-")
+    assert not directory.exists()

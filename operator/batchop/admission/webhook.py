@@ -35,11 +35,13 @@ cost more CPU than the verdict itself (measured in docs/performance.md, sixth pa
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import datetime as dt
 import ipaddress
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -509,7 +511,10 @@ def build_server(options: WebhookOptions) -> RegisteringWebhookServer:
         return RegisteringWebhookServer(
             registrar=registrar, certfile=options.cert_dir / "tls.crt", pkeyfile=options.cert_dir / "tls.key",
             cafile=(options.cert_dir / "ca.crt") if (options.cert_dir / "ca.crt").exists() else None, **common)
-    directory = options.cert_dir or Path(tempfile.mkdtemp(prefix="batchop-webhook-"))
+    directory = options.cert_dir
+    if directory is None:  # a private key of our own: gone with the process (a Pod's /tmp goes anyway)
+        directory = Path(tempfile.mkdtemp(prefix="batchop-webhook-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
     authority = CertificateAuthority(directory, hostnames)
     authority.issue()
     return RegisteringWebhookServer(
