@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                              "py-spy then pauses the process for each sample")
     parser.add_argument("--phases", nargs="+", default=["burst", "steady"], choices=["burst", "steady"])
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--webhook", choices=("off", "validating", "both"), default="both",
+                        help="the operator's admission webhooks, as in bench/convergence.py (default: both, "
+                             "what ships)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more `batchop run` arguments")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -140,13 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.create_namespace(namespace)
         extra = ["--requests-per-second", "1000", *args.extra]
+        if args.webhook != "off":
+            extra += ["--webhook-port", str(harness.free_port()), "--webhook-listen", "127.0.0.1",
+                      "--webhook-host", "127.0.0.1", "--webhook-configuration", convergence.WEBHOOK_CONFIGURATION,
+                      "--webhook-cert-dir", str(work / "webhook")]
         operator = harness.OperatorProc.batchop(stack, batch, work, [namespace], resync=args.resync, extra=extra)
         operator.env["PYTHONPATH"] = str(args.tree.resolve() / "operator")
         operator.start()
         try:
+            if args.webhook != "off":
+                convergence.wait_for_webhooks(stack, namespace, args.tree, mutating=args.webhook == "both")
             summary.update(_phases(args, stack, batch, operator, namespace))
         finally:
             operator.stop()
+            convergence.remove_webhooks(stack)
     finally:
         batch.stop()
         stack.stop()

@@ -1,5 +1,5 @@
-"""batchop.admission.webhook: the admission verdicts (on the model's validation), certificates, the configuration
-shape."""
+"""batchop.admission.checks and .webhook: the admission verdicts (on the model's validation), the AdmissionReview
+answers (the same as kopf's machinery gives), certificates, the configuration shape."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import jsonpatch
 import pytest
 import yaml
 
-from batchop.admission import webhook
-from batchop.admission.webhook import CertificateAuthority, WebhookOptions, WebhookRegistrar, review
+from batchop.admission import checks, webhook
+from batchop.admission.checks import review
+from batchop.admission.webhook import CertificateAuthority, WebhookOptions, WebhookRegistrar
 from batchop.api.names import FINALIZER, LABEL_SHARD
 from batchop.spec.shardkey import ShardPlan, shard_of
 
@@ -205,28 +207,33 @@ def test_rbac_allows_exactly_the_configurations_the_operator_patches() -> None:
 
 
 def test_a_new_resource_gets_our_finalizer_beside_its_own() -> None:
-    assert webhook.finalizers_at_create(resource()) == [FINALIZER]
-    assert webhook.finalizers_at_create(resource(finalizers=["example.com/keep"])) == ["example.com/keep", FINALIZER]
+    assert checks.finalizers_at_create(resource()) == [FINALIZER]
+    assert checks.finalizers_at_create(resource(finalizers=["example.com/keep"])) == ["example.com/keep", FINALIZER]
 
 
 def test_a_resource_that_has_it_is_left_alone() -> None:
-    assert webhook.finalizers_at_create(resource(finalizers=[FINALIZER])) is None
-    assert webhook.finalizers_at_create(None) is None
+    assert checks.finalizers_at_create(resource(finalizers=[FINALIZER])) is None
+    assert checks.finalizers_at_create(None) is None
 
 
-def _served(registry: Any, obj: dict[str, Any], handler: str) -> dict[str, Any]:
-    """The AdmissionReview response kopf's admission machinery gives for a CREATE of ``obj`` to ``handler``."""
+def _request(obj: dict[str, Any] | None, operation: str = "CREATE", old: dict[str, Any] | None = None,
+             resource: str = "batchschedules") -> dict[str, Any]:
+    name = (obj or old or {}).get("metadata", {}).get("name", "")
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u1", "kind": {"group": "azurebatch.dev", "version": "v1alpha1", "kind": "BatchJobSchedule"},
+        "resource": {"group": "azurebatch.dev", "version": "v1alpha1", "resource": resource},
+        "operation": operation, "object": obj, "oldObject": old, "dryRun": False,
+        "userInfo": {"username": "u"}, "namespace": "default", "name": name}}
+
+
+def _kopf_served(registry: Any, request: dict[str, Any], handler: str) -> dict[str, Any]:
+    """The AdmissionReview response kopf's admission machinery gives to ``request`` for ``handler``."""
     import kopf
     from kopf._cogs.structs import references
     from kopf._core.engines.admission import serve_admission_request
     from kopf._core.engines.indexing import OperatorIndexers
     from kopf._core.reactor.inventory import ResourceMemories
 
-    request = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u1", "kind": {"group": "azurebatch.dev", "version": "v1alpha1", "kind": "BatchJobSchedule"},
-        "resource": {"group": "azurebatch.dev", "version": "v1alpha1", "resource": "batchschedules"},
-        "operation": "CREATE", "object": obj, "oldObject": None, "dryRun": False,
-        "userInfo": {"username": "u"}, "namespace": "default", "name": obj["metadata"]["name"]}}
     insights = references.Insights()
     insights.webhook_resources.add(references.Resource(
         "azurebatch.dev", "v1alpha1", "batchschedules", kind="BatchJobSchedule", namespaced=True, preferred=True,
@@ -234,58 +241,137 @@ def _served(registry: Any, obj: dict[str, Any], handler: str) -> dict[str, Any]:
     answer = serve_admission_request(request, webhook=handler, settings=kopf.OperatorSettings(), registry=registry,
                                      insights=insights, memories=ResourceMemories(), memobase=object(),
                                      indices=OperatorIndexers().indices)
-    return dict(asyncio.run(answer)["response"])
+    return dict(asyncio.run(answer))
+
+
+def _served(plan: ShardPlan | None, request: dict[str, Any], handler: str, *, as_kopf: bool = True) -> dict[str, Any]:
+    """The response the operator's server gives (:func:`webhook.answering`), checked (unless not ``as_kopf``)
+    against kopf's machinery running the registered handlers for the same request: the same verdict, warnings and
+    resulting object."""
+    import kopf
+
+    async def kopf_machinery(request: Any, **_: Any) -> Any:
+        raise AssertionError("a review of a BatchJobSchedule reached kopf's machinery")
+
+    ours = asyncio.run(webhook.answering(kopf_machinery, plan)(request, webhook=handler))
+    if not as_kopf:
+        return dict(ours["response"])
+    registry = kopf.OperatorRegistry()
+    webhook.register_handler(registry, plan)
+    kopf_says = _kopf_served(registry, request, handler)
+    mine, theirs = ours["response"], kopf_says["response"]
+    assert (ours["apiVersion"], ours["kind"]) == (kopf_says["apiVersion"], kopf_says["kind"])
+    assert mine["uid"] == theirs["uid"] and mine["allowed"] == theirs["allowed"]
+    assert mine.get("status") == theirs.get("status") and mine.get("warnings") == theirs.get("warnings")
+    obj = request["request"]["object"]
+    assert _patched(obj, mine) == _patched(obj, theirs)
+    return dict(mine)
 
 
 def _ops(response: dict[str, Any]) -> list[dict[str, Any]]:
     import base64
 
+    assert ("patch" in response) == (response.get("patchType") == "JSONPatch")
     return list(json.loads(base64.b64decode(response["patch"]))) if "patch" in response else []
 
 
-def test_the_mutating_handler_answers_with_a_json_patch_adding_only_the_finalizer() -> None:
-    """The handler as kopf serves it: the AdmissionReview response's patch adds our finalizer and nothing else,
-    and a refused spec is the validating webhook's business (the mutating one admits it unchanged otherwise)."""
-    import kopf
+def _patched(obj: dict[str, Any] | None, response: dict[str, Any]) -> dict[str, Any] | None:
+    return jsonpatch.apply_patch(obj, _ops(response)) if obj is not None else None
 
-    registry = kopf.OperatorRegistry()
-    webhook.register_handler(registry)
 
-    response = _served(registry, resource(), webhook.MUTATING_HANDLER_ID)
+def test_the_mutating_webhook_answers_with_a_json_patch_adding_only_the_finalizer() -> None:
+    """The answer the API server reads: its patch adds our finalizer and nothing else, the same object as kopf's
+    machinery would give; a refused spec is the validating webhook's business (the mutating one admits it)."""
+    response = _served(None, _request(resource()), webhook.MUTATING_HANDLER_ID)
     assert response["allowed"] is True
-    assert _ops(response) == [{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
-    response = _served(registry, resource(finalizers=[FINALIZER]), webhook.MUTATING_HANDLER_ID)
+    assert _patched(resource(), response)["metadata"]["finalizers"] == [FINALIZER]
+    assert _patched(resource(), response) == {**resource(), "metadata": {**resource()["metadata"],
+                                                                         "finalizers": [FINALIZER]}}
+    theirs = resource(finalizers=["example.com/keep"])
+    assert _patched(theirs, _served(None, _request(theirs), webhook.MUTATING_HANDLER_ID))["metadata"][
+        "finalizers"] == ["example.com/keep", FINALIZER]
+    response = _served(None, _request(resource(finalizers=[FINALIZER])), webhook.MUTATING_HANDLER_ID)
     assert response["allowed"] is True and "patch" not in response
     bad = with_change("schedule.recurrenceInterval", "PT5S")
-    assert _served(registry, bad, webhook.VALIDATING.handler)["allowed"] is False
+    assert _served(None, _request(bad), webhook.MUTATING_HANDLER_ID)["allowed"] is True
+    response = _served(None, _request(bad), webhook.VALIDATING.handler)
+    assert response["allowed"] is False and response["status"]["code"] == 422
+    assert "spec.schedule.recurrenceInterval" in response["status"]["message"]
+    # Only creates are mutated. (kopf's machinery would run the handler for any operation: its `operations` only
+    # shape the webhook configuration's rules, so the API server never sends it an update.)
+    update = _request(resource(), "UPDATE", old=resource())
+    assert "patch" not in _served(None, update, webhook.MUTATING_HANDLER_ID, as_kopf=False)
 
 
-def test_sharded_the_mutating_handler_also_writes_the_shard_label() -> None:
+def test_the_validating_webhook_answers_as_the_verdict_says() -> None:
+    """Admitted, refused (422 with every error), warned, and the writes that are always admitted: the same answer
+    as kopf's machinery gives with the registered handler."""
+    assert _served(None, _request(resource()), webhook.HANDLER_ID) == {"uid": "u1", "allowed": True}
+    two = with_change("schedule.recurrenceInterval", "PT5S")
+    two["spec"]["deletionPolicy"] = "Keep"
+    assert len(review("CREATE", two).errors) == 2
+    response = _served(None, _request(two), webhook.HANDLER_ID)
+    assert response["allowed"] is False and response["status"]["message"] == review("CREATE", two).message
+    warned = resource()
+    warned["spec"]["jobSpecification"]["jobManagerTask"]["resourceFiles"] = [
+        {"httpUrl": "https://a.blob.core.windows.net/c/x.sh?sv=1&sig=abc", "filePath": "x.sh"}]
+    expected = review("CREATE", warned)
+    assert expected.allowed and expected.warnings
+    response = _served(None, _request(warned), webhook.HANDLER_ID)
+    assert response["allowed"] is True and response["warnings"] == expected.warnings
+    renamed = resource()
+    renamed["spec"]["scheduleId"] = "other"
+    was = resource()
+    was["spec"]["scheduleId"] = "first"
+    response = _served(None, _request(renamed, "UPDATE", old=was), webhook.HANDLER_ID)
+    assert response["allowed"] is False and "spec.scheduleId" in response["status"]["message"]
+    deleting = {**two, "metadata": {**two["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    assert _served(None, _request(deleting, "UPDATE", old=two), webhook.HANDLER_ID)["allowed"] is True
+    assert _served(None, _request(None, "DELETE", old=two), webhook.HANDLER_ID)["allowed"] is True
+
+
+def test_requests_the_answer_does_not_know_go_to_kopfs_machinery() -> None:
+    """Another resource, a subresource, a request without its user, another webhook path: kopf answers them."""
+    passed: list[str | None] = []
+
+    async def kopf_machinery(request: Any, *, webhook: str | None = None, **_: Any) -> Any:
+        passed.append(webhook)
+        return {"response": {"uid": request["request"]["uid"], "allowed": True}}
+
+    serve = webhook.answering(kopf_machinery)
+    other = _request(resource(), resource="configmaps")
+    subresource = _request(resource())
+    subresource["request"]["subResource"] = "status"
+    anonymous = _request(resource())
+    del anonymous["request"]["userInfo"]
+    for request, path in [(other, webhook.HANDLER_ID), (subresource, webhook.MUTATING_HANDLER_ID),
+                          (anonymous, webhook.HANDLER_ID), (_request(resource()), "elsewhere")]:
+        asyncio.run(serve(request, webhook=path))
+    assert passed == [webhook.HANDLER_ID, webhook.MUTATING_HANDLER_ID, webhook.HANDLER_ID, "elsewhere"]
+    assert checks.answer(other, mutating=False) is None
+    assert checks.answer({"request": None}, mutating=True) is None
+
+
+def test_sharded_the_mutating_webhook_also_writes_the_shard_label() -> None:
     """With a sharded plan the new resource is stored with the label its owner's watch selects on, the same the
-    labeller would write; a label already in range is kept, one out of range (more shards before) replaced."""
-    import kopf
-
+    labeller would write; a label already in range is kept, one out of range (more shards before) replaced;
+    other labels stay. Each answer gives the object kopf's machinery would."""
     plan = ShardPlan(4, "resource")
-    registry = kopf.OperatorRegistry()
-    webhook.register_handler(registry, plan)
     obj = resource()
     want = str(plan.shard(obj))
     assert want == str(shard_of(obj["metadata"]["namespace"], obj["metadata"]["name"], 4))
 
-    ops = _ops(_served(registry, obj, webhook.MUTATING_HANDLER_ID))
-    assert {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]} in ops
-    assert {"op": "add", "path": "/metadata/labels", "value": {LABEL_SHARD: want}} in ops
+    stored = _patched(obj, _served(plan, _request(obj), webhook.MUTATING_HANDLER_ID))
+    assert stored["metadata"]["labels"] == {LABEL_SHARD: want} and stored["metadata"]["finalizers"] == [FINALIZER]
     labelled = {**obj, "metadata": {**obj["metadata"], "labels": {"team": "a", LABEL_SHARD: "3"}}}
-    assert not [op for op in _ops(_served(registry, labelled, webhook.MUTATING_HANDLER_ID)) if "labels" in op["path"]]
+    ops = _ops(_served(plan, _request(labelled), webhook.MUTATING_HANDLER_ID))
+    assert not [op for op in ops if "labels" in op["path"]]
     stale = {**obj, "metadata": {**obj["metadata"], "labels": {"team": "a", LABEL_SHARD: "7"}}}
-    ops = _ops(_served(registry, stale, webhook.MUTATING_HANDLER_ID))
-    assert [op for op in ops if "labels" in op["path"]] == [
-        {"op": "replace", "path": f"/metadata/labels/{LABEL_SHARD.replace('/', '~1')}", "value": want}]
+    stored = _patched(stale, _served(plan, _request(stale), webhook.MUTATING_HANDLER_ID))
+    assert stored["metadata"]["labels"] == {"team": "a", LABEL_SHARD: want}
 
-    unsharded = kopf.OperatorRegistry()
-    webhook.register_handler(unsharded, ShardPlan(1))
-    assert _ops(_served(unsharded, obj, webhook.MUTATING_HANDLER_ID)) == [
-        {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}]
+    stored = _patched(obj, _served(ShardPlan(1), _request(obj), webhook.MUTATING_HANDLER_ID))
+    assert "labels" not in stored["metadata"] and stored["metadata"]["finalizers"] == [FINALIZER]
 
 
 def test_shard_plan_checks_its_arguments() -> None:

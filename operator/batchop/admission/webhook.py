@@ -1,9 +1,10 @@
-"""Admission for BatchJobSchedule, served by the operator through kopf: a validating webhook (``/validate``) and
-a mutating one that puts the operator's finalizer on each new resource (``/finalize``,
-:func:`finalizers_at_create`) and, when the replicas run sharded, its shard label
+"""Admission for BatchJobSchedule, served by the operator on kopf's webhook server: a validating webhook
+(``/validate``) and a mutating one that puts the operator's finalizer on each new resource (``/finalize``,
+:func:`batchop.admission.checks.finalizers_at_create`) and, when the replicas run sharded, its shard label
 (:meth:`batchop.spec.shardkey.ShardPlan.label_at_create`).
 
-What is checked (:func:`review`): everything :func:`batchop.spec.validation.validate_resource` checks
+What is checked (:func:`batchop.admission.checks.review`): everything
+:func:`batchop.spec.validation.validate_resource` checks
 (durations, required fields, types, 2016 field names with their modern replacement, blob references,
 Secret names, the batchop annotations), plus what needs the old object: ``spec.scheduleId`` is immutable
 once set or once a schedule id is in use (``status.scheduleId``). Messages name the field:
@@ -28,8 +29,13 @@ server (re)starts, :class:`WebhookRegistrar` writes the CA bundle into both webh
 - on the local stack (``--webhook-host``, no service): the configurations are created or replaced, with
   ``clientConfig.url`` pointing at the operator on loopback.
 
-The handlers are coroutines: kopf runs a plain function in its thread pool, and the hop to a thread and back
-cost more CPU than the verdict itself (measured in docs/performance.md, sixth pass).
+Answering (:func:`answering`): the two webhooks' requests are answered by
+:func:`batchop.admission.checks.answer` (the verdict and a JSON Patch written directly), not by kopf's admission
+machinery, which cost several times the verdicts in a creation burst (docs/performance.md, seventh pass). The
+handlers of :func:`register_handler` stay registered with kopf: they tell kopf to start the server, and they
+answer a request :func:`~batchop.admission.checks.answer` leaves to kopf, to the same verdict. They are
+coroutines: kopf runs a plain function in its thread pool, and the hop to a thread and back cost more CPU than
+the verdict itself (sixth pass).
 """
 
 from __future__ import annotations
@@ -44,16 +50,16 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kopf
 
+from batchop.admission import checks
 from batchop.admission.options import CONFIGURATION_NAME, WebhookOptions, add_arguments, options_from_args
-from batchop.api.names import FINALIZER, GROUP, PLURAL, VERSION
+from batchop.api.names import GROUP, PLURAL, VERSION
 from batchop.kube.client import KubeClient, KubeError
-from batchop.spec import validation
 from batchop.spec.shardkey import ShardPlan
 
 __all__ = ["CONFIGURATION_NAME", "WebhookOptions", "add_arguments", "options_from_args"]  # re-exported
@@ -72,84 +78,7 @@ FAILURE_POLICY = "Ignore"
 SERVICE_PORT = 443
 
 
-# -- the checks -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Review:
-    """The verdict on one admission request."""
-
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def allowed(self) -> bool:
-        return not self.errors
-
-    @property
-    def message(self) -> str:
-        """All errors, one per line (what kubectl shows after ``denied the request:``)."""
-        return "\n".join(self.errors)
-
-
-def review(operation: str, new: Mapping[str, Any] | None, old: Mapping[str, Any] | None = None) -> Review:
-    """Check one CREATE or UPDATE of a BatchJobSchedule; anything else is admitted."""
-    if operation not in ("CREATE", "UPDATE") or not isinstance(new, Mapping):
-        return Review()
-    if operation == "UPDATE" and old is not None:
-        if (new.get("metadata") or {}).get("deletionTimestamp"):
-            return Review()  # being deleted: only finalizers can change; never hold them up
-        if new.get("spec") == old.get("spec") and _batchop_annotations(new) == _batchop_annotations(old):
-            return Review()  # finalizers, kopf's annotations, labels: nothing we judge
-    findings = validation.validate_resource(new)
-    if operation == "UPDATE" and old is not None:
-        findings.extend(_immutable_schedule_id(new, old))
-    errors = [str(f) for f in findings if f.is_error]
-    warnings = [f"{f.path}: {f.message}" for f in findings if not f.is_error]
-    return Review(errors=errors, warnings=warnings)
-
-
-def _batchop_annotations(obj: Mapping[str, Any]) -> dict[str, Any]:
-    annotations = (obj.get("metadata") or {}).get("annotations") or {}
-    watched = (validation.ANNOTATION_RECONCILE_POLICY, validation.ANNOTATION_ADOPT)
-    return {k: v for k, v in annotations.items() if k in watched}
-
-
-def _immutable_schedule_id(new: Mapping[str, Any], old: Mapping[str, Any]) -> list[validation.FieldError]:
-    new_id = (new.get("spec") or {}).get("scheduleId")
-    old_id = (old.get("spec") or {}).get("scheduleId")
-    in_use = (old.get("status") or {}).get("scheduleId")
-    if old_id and new_id != old_id:
-        return [validation.FieldError(
-            "spec.scheduleId",
-            f"is immutable once set: it was {old_id!r}, the update sets {new_id!r}; to use another Batch schedule "
-            "id, create a new BatchJobSchedule (and delete this one)",
-        )]
-    if not old_id and in_use and new_id and new_id != in_use:
-        return [validation.FieldError(
-            "spec.scheduleId",
-            f"this resource already manages the Batch schedule {in_use!r}; setting scheduleId to {new_id!r} would "
-            f"change its identity: set it to {in_use!r} or leave it out, or create a new BatchJobSchedule",
-        )]
-    return []
-
-
-def finalizers_at_create(new: Mapping[str, Any] | None) -> list[str] | None:
-    """The ``metadata.finalizers`` a new BatchJobSchedule is stored with: its own plus ours; None when ours is
-    there already (nothing to change).
-
-    Why at admission: the operator must have its finalizer on the object before the first Batch write, so a
-    deletion at any moment cannot orphan the schedule. Added here, it is part of the client's own create, and
-    the operator's PATCH for it (one Kubernetes write and one watch event per new resource) is not needed. When
-    the webhook is not called (the operator down, ``failurePolicy: Ignore``), the operator adds it itself
-    before the create, as without this webhook."""
-    if not isinstance(new, Mapping):
-        return None
-    present = list(((new.get("metadata") or {}).get("finalizers")) or [])
-    if FINALIZER in present:
-        return None
-    return [*present, FINALIZER]
-
+# -- the kopf handlers ------------------------------------------------------------------------------------------
 
 def register_handler(registry: kopf.OperatorRegistry | None = None, plan: ShardPlan | None = None) -> None:
     """Register the validating and the mutating handler with kopf (the default registry unless one is given).
@@ -169,7 +98,7 @@ def register_handler(registry: kopf.OperatorRegistry | None = None, plan: ShardP
         registry=registry,
     )
     async def finalize_batchschedule(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        finalizers = finalizers_at_create(dict(body))
+        finalizers = checks.finalizers_at_create(dict(body))
         if finalizers is not None:
             patch.meta["finalizers"] = finalizers
         labels = plan.label_at_create(body) if plan is not None else None
@@ -186,7 +115,7 @@ def register_handler(registry: kopf.OperatorRegistry | None = None, plan: ShardP
     async def validate_batchschedule(
         operation: str | None, body: kopf.Body, old: kopf.Body | None, warnings: list[str], **_: Any
     ) -> None:
-        verdict = review(operation or "", dict(body), dict(old) if old is not None else None)
+        verdict = checks.review(operation or "", dict(body), dict(old) if old is not None else None)
         warnings.extend(verdict.warnings)
         if not verdict.allowed:
             raise kopf.AdmissionError(verdict.message, code=422)
@@ -461,19 +390,21 @@ def _where(client_config: Mapping[str, Any]) -> str:
 
 
 class RegisteringWebhookServer(kopf.WebhookServer):
-    """kopf's webhook server, plus: register the CA bundle after each (re)start; renew a generated certificate."""
+    """kopf's webhook server, plus: answer our two webhooks directly (:func:`answering`); register the CA bundle
+    after each (re)start; renew a generated certificate."""
 
     def __init__(self, *, registrar: WebhookRegistrar, authority: CertificateAuthority | None = None,
-                 renew_check_interval: float = 3600.0, **kwargs: Any) -> None:
+                 renew_check_interval: float = 3600.0, plan: ShardPlan | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.registrar = registrar
         self.authority = authority
         self.renew_check_interval = renew_check_interval
+        self.plan = plan
 
     async def __call__(self, fn: kopf.WebhookFn) -> AsyncIterator[kopf.WebhookClientConfig]:
         renewer = asyncio.create_task(self._renew_forever()) if self.authority is not None else None
         try:
-            async for client_config in super().__call__(fn):
+            async for client_config in super().__call__(answering(fn, self.plan)):
                 try:
                     await self.registrar.register(client_config["url"], client_config.get("caBundle"))
                 except Exception as exc:  # the operator still works without admission (failurePolicy Ignore)
@@ -493,8 +424,26 @@ class RegisteringWebhookServer(kopf.WebhookServer):
                 log.error("Could not renew the webhook certificate: %s", exc)
 
 
-def build_server(options: WebhookOptions) -> RegisteringWebhookServer:
-    """The webhook server for ``options`` (certificates issued or loaded, registrar chosen)."""
+def answering(fn: kopf.WebhookFn, plan: ShardPlan | None = None) -> kopf.WebhookFn:
+    """A webhook function for kopf's server: requests to ``/validate`` and ``/finalize`` answered with
+    :func:`batchop.admission.checks.answer`; any other request, or one that function leaves (None), passed to
+    ``fn``, kopf's admission machinery, which runs the handlers of :func:`register_handler` to the same verdict."""
+    mutating_of = {HANDLER_ID: False, MUTATING_HANDLER_ID: True}
+
+    async def serve(request: Any, *, webhook: str | None = None, **kwargs: Any) -> Any:
+        mutating = mutating_of.get(webhook or "")
+        if mutating is not None:
+            response = checks.answer(request, mutating=mutating, plan=plan)
+            if response is not None:
+                return response
+        return await fn(request, webhook=webhook, **kwargs)
+
+    return serve
+
+
+def build_server(options: WebhookOptions, plan: ShardPlan | None = None) -> RegisteringWebhookServer:
+    """The webhook server for ``options`` (certificates issued or loaded, registrar chosen), answering the
+    mutating webhook for the replica set's shard ``plan``."""
     if options.service:
         if not options.namespace:
             raise ValueError("--webhook-service needs --webhook-namespace (or the POD_NAMESPACE env variable)")
@@ -506,7 +455,7 @@ def build_server(options: WebhookOptions) -> RegisteringWebhookServer:
         registrar = WebhookRegistrar(options.configuration)
         hostnames = [options.host, "localhost", "127.0.0.1"]
         host = options.host
-    common: dict[str, Any] = {"addr": options.listen, "port": options.port, "host": host}
+    common: dict[str, Any] = {"addr": options.listen, "port": options.port, "host": host, "plan": plan}
     if options.cert_dir is not None and (options.cert_dir / "tls.crt").exists():
         return RegisteringWebhookServer(
             registrar=registrar, certfile=options.cert_dir / "tls.crt", pkeyfile=options.cert_dir / "tls.key",
@@ -536,7 +485,7 @@ def install(registry: kopf.OperatorRegistry, options: WebhookOptions,
         return None
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     register_handler(registry, plan)
-    server = build_server(options)
+    server = build_server(options, plan)
 
     @kopf.on.startup(registry=registry)
     def admission_server(settings: kopf.OperatorSettings, **_: Any) -> None:
