@@ -484,3 +484,117 @@ async def test_lastsynctime_heartbeat_slows_down_with_many_resources(monkeypatch
         monkeypatch.setattr(poller_module, "datetime", Later)
         assert (await poller.cycle()).patched == (5 if refreshed else 0), total
         monkeypatch.undo()
+
+
+class IdleGateway(BudgetGateway):
+    """:class:`BudgetGateway` at rest: every auto pool deleted with its completed job."""
+
+    async def list_pools(self, **_: Any) -> list[dict[str, Any]]:
+        self._count("list_pools")
+        return []
+
+
+def idle_poller(gateway: BudgetGateway, members: list[Tracked], writer: StatusWriter,
+                events: list[str] | None = None) -> Poller:
+    async def post(member: Tracked, event: st.EventSpec) -> None:
+        if events is not None:
+            events.append(event.reason)
+
+    async def nothing(*_: Any, **__: Any) -> None:
+        return None
+
+    return Poller("e", gateway=lambda: gateway, members=lambda: members, writer=writer, post_event=post,
+                  on_drift=nothing, refresh_credentials=nothing, changed_properties=lambda d, o: [])
+
+
+async def test_a_cycle_with_the_same_inputs_does_not_compute_the_status_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At rest a member's status is computed until a cycle finds nothing to write; from then on, while its inputs
+    are the same, it is not computed again (``CycleReport.unchanged``)."""
+    computed: list[str] = []
+    real = st.observed_status
+
+    def counting(**kwargs: Any) -> Any:
+        computed.append(kwargs["schedule_id"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(st, "observed_status", counting)
+    gateway = IdleGateway(3)
+    members = [Tracked("ns", f"o{i}", f"u{i}", 1, "e", f"s{i}") for i in range(3)]
+    poller = idle_poller(gateway, members, StatusWriter(FakeKube({})))
+    first, second, third, fourth = [await poller.cycle() for _ in range(4)]
+    assert (first.patched, second.patched, third.patched, fourth.patched) == (3, 0, 0, 0)
+    assert (first.unchanged, second.unchanged, third.unchanged, fourth.unchanged) == (0, 0, 3, 3)
+    assert len(computed) == 6, computed
+
+
+@pytest.mark.parametrize("change", ["state", "nextRunTime", "recentJob", "generation", "written", "gone"])
+async def test_any_change_of_an_input_computes_the_status_again(change: str) -> None:
+    """Each input of the status, changed behind a member at rest, is mirrored in the next cycle: the same status
+    and Events as a poller that never skips. (Observed-only members: a managed one would take a disabled or
+    missing schedule for drift and put it back.)"""
+    gateway = IdleGateway(2)
+    runs = []
+    for skips in (True, False):
+        writer = StatusWriter(FakeKube({}))
+        members = [Tracked("ns", f"o{i}", f"u{i}", 1, "e", f"s{i}", policy="skip") for i in range(2)]
+        events: list[str] = []
+        poller = idle_poller(gateway, members, writer, events)
+        if not skips:
+            poller.mirror_inputs = lambda *_: None  # type: ignore[method-assign]
+        runs.append((writer, members, events, poller))
+    for _ in range(3):
+        for *_, poller in runs:
+            await poller.cycle()
+    assert runs[0][1][0].mirrored is not None and runs[1][1][0].mirrored is None
+    schedule = gateway.schedules[0]
+    if change == "state":
+        schedule["state"] = "disabled"
+    elif change == "nextRunTime":
+        schedule["executionInfo"]["nextRunTime"] = "2026-01-02T02:00:00.0000000Z"
+    elif change == "recentJob":
+        schedule["executionInfo"]["recentJob"] = {"id": "s0:job-2"}
+        gateway.jobs["s0:job-2"] = {**gateway.jobs["s0:job-1"], "id": "s0:job-2",
+                                    "creationTime": "2026-01-02T01:00:00Z"}
+    elif change == "gone":
+        gateway.schedules.pop(0)
+    for writer, members, _, _ in runs:
+        if change == "generation":
+            members[0].generation = 2
+        elif change == "written":  # a reconcile wrote the status in between (a new Synced condition)
+            await writer.update("ns", "o0", {}, [cond.make(cond.SYNCED, cond.FALSE, "InvalidSpec", "bad")])
+    reports = [await poller.cycle() for *_, poller in runs]
+    assert reports[0].unchanged == 1, "only the member whose input changed is computed again"
+    assert reports[0].patched == reports[1].patched == 1
+    (skipping, _, skipping_events, _), (never, _, never_events, _) = runs
+    assert _comparable(skipping.known("ns", "o0")) == _comparable(never.known("ns", "o0"))
+    assert skipping_events == never_events
+    if change == "recentJob":
+        assert skipping_events == ["JobStarted", "JobSucceeded"]  # job-2 (first sight posts none)
+
+
+def _comparable(status: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A status without its clock readings (``lastSyncTime``, the conditions' ``lastTransitionTime``)."""
+    status = dict(status or {})
+    status.pop("lastSyncTime", None)
+    status["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                            for c in status.get("conditions") or []]
+    return status
+
+
+async def test_a_member_whose_job_waits_is_computed_every_cycle() -> None:
+    """A recent job that is not completed makes the status depend on the clock (how long it has waited, whether
+    its pool is stuck): never skipped."""
+    gateway = IdleGateway(1)
+    job = gateway.jobs["s0:job-1"]
+    job.update(state="active", executionInfo={"startTime": "2026-01-01T01:00:01Z"})
+
+    async def active_jobs(**_: Any) -> list[dict[str, Any]]:
+        gateway._count("list_jobs")
+        return [copy.deepcopy(job)]
+
+    gateway.list_jobs = active_jobs  # type: ignore[method-assign]
+    members = [Tracked("ns", "o0", "u0", 1, "e", "s0")]
+    poller = idle_poller(gateway, members, StatusWriter(FakeKube({})))
+    reports = [await poller.cycle() for _ in range(3)]
+    assert [r.unchanged for r in reports] == [0, 0, 0]
+    assert members[0].mirrored is None

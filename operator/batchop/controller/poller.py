@@ -23,6 +23,8 @@ for pools when auto pools exist. Each resource's status is computed with
 :func:`batchop.controller.status.observed_status`
 and patched only when it changed (``lastSyncTime`` is refreshed at most every ``sync_heartbeat``, and at most
 ``heartbeat_rate`` such refreshes a second for all the operator's resources: see :meth:`Poller.heartbeat_period`).
+A resource at rest is not even computed again: when its inputs are those of a cycle that changed nothing, the
+cycle skips it (:meth:`Poller.mirror_inputs`).
 
 Drift: a managed schedule that is missing, or whose normalised ``schedule`` / ``jobSpecification`` /
 ``metadata`` differ from the last desired body, or whose enabled/disabled state differs from
@@ -115,6 +117,8 @@ class CycleReport:
     drift: list[str] = field(default_factory=list)
     events: int = 0
     skipped: int = 0
+    unchanged: int = 0
+    """Members whose status was not computed again: the same inputs as a cycle that changed nothing."""
     error: str | None = None
 
 
@@ -478,6 +482,12 @@ class Poller:
             return  # the reconcile wrote status; the next cycle mirrors the repaired schedule
         if schedule is not None and self._renewal_wanted(member, schedule):
             await self._on_drift(member, "SAS renewal", force=("jobSpecification",))
+        stale = member.last_sync is None or now - member.last_sync > heartbeat
+        inputs = self.mirror_inputs(member, schedule)
+        if not stale and inputs is not None and _same_inputs(member.mirrored, inputs):
+            report.unchanged += 1
+            return
+        member.mirrored = None
         previous = self.writer.known(member.namespace, member.name) or {}
         candidate, conditions = self._observed(member, member.schedule_id, schedule, previous)
         observed = self.writer.observed(member.namespace, member.name)  # not the document's: Synced may override it
@@ -486,16 +496,47 @@ class Poller:
             or cond.find(previous.get("conditions"), cond.READY) is None
             or _cond_changed({"conditions": [observed] if observed else []}, conditions[0])
         )
-        stale = member.last_sync is None or now - member.last_sync > heartbeat
         if changed or stale:
             candidate["lastSyncTime"] = timestamps.seconds(now)
-        if await self.writer.update(member.namespace, member.name, candidate, conditions):
+        patched = await self.writer.update(member.namespace, member.name, candidate, conditions)
+        if patched:
             report.patched += 1
             member.last_sync = now
-        for event in [*(st.transitions(previous, candidate) if previous else []),
-                      *st.readiness_events(observed, conditions[0])]:
+        events = [*(st.transitions(previous, candidate) if previous else []),
+                  *st.readiness_events(observed, conditions[0])]
+        for event in events:
             report.events += 1
             await self._post_event(member, event)
+        if not patched and not events:
+            member.mirrored = inputs
+
+    def mirror_inputs(
+        self, member: Tracked, schedule: Mapping[str, Any] | None
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
+        """Everything the member's mirrored status is computed from (:meth:`_observed`, the writer's known
+        status and observed ``Ready``): values, and objects the poller and the writer keep while they do not
+        change (compared by identity); None when the status also depends on the clock (the recent job is not
+        completed: how long it has waited counts) or on a listed pool (listed anew each cycle).
+
+        Why: at rest every member's status is computed, merged and compared every cycle, only to find it
+        unchanged. With the same inputs as a cycle that wrote nothing and posted no Event, the result is the
+        same, so the cycle skips it (``CycleReport.unchanged``); the heartbeat, drift and SAS renewal are
+        checked before, as for every member."""
+        rid = self.history.recent_job_id(member.schedule_id, schedule)
+        key = rid.lower() if rid else ""
+        job = self._jobs.get(key) if key else None
+        if job is not None and job.get("state") != "completed":
+            return None
+        pool_id = (job.get("executionInfo") or {}).get("poolId") if job is not None else None
+        if pool_id and self._pools.get(str(pool_id).lower()) is not None:
+            return None
+        listed = schedule if schedule is not None else {}
+        values = (member.schedule_id, schedule is None, listed.get("state"), listed.get("eTag"),
+                  listed.get("lastModified"), listed.get("executionInfo"), rid, member.generation)
+        objects = (listed.get("jobSpecification"), job, self._counts.get(key), self._failed.get(key),
+                   self.history.recent.get(member.key), self.writer.known(member.namespace, member.name),
+                   self.writer.observed(member.namespace, member.name))
+        return values, objects
 
     def _renewal_wanted(self, member: Tracked, schedule: Mapping[str, Any]) -> bool:
         """Whether the SAS in the member's schedule must be re-minted now (a managed, live schedule only)."""
@@ -550,6 +591,15 @@ class Poller:
         if not member.suspend and schedule.get("state") == "disabled":
             return f"Batch schedule {member.schedule_id} was disabled outside the operator; enabling it again"
         return None
+
+
+def _same_inputs(
+    kept: tuple[tuple[Any, ...], tuple[Any, ...]] | None, inputs: tuple[tuple[Any, ...], tuple[Any, ...]]
+) -> bool:
+    """Whether ``inputs`` are those ``kept``: equal values, and the very same objects."""
+    if kept is None or kept[0] != inputs[0]:
+        return False
+    return all(a is b for a, b in zip(kept[1], inputs[1], strict=True))
 
 
 def _cond_changed(previous: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

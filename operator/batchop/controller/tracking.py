@@ -76,6 +76,10 @@ class Tracked:
     metered: tuple[Mapping[str, Any], bool] | None = None
     """The status object and ``suspend`` the per-resource gauges were last set from: a watch event that brings
     no new status (the writer's known status is the same object) leaves them alone."""
+    mirrored: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
+    """What the poller last mirrored the status from, when that wrote nothing and posted no Event (values, and
+    objects by identity): a cycle with the same inputs skips computing the status again
+    (:meth:`batchop.controller.poller.Poller.mirror_inputs`). None when it must be computed."""
 
     @property
     def busy(self) -> bool:
