@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from batchop.batch.gateway import BatchError
 from batchop.controller import history, runnow
 
@@ -84,6 +86,7 @@ class Member:
     policy: str = "manage"
     deleting: bool = False
     history: history.Limits | None = None
+    stepped: history.Inputs | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -153,6 +156,52 @@ async def test_book_enforces_limits_with_few_requests() -> None:
     await run_cycle(book, gw, [member])
     ops = [op for op, _ in gw.calls]
     assert ops == ["list", "counts", "delete"] and ("delete", "s:job-4") in gw.calls
+
+
+async def test_a_member_at_rest_is_not_judged_again_until_its_inputs_move(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a step judged every completed job of a schedule and deleted nothing, the next cycles skip the member
+    (no plan, the same ``recentJobs`` list) until a job of its schedule changes, its limits change, or a step
+    left something to do (a job beyond the limits it may not delete, a job left unjudged)."""
+    planned: list[str] = []
+    real = history.plan
+
+    def counting(jobs: Any, *args: Any, **kwargs: Any) -> Any:
+        planned.append("plan")
+        return real(jobs, *args, **kwargs)
+
+    monkeypatch.setattr(history, "plan", counting)
+    gw = FakeGateway([job(n) for n in range(4, 7)], failed=set())
+    book = history.History()
+    member = Member(history=history.Limits(5, 5))
+    await run_cycle(book, gw, [member])
+    kept = book.recent[member.key]
+    assert member.stepped is not None and len(planned) == 1
+    for _ in range(2):
+        await run_cycle(book, gw, [member])
+    assert len(planned) == 1 and book.recent[member.key] is kept
+
+    gw.jobs["s:job-7"] = job(7, minute=30)  # a job completes
+    await run_cycle(book, gw, [member])
+    assert len(planned) == 2 and [k["id"] for k in book.recent[member.key]][:1] == ["s:job-7"]
+    member.history = history.Limits(1, 1)  # the limits change: the older jobs go
+    await run_cycle(book, gw, [member])
+    assert len(planned) == 3 and [k["id"] for k in book.recent[member.key]] == ["s:job-7", "s:job-6"]  # + recent
+    assert ("delete", "s:job-4") in gw.calls and ("delete", "s:job-5") in gw.calls
+
+    observed = Member(name="o", policy="skip", history=history.Limits(1, 1))  # beyond the limits, not ours
+    gw2 = FakeGateway([job(n) for n in range(1, 4)], failed=set())
+    book2 = history.History()
+    for _ in range(2):
+        await run_cycle(book2, gw2, [observed])
+    assert observed.stepped is None and len(planned) == 5
+
+    unjudged = Member(name="u", history=history.Limits(5, 5))
+    book3 = history.History(count_fetches=1)  # one task-count read a cycle: two cycles to judge two jobs
+    gw3 = FakeGateway([job(1), job(2)], failed=set())
+    await run_cycle(book3, gw3, [unjudged])
+    assert unjudged.stepped is None
+    await run_cycle(book3, gw3, [unjudged])
+    assert unjudged.stepped is not None and all(k.get("result") for k in book3.recent[unjudged.key])
 
 
 async def test_skip_policy_and_foreign_schedules_are_never_written() -> None:

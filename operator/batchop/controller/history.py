@@ -84,6 +84,20 @@ class Member(Protocol):
     @property
     def key(self) -> tuple[str, str]: ...
 
+    stepped: Inputs | None
+    """What :meth:`History.step` last judged the member's jobs from, when that left nothing to do (None: judge)."""
+
+
+Inputs = tuple[tuple[Any, ...], tuple[Any, ...]]
+"""Values, and objects compared by identity (:func:`same_inputs`)."""
+
+
+def same_inputs(kept: Inputs | None, inputs: Inputs) -> bool:
+    """Whether ``inputs`` are those ``kept``: equal values, and the very same objects."""
+    if kept is None or kept[0] != inputs[0]:
+        return False
+    return all(a is b for a, b in zip(kept[1], inputs[1], strict=True))
+
 
 def limits_of(spec: Mapping[str, Any] | None) -> Limits:
     """The history limits of a resource's ``spec`` (CronJob's defaults when absent)."""
@@ -234,6 +248,7 @@ class History:
         self._full_pending = True
         self._index: dict[str, list[dict[str, Any]]] | None = None
         self._run_now: dict[str, list[dict[str, Any]]] | None = None
+        self._changes: dict[str, int] = {}  # schedule id (lower) -> changes of its jobs in the book
 
     # -- the listing ------------------------------------------------------------------------------------
 
@@ -299,9 +314,15 @@ class History:
         if changed:
             self.jobs.update(changed)
             self._index = None
+            for key in changed:
+                self._changed(self.owner.get(key, ""))
+
+    def _changed(self, sid: str) -> None:
+        self._changes[sid] = self._changes.get(sid, 0) + 1
 
     def _forget(self, key: str) -> None:
         self._index = None
+        self._changed(self.owner.get(key, ""))
         self.jobs.pop(key, None)
         self.owner.pop(key, None)
         self.results.pop(key, None)
@@ -362,6 +383,9 @@ class History:
                 continue
             sid = str(member.schedule_id)
             schedule = schedules.get(sid.lower())
+            if member.stepped is not None and same_inputs(member.stepped, self._inputs(member, sid, schedule, counts)):
+                continue
+            member.stepped = None
             budget = await self._judge(gateway, sid, previous(member), counts, budget, schedule)
             rid = self.recent_job_id(sid, schedule)
             limits = member.history or Limits()
@@ -371,6 +395,29 @@ class History:
             recent = self._kept(decided.keep, counts, (schedule or {}).get("jobSpecification"))
             if self.recent.get(member.key) != recent:  # unchanged: keep the list already held (see ingest)
                 self.recent[member.key] = recent
+            if not decided.delete and self._judged(sid):
+                member.stepped = self._inputs(member, sid, schedule, counts)
+
+    def _inputs(
+        self, member: Member, sid: str, schedule: Mapping[str, Any] | None, counts: Mapping[str, Mapping[str, Any]]
+    ) -> Inputs:
+        """What a member's step is computed from once every completed job of its schedule is judged: the changes
+        of the schedule's jobs in the book, its recent job, the limits, and (by identity) the job specification
+        and the task counts of its jobs.
+
+        Why: at rest every member's jobs were judged, planned and turned into ``recentJobs`` every cycle, only to
+        find them unchanged. A step that judged everything and deleted nothing gives the same result from the
+        same inputs, so the next cycles skip it until one of them moves."""
+        jobs = self._indexes()[0].get(sid.lower(), ())
+        values = (self._changes.get(sid.lower(), 0), self.recent_job_id(sid, schedule), member.history)
+        spec = (schedule or {}).get("jobSpecification")
+        return values, (spec, *(counts.get(str(job.get("id")).lower()) for job in jobs))
+
+    def _judged(self, sid: str) -> bool:
+        """Whether every completed job of the schedule has its result (one left unjudged is judged in a later
+        cycle, within that cycle's budget of task-count reads)."""
+        return all(job.get("state") != "completed" or self.results.get(str(job.get("id")).lower(), (None, None))[0]
+                   is not None for job in self._indexes()[0].get(sid.lower(), ()))
 
     async def _judge(
         self,

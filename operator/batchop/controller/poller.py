@@ -484,7 +484,7 @@ class Poller:
             await self._on_drift(member, "SAS renewal", force=("jobSpecification",))
         stale = member.last_sync is None or now - member.last_sync > heartbeat
         inputs = self.mirror_inputs(member, schedule)
-        if not stale and inputs is not None and _same_inputs(member.mirrored, inputs):
+        if not stale and inputs is not None and hist.same_inputs(member.mirrored, inputs):
             report.unchanged += 1
             return
         member.mirrored = None
@@ -510,9 +510,7 @@ class Poller:
         if not patched and not events:
             member.mirrored = inputs
 
-    def mirror_inputs(
-        self, member: Tracked, schedule: Mapping[str, Any] | None
-    ) -> tuple[tuple[Any, ...], tuple[Any, ...]] | None:
+    def mirror_inputs(self, member: Tracked, schedule: Mapping[str, Any] | None) -> hist.Inputs | None:
         """Everything the member's mirrored status is computed from (:meth:`_observed`, the writer's known
         status and observed ``Ready``): values, and objects the poller and the writer keep while they do not
         change (compared by identity); None when the status also depends on the clock (the recent job is not
@@ -591,15 +589,6 @@ class Poller:
         if not member.suspend and schedule.get("state") == "disabled":
             return f"Batch schedule {member.schedule_id} was disabled outside the operator; enabling it again"
         return None
-
-
-def _same_inputs(
-    kept: tuple[tuple[Any, ...], tuple[Any, ...]] | None, inputs: tuple[tuple[Any, ...], tuple[Any, ...]]
-) -> bool:
-    """Whether ``inputs`` are those ``kept``: equal values, and the very same objects."""
-    if kept is None or kept[0] != inputs[0]:
-        return False
-    return all(a is b for a, b in zip(kept[1], inputs[1], strict=True))
 
 
 def _cond_changed(previous: Mapping[str, Any], new: Mapping[str, Any]) -> bool:

@@ -28,6 +28,7 @@ from batchop.api import conditions as cond
 from batchop.api.names import ANNOTATION_ADOPT, ANNOTATION_RECONCILE_POLICY
 from batchop.batch.settings import DEFAULTS
 from batchop.controller import history
+from batchop.controller.history import Inputs
 from batchop.controller.reconcile.view import ObjectView, adopts, policy_of
 from batchop.observability import metrics
 
@@ -76,7 +77,10 @@ class Tracked:
     metered: tuple[Mapping[str, Any], bool] | None = None
     """The status object and ``suspend`` the per-resource gauges were last set from: a watch event that brings
     no new status (the writer's known status is the same object) leaves them alone."""
-    mirrored: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
+    stepped: Inputs | None = None
+    """What the job history's step last judged the member's jobs from, when that left nothing to do
+    (:meth:`batchop.controller.history.History._inputs`). None when it must be judged."""
+    mirrored: Inputs | None = None
     """What the poller last mirrored the status from, when that wrote nothing and posted no Event (values, and
     objects by identity): a cycle with the same inputs skips computing the status again
     (:meth:`batchop.controller.poller.Poller.mirror_inputs`). None when it must be computed."""
