@@ -228,6 +228,11 @@ def _request(obj: dict[str, Any] | None, operation: str = "CREATE", old: dict[st
 
 def _kopf_served(registry: Any, request: dict[str, Any], handler: str) -> dict[str, Any]:
     """The AdmissionReview response kopf's admission machinery gives to ``request`` for ``handler``."""
+    return dict(asyncio.run(_kopf_answer(registry, request, handler)))
+
+
+def _kopf_answer(registry: Any, request: dict[str, Any], handler: str) -> Any:
+    """kopf's admission machinery answering ``request`` for ``handler`` (a coroutine)."""
     import kopf
     from kopf._cogs.structs import references
     from kopf._core.engines.admission import serve_admission_request
@@ -238,10 +243,9 @@ def _kopf_served(registry: Any, request: dict[str, Any], handler: str) -> dict[s
     insights.webhook_resources.add(references.Resource(
         "azurebatch.dev", "v1alpha1", "batchschedules", kind="BatchJobSchedule", namespaced=True, preferred=True,
         verbs=["list", "watch", "patch"]))
-    answer = serve_admission_request(request, webhook=handler, settings=kopf.OperatorSettings(), registry=registry,
-                                     insights=insights, memories=ResourceMemories(), memobase=object(),
-                                     indices=OperatorIndexers().indices)
-    return dict(asyncio.run(answer))
+    return serve_admission_request(request, webhook=handler, settings=kopf.OperatorSettings(), registry=registry,
+                                   insights=insights, memories=ResourceMemories(), memobase=object(),
+                                   indices=OperatorIndexers().indices)
 
 
 def _served(plan: ShardPlan | None, request: dict[str, Any], handler: str, *, as_kopf: bool = True) -> dict[str, Any]:
@@ -350,6 +354,26 @@ def test_requests_the_answer_does_not_know_go_to_kopfs_machinery() -> None:
     assert passed == [webhook.HANDLER_ID, webhook.MUTATING_HANDLER_ID, webhook.HANDLER_ID, "elsewhere"]
     assert checks.answer(other, mutating=False) is None
     assert checks.answer({"request": None}, mutating=True) is None
+
+
+def test_a_check_that_fails_leaves_the_answer_to_kopfs_machinery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug in a check on some input: kopf's machinery runs the same handler, and answers as it always did
+    (refused with code 500), instead of the server failing the call (which the API server would ignore)."""
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a check that fails")
+
+    monkeypatch.setattr(checks.validation, "validate_resource", broken)
+    import kopf
+
+    registry = kopf.OperatorRegistry()
+    webhook.register_handler(registry)
+
+    async def kopf_machinery(request: Any, *, webhook: str | None = None, **_: Any) -> Any:
+        return await _kopf_answer(registry, request, webhook or "")
+
+    request = _request(resource())
+    answer = asyncio.run(webhook.answering(kopf_machinery)(request, webhook=webhook.HANDLER_ID))
+    assert answer["response"]["allowed"] is False and answer["response"]["status"]["code"] == 500
 
 
 def test_sharded_the_mutating_webhook_also_writes_the_shard_label() -> None:

@@ -80,6 +80,7 @@ SERVICE_PORT = 443
 
 # -- the kopf handlers ------------------------------------------------------------------------------------------
 
+
 def register_handler(registry: kopf.OperatorRegistry | None = None, plan: ShardPlan | None = None) -> None:
     """Register the validating and the mutating handler with kopf (the default registry unless one is given).
 
@@ -433,7 +434,11 @@ def answering(fn: kopf.WebhookFn, plan: ShardPlan | None = None) -> kopf.Webhook
     async def serve(request: Any, *, webhook: str | None = None, **kwargs: Any) -> Any:
         mutating = mutating_of.get(webhook or "")
         if mutating is not None:
-            response = checks.answer(request, mutating=mutating, plan=plan)
+            try:
+                response = checks.answer(request, mutating=mutating, plan=plan)
+            except Exception:  # a check that fails on some input: kopf's machinery answers as it always did
+                log.exception("Could not answer the %s admission request; kopf's handlers answer it", webhook)
+                response = None
             if response is not None:
                 return response
         return await fn(request, webhook=webhook, **kwargs)
