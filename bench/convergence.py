@@ -135,9 +135,7 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
     stack.create_namespace(namespace)
     extra = ["--max-concurrency", str(args.batch_concurrency), "--requests-per-second", str(args.requests_per_second)]
     if webhook != "off":
-        extra += ["--webhook-port", str(harness.free_port()), "--webhook-listen", "127.0.0.1",
-                  "--webhook-host", "127.0.0.1", "--webhook-configuration", WEBHOOK_CONFIGURATION,
-                  "--webhook-cert-dir", str(work / f"webhook-{n}-{run}-{webhook}")]
+        extra += webhook_arguments(work / f"webhook-{n}-{run}-{webhook}")
     operator = harness.OperatorProc.batchop(stack, batch, work, [namespace], resync=args.resync, extra=extra)
     operator.env["PYTHONPATH"] = str(args.tree.resolve() / "operator")
     operator.start()
@@ -190,6 +188,12 @@ def one_run(stack: harness.KubeStack, batch: harness.LocalBatchProc, work: Path,
 
 
 WEBHOOK_CONFIGURATION = "bench-convergence.azurebatch.dev"
+
+
+def webhook_arguments(cert_dir: Path) -> list[str]:
+    """``batchop run`` arguments serving the admission webhooks on loopback, registered for the local stack."""
+    return ["--webhook-port", str(harness.free_port()), "--webhook-listen", "127.0.0.1", "--webhook-host", "127.0.0.1",
+            "--webhook-configuration", WEBHOOK_CONFIGURATION, "--webhook-cert-dir", str(cert_dir)]
 
 
 def wait_for_webhooks(stack: harness.KubeStack, namespace: str, tree: Path, *, mutating: bool) -> None:

@@ -144,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.create_namespace(namespace)
         extra = ["--requests-per-second", "1000", *args.extra]
         if args.webhook != "off":
-            extra += ["--webhook-port", str(harness.free_port()), "--webhook-listen", "127.0.0.1",
-                      "--webhook-host", "127.0.0.1", "--webhook-configuration", convergence.WEBHOOK_CONFIGURATION,
-                      "--webhook-cert-dir", str(work / "webhook")]
+            extra += convergence.webhook_arguments(work / "webhook")
         operator = harness.OperatorProc.batchop(stack, batch, work, [namespace], resync=args.resync, extra=extra)
         operator.env["PYTHONPATH"] = str(args.tree.resolve() / "operator")
         operator.start()

@@ -119,7 +119,7 @@ def register_handler(registry: kopf.OperatorRegistry | None = None, plan: ShardP
         verdict = checks.review(operation or "", dict(body), dict(old) if old is not None else None)
         warnings.extend(verdict.warnings)
         if not verdict.allowed:
-            raise kopf.AdmissionError(verdict.message, code=422)
+            raise kopf.AdmissionError(verdict.message, code=checks.REFUSED_CODE)
 
 
 # -- certificates ---------------------------------------------------------------------------------------------
