@@ -361,6 +361,26 @@ def test_reconcile_policy_skip_observes_and_never_writes(kube: Any, ns: str, bat
     batch.begin_delete_job_schedule(schedule_id)
 
 
+def test_a_resource_at_rest_still_mirrors_a_change_in_batch(kube: Any, ns: str, batch: Any, local_batch: Any) -> None:
+    """Cycles skip computing the status of a resource whose inputs did not move (Poller.mirror_inputs); a
+    change made in Batch after several such cycles still reaches the status in the next one."""
+    schedule_id = f"resting-{uuid.uuid4().hex[:8]}"
+    _foreign_schedule(batch, schedule_id, [])
+    apply(kube, ns, resource("resting", scheduleId=schedule_id,
+                             annotations={"azurebatch.dev/reconcile-policy": "skip"}))
+    obj = wait_condition(kube, ns, "resting", "Ready", "True", "Active")
+    assert obj["status"]["state"] == "active"
+    local_batch.reset_counts()
+    wait_for(lambda: local_batch.count("list_job_schedules") >= 3, 30, message="three poll cycles at rest")
+    rested = get(kube, ns, "resting")
+    assert rested is not None and rested["metadata"]["resourceVersion"] == obj["metadata"]["resourceVersion"]
+    batch.disable_job_schedule(schedule_id)  # behind the operator, which only observes this one
+    wait_for(lambda: (get(kube, ns, "resting") or {}).get("status", {}).get("state") == "disabled", 30,
+             message="status.state mirrors the disabled schedule")
+    kube.kubectl("delete", "bjs", "resting", "-n", ns, "--timeout=20s", check=True)
+    batch.begin_delete_job_schedule(schedule_id)
+
+
 # -- drift -------------------------------------------------------------------------------------------------------
 
 
