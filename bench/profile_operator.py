@@ -13,6 +13,9 @@ from ``--tree`` (default: this checkout), so the same script profiles a commit b
 2. **steady**: once every job-1 has completed and been mirrored, ``--cycles`` whole status cycles (counted
    from the service's schedule listings as in ``bench/economy.py``), with CPU seconds per cycle and RSS.
 
+The operator serves both admission webhooks, as shipped (``--webhook``; the profiles in docs/performance.md
+before its seventh pass ran with none, which ``--webhook off`` reproduces).
+
 For each phase it writes ``<out>/<phase>.collapsed`` (flamegraph input: ``flamegraph.pl`` or speedscope.app
 read it) and prints the functions with the most samples on their own (self) and anywhere on the stack
 (inclusive), and the share of samples by package. ``<out>/summary.json`` holds the numbers.
