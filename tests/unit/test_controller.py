@@ -492,6 +492,31 @@ async def test_runtime_sets_the_resource_gauges_only_when_status_or_suspend_chan
     await runtime.close()
 
 
+async def test_a_groups_member_list_is_kept_until_a_resource_joins_or_leaves() -> None:
+    from batchop.batch.credentials import AccountRef
+
+    runtime = Runtime(Settings(), FakeKube(), storage={})
+    ref = AccountRef("https://acct.westeurope.batch.azure.com", "acct", "a2V5")
+    group = ref.credential_id
+    for name in ("a", "b"):
+        runtime.observe({**body(), "metadata": {**body()["metadata"], "name": name}}, "ADDED")
+        runtime.accounts.gateway_for(ref, ObjectView("ns", name, "u1", 1, {}))
+    first = runtime._members_of(group)
+    assert sorted(m.name for m in first) == ["a", "b"]
+    assert runtime._members_of(group) is first, "nothing changed: the same list"
+    runtime.accounts.gateway_for(ref, ObjectView("ns", "a", "u1", 1, {}))  # re-resolved alike (a reconcile)
+    assert sorted(m.name for m in runtime._members_of(group)) == ["a", "b"]
+    runtime.observe({**body(), "metadata": {**body()["metadata"], "name": "c"}}, "ADDED")
+    runtime.accounts.gateway_for(ref, ObjectView("ns", "c", "u1", 1, {}))
+    assert sorted(m.name for m in runtime._members_of(group)) == ["a", "b", "c"], "a resource joined"
+    replaced = {**body(uid="u2"), "metadata": {**body(uid="u2")["metadata"], "name": "b"}}
+    runtime.observe(replaced, "ADDED")  # deleted and created again under the same name: a new entry
+    assert [m.uid for m in runtime._members_of(group) if m.name == "b"] == ["u2"], "the tracker's new entry"
+    runtime.observe({**body(), "metadata": {**body()["metadata"], "name": "a"}}, "DELETED")
+    assert sorted(m.name for m in runtime._members_of(group)) == ["b", "c"], "a resource left"
+    await runtime.close()
+
+
 async def test_runtime_reports_an_unresolvable_account_without_a_batch_request() -> None:
     kube = FakeKube({("ns", "r"): body()})
     runtime = Runtime(Settings(), kube, storage={})  # no operator default account

@@ -119,6 +119,35 @@ async def test_a_refresh_resolves_each_distinct_account_once_and_keeps_unchanged
     await resolver.close()
 
 
+async def test_members_resolved_from_different_versions_of_a_secret_are_each_brought_to_the_current_one() -> None:
+    kube = Secrets()
+    kube.data[("ns", "s")] = ({"accountName": "acct", "accountKey": "Z29vZA=="}, "1")
+    resolver = AccountResolver(Settings(), SecretSource(kube, ttl=0))
+    resolver.gateway_for(await resolver.resolve(view("a", "s")), view("a", "s"))
+    kube.data[("ns", "s")] = ({"accountName": "acct", "accountKey": "Z29vZA=="}, "2")  # same key, new version
+    resolver.gateway_for(await resolver.resolve(view("b", "s")), view("b", "s"))
+    group = resolver.group_of(("ns", "a"))
+    assert group is not None and resolver.group_of(("ns", "b")) == group, "the same key: one group"
+    assert resolver._members[("ns", "a")].ref != resolver._members[("ns", "b")].ref
+    changes = resolver.changes
+    result = await resolver.refresh(group)
+    assert sorted(result.stayed) == [("ns", "a"), ("ns", "b")] and not result.movers
+    assert resolver._members[("ns", "a")].ref == resolver._members[("ns", "b")].ref, "each assigned the current"
+    assert resolver._members[("ns", "a")].ref.source.endswith("@2")
+    held = dict(resolver._members)
+    changes = resolver.changes
+    result = await resolver.refresh(group)
+    assert sorted(result.stayed) == [("ns", "a"), ("ns", "b")]
+    assert resolver._members == held and all(resolver._members[k] is held[k] for k in held)
+    assert resolver.changes == changes, "nothing joined or left"
+    # the key rotated: the whole bucket moves, though its members held one ref
+    kube.data[("ns", "s")] = ({"accountName": "acct", "accountKey": "bmV3"}, "3")
+    result = await resolver.refresh(group)
+    assert result.movers == [("ns", "a"), ("ns", "b")] and not result.stayed and resolver.changes > changes
+    assert not resolver.occupied(group) and len(result.moved) == 1
+    await resolver.close()
+
+
 def test_a_refusal_names_the_resources_own_secret() -> None:
     from batchop.batch.credentials import AccountRef
 

@@ -371,35 +371,44 @@ class History:
         counts: Mapping[str, Mapping[str, Any]],
         previous: Callable[[Any], Mapping[str, Any]],
         owned: Callable[[Mapping[str, Any], Any], bool],
+        recent: Mapping[str, str | None] | None = None,
     ) -> None:
         """Judge newly completed jobs, delete those beyond the limits, compute ``recentJobs`` per member.
 
         ``counts``: task counts the poller already has (job id lower -> counts); ``previous(member)`` the
-        member's last status; ``owned(schedule, member)`` whether the operator may write to that schedule.
+        member's last status; ``owned(schedule, member)`` whether the operator may write to that schedule;
+        ``recent``: the :meth:`recent_job_id` of each schedule (id lower), when the caller has them already.
         """
         budget = self.count_fetches  # task-count reads left this cycle, shared by all members
+        known = recent or {}
         async for member in turns(members):
             if not member.schedule_id:
                 continue
             sid = str(member.schedule_id)
-            schedule = schedules.get(sid.lower())
-            if member.stepped is not None and same_inputs(member.stepped, self._inputs(member, sid, schedule, counts)):
+            key = sid.lower()
+            schedule = schedules.get(key)
+            rid = known[key] if key in known else self.recent_job_id(sid, schedule)
+            if member.stepped is not None and same_inputs(member.stepped,
+                                                          self._inputs(member, sid, schedule, counts, rid)):
                 continue
             member.stepped = None
+            book = self._changes.get(key, 0)
             budget = await self._judge(gateway, sid, previous(member), counts, budget, schedule)
-            rid = self.recent_job_id(sid, schedule)
+            if self._changes.get(key, 0) != book:  # a job gone meanwhile left the book: ask again
+                rid = self.recent_job_id(sid, schedule)
             limits = member.history or Limits()
             decided = plan(self.jobs_of(sid), _Results(self.results), limits, {rid.lower()} if rid else ())
             if _may_write(member, schedule, owned):
                 await self._delete(gateway, sid, decided.delete, limits)
-            recent = self._kept(decided.keep, counts, (schedule or {}).get("jobSpecification"))
-            if self.recent.get(member.key) != recent:  # unchanged: keep the list already held (see ingest)
-                self.recent[member.key] = recent
+            kept = self._kept(decided.keep, counts, (schedule or {}).get("jobSpecification"))
+            if self.recent.get(member.key) != kept:  # unchanged: keep the list already held (see ingest)
+                self.recent[member.key] = kept
             if not decided.delete and self._judged(sid):
-                member.stepped = self._inputs(member, sid, schedule, counts)
+                member.stepped = self._inputs(member, sid, schedule, counts, rid)
 
     def _inputs(
-        self, member: Member, sid: str, schedule: Mapping[str, Any] | None, counts: Mapping[str, Mapping[str, Any]]
+        self, member: Member, sid: str, schedule: Mapping[str, Any] | None, counts: Mapping[str, Mapping[str, Any]],
+        rid: str | None,
     ) -> Inputs:
         """What a member's step is computed from once every completed job of its schedule is judged: the changes
         of the schedule's jobs in the book, its recent job, the limits, and (by identity) the job specification
@@ -409,7 +418,7 @@ class History:
         find them unchanged. A step that judged everything and deleted nothing gives the same result from the
         same inputs, so the next cycles skip it until one of them moves."""
         jobs = self._indexes()[0].get(sid.lower(), ())
-        values = (self._changes.get(sid.lower(), 0), self.recent_job_id(sid, schedule), member.history)
+        values = (self._changes.get(sid.lower(), 0), rid, member.history)
         spec = (schedule or {}).get("jobSpecification")
         return values, (spec, *(counts.get(str(job.get("id")).lower()) for job in jobs))
 

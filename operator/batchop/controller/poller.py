@@ -71,6 +71,7 @@ JOB_SELECT = ["id", "state", "creationTime", "stateTransitionTime", "executionIn
 POOL_SELECT = ["id", "state", "allocationState", "vmSize", "currentDedicatedNodes", "currentLowPriorityNodes",
                "resizeErrors"]
 MAX_ID_FILTER = 10
+_UNKNOWN = object()
 MIRROR_CONCURRENCY = 16
 """Members mirrored at once in a cycle (each may patch status, post Events, or repair drift)."""
 
@@ -194,6 +195,10 @@ class Poller:
         self._counts: dict[str, dict[str, Any]] = {}  # job id (lower) -> task counts
         self._pools: dict[str, dict[str, Any]] = {}
         self._failed: dict[str, dict[str, Any]] = {}  # job id (lower) -> {failedTasks, failedTaskCount}
+        self._failures_due: set[str] = set()  # recent jobs (lower) whose result is to be checked for failed tasks
+        # this cycle's most recent job of each schedule (id lower -> job id), see _recent_job_ids
+        self._recent: dict[str, str | None] = {}
+        self._job_members: dict[str, Tracked] = {}  # recent job id (lower) -> its member, this cycle
         # schedule id (lower) -> (ETag, schedule, jobSpecification) of observe-only members (never in sync)
         self._bodies: dict[str, tuple[str, Any, Any]] = {}
         # node counts of active jobs' pools, a failed start task's node, Batch's clock (batchop.controller.poolhealth)
@@ -271,8 +276,9 @@ class Poller:
         running = {j["id"].lower(): j for j in jobs if j.get("state") != "completed"}
         recent_ids = self._recent_job_ids(members, schedules)
         changed = await self._update_jobs(gateway, jobs, running, recent_ids)
-        await self._refresh_counts(gateway, running, recent_ids, changed)
-        await self._read_failures(gateway, members, schedules)
+        refreshed = await self._refresh_counts(gateway, running, recent_ids, changed)
+        self._failures_due.update(refreshed)
+        await self._read_failures(gateway)
         await self._list_pools(gateway)
         await self.pool_health.read(gateway, self._jobs)
         await self.history.step(
@@ -282,6 +288,7 @@ class Poller:
             counts=self._counts,
             previous=lambda m: self.writer.known(m.namespace, m.name) or {},
             owned=lambda schedule, m: owns(schedule, m.view()),
+            recent=self._recent,
         )
         await self._mirror_all(members, versions, schedules, report)
 
@@ -324,14 +331,35 @@ class Poller:
         }
 
     def _recent_job_ids(self, members: list[Tracked], schedules: Mapping[str, dict[str, Any]]) -> dict[str, str]:
-        """The most recent job of every member's schedule: id (lower case) -> id."""
+        """The most recent job of every member's schedule: id (lower case) -> id.
+
+        Kept for the rest of the cycle (:meth:`_recent_job`: schedule id -> job id, and the member of each job):
+        the listing, the job book and the schedules do not change after this point of a cycle, and the later
+        steps (failed tasks, history, mirror) each asked again for every member, which was most of their cost at
+        10,000 resources."""
         recent_ids: dict[str, str] = {}
+        recent: dict[str, str | None] = {}
+        job_members: dict[str, Tracked] = {}
         for member in members:
-            schedule = schedules.get((member.schedule_id or "").lower())
-            rid = self.history.recent_job_id(member.schedule_id, schedule)  # a newer run-now job counts too
+            sid = member.schedule_id
+            if not sid:
+                continue
+            key = sid.lower()
+            rid = self.history.recent_job_id(sid, schedules.get(key))  # a newer run-now job counts too
+            recent[key] = rid
             if rid:
-                recent_ids[rid.lower()] = rid
+                lower = rid.lower()
+                recent_ids[lower] = rid
+                job_members[lower] = member
+        self._recent, self._job_members = recent, job_members
         return recent_ids
+
+    def _recent_job(self, schedule_id: str | None, schedule: Mapping[str, Any] | None) -> str | None:
+        """The schedule's most recent job, as this cycle found it (asked anew for a schedule it did not)."""
+        found = self._recent.get(schedule_id.lower(), _UNKNOWN) if schedule_id else _UNKNOWN
+        if found is _UNKNOWN:
+            return self.history.recent_job_id(schedule_id, schedule)
+        return found  # type: ignore[return-value]
 
     async def _update_jobs(
         self,
@@ -355,6 +383,7 @@ class Poller:
                     continue
             if previous is None or previous.get("state") != job.get("state") or key not in self._counts:
                 changed.append(key)
+                self._failures_due.add(key)
             if previous != job:  # unchanged: keep the copy already held (no new long-lived objects a cycle)
                 self._jobs[key] = job
         for key in list(self._jobs):
@@ -362,6 +391,7 @@ class Poller:
                 self._jobs.pop(key, None)
                 self._counts.pop(key, None)
                 self._failed.pop(key, None)
+        self._failures_due.intersection_update(self._jobs)
         return changed
 
     async def _refresh_counts(
@@ -370,10 +400,12 @@ class Poller:
         running: Mapping[str, dict[str, Any]],
         recent_ids: Mapping[str, str],
         changed: list[str],
-    ) -> None:
-        """Task counts of the changed jobs, plus at most ``task_count_refreshes`` running ones (round-robin)."""
+    ) -> list[str]:
+        """Task counts of the changed jobs, plus at most ``task_count_refreshes`` running ones (round-robin);
+        returns the jobs whose counts were read."""
         refresh = list(changed)
-        running_recent = sorted(k for k in recent_ids if k in running and k not in changed)
+        now_changed = set(changed)
+        running_recent = sorted(k for k in running if k in recent_ids and k not in now_changed)
         if running_recent and self.task_count_refreshes > 0:
             start = self._rr % len(running_recent)
             picked = (running_recent[start:] + running_recent[:start])[: self.task_count_refreshes]
@@ -383,17 +415,19 @@ class Poller:
             counts = await gateway.task_counts(self._jobs[key]["id"])
             if counts is not None:
                 self._counts[key] = counts
+        return refresh
 
-    async def _read_failures(
-        self, gateway: PollGateway, members: list[Tracked], schedules: Mapping[str, dict[str, Any]]
-    ) -> None:
+    async def _read_failures(self, gateway: PollGateway) -> None:
         """The first failed tasks of each recent job that failed with failed tasks: one filtered, projected
-        listing per job, once (a status that already names them is reused: no request after a restart)."""
-        async for member in turns(members):
-            rid = self.history.recent_job_id(member.schedule_id, schedules.get((member.schedule_id or "").lower()))
-            key = rid.lower() if rid else ""
-            job, counts = self._jobs.get(key), self._counts.get(key)
-            if job is None or key in self._failed or st.job_result(job, counts) != "failure":
+        listing per job, once (a status that already names them is reused: no request after a restart).
+
+        Only the jobs due are looked at (:attr:`_failures_due`: those whose state or task counts were read anew
+        since), not every member each cycle: a job's result moves only with them. A job whose listing failed
+        stays due, for the next cycle."""
+        async for key in turns(sorted(self._failures_due)):
+            self._failures_due.discard(key)
+            job, counts, member = self._jobs.get(key), self._counts.get(key), self._job_members.get(key)
+            if job is None or member is None or key in self._failed or st.job_result(job, counts) != "failure":
                 continue
             failed = int((counts or {}).get("failed") or 0)
             if failed == 0:
@@ -410,6 +444,7 @@ class Poller:
                 if err.status == 404:
                     self._failed[key] = {}  # the job is gone: nothing left to name
                 else:
+                    self._failures_due.add(key)  # read again next cycle
                     log.warning("could not list the failed tasks of job %s: %s", job["id"], err)
                 continue
             count = max(failed, len(tasks))
@@ -417,9 +452,9 @@ class Poller:
 
     async def _list_pools(self, gateway: PollGateway) -> None:
         """The pools of the recent jobs, only when there are any."""
-        pool_ids = sorted(
-            {str(pid) for j in self._jobs.values() if (pid := (j.get("executionInfo") or {}).get("poolId"))}
-        )
+        pool_ids = [  # _id_filter sorts the few it names; no sort of thousands each cycle
+            *{str(pid) for j in self._jobs.values() if (pid := (j.get("executionInfo") or {}).get("poolId"))}
+        ]
         if pool_ids:
             pools = await gateway.list_pools(filter=_id_filter(pool_ids), select=POOL_SELECT)
             self._pools = {p["id"].lower(): p for p in pools if p.get("id")}
@@ -453,11 +488,21 @@ class Poller:
             except Exception:
                 log.exception("mirroring %s/%s failed", member.namespace, member.name)
 
+        # Members at rest are passed over here, in one plain loop: a coroutine and a task each (in the gather
+        # below) for a member with nothing to do cost more than finding that out.
+        pending: list[Tracked] = []
+        async for member in turns(members):
+            if member.busy or member.version != versions[id(member)]:
+                report.skipped += 1
+            elif self._at_rest(member, schedules, now, heartbeat):
+                report.unchanged += 1
+            else:
+                pending.append(member)
         # Status patches and drift repairs of different resources overlap (a patch is a round trip to the
         # API server), MIRROR_CONCURRENCY at a time. Chunks, not one gather of all: between two chunks a
         # reconcile waiting for the event loop (an edit) gets its turn, instead of queueing behind N mirrors.
-        for start in range(0, len(members), MIRROR_CONCURRENCY):
-            chunk = members[start : start + MIRROR_CONCURRENCY]
+        for start in range(0, len(pending), MIRROR_CONCURRENCY):
+            chunk = pending[start : start + MIRROR_CONCURRENCY]
             results = await asyncio.gather(*(mirror(m) for m in chunk), return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException):
@@ -510,6 +555,27 @@ class Poller:
         if not patched and not events:
             member.mirrored = inputs
 
+    def _at_rest(
+        self, member: Tracked, schedules: Mapping[str, dict[str, Any]], now: datetime, heartbeat: timedelta
+    ) -> bool:
+        """Whether :meth:`_mirror` would find nothing to do for the member: no drift, no SAS renewal, no
+        heartbeat due, and the inputs of a cycle that changed nothing (:meth:`mirror_inputs`). False when in
+        doubt (an error here is for :meth:`_mirror` to meet and log)."""
+        if member.mirrored is None or not member.schedule_id:
+            return False
+        try:
+            schedule = schedules.get(member.schedule_id.lower())
+            if not member.deleting and self._drift(member, schedule):
+                return False
+            if schedule is not None and self._renewal_wanted(member, schedule):
+                return False
+            if member.last_sync is None or now - member.last_sync > heartbeat:
+                return False
+            inputs = self.mirror_inputs(member, schedule)
+            return inputs is not None and hist.same_inputs(member.mirrored, inputs)
+        except Exception:
+            return False
+
     def mirror_inputs(self, member: Tracked, schedule: Mapping[str, Any] | None) -> hist.Inputs | None:
         """Everything the member's mirrored status is computed from (:meth:`_observed`, the writer's known
         status and observed ``Ready``): values, and objects the poller and the writer keep while they do not
@@ -520,7 +586,7 @@ class Poller:
         unchanged. With the same inputs as a cycle that wrote nothing and posted no Event, the result is the
         same, so the cycle skips it (``CycleReport.unchanged``); the heartbeat, drift and SAS renewal are
         checked before, as for every member."""
-        rid = self.history.recent_job_id(member.schedule_id, schedule)
+        rid = self._recent_job(member.schedule_id, schedule)
         key = rid.lower() if rid else ""
         job = self._jobs.get(key) if key else None
         if job is not None and job.get("state") != "completed":
@@ -550,7 +616,7 @@ class Poller:
         self, member: Tracked, schedule_id: str, schedule: Mapping[str, Any] | None, previous: Mapping[str, Any]
     ) -> tuple[Status, list[Condition]]:
         """The poller-owned status fields of the member, and its ``Ready`` condition."""
-        rid = self.history.recent_job_id(schedule_id, schedule)
+        rid = self._recent_job(schedule_id, schedule)
         job = self._jobs.get(rid.lower()) if rid else None
         pool_id = ((job or {}).get("executionInfo") or {}).get("poolId")
         fields = st.observed_status(

@@ -85,7 +85,9 @@ class Runtime:
         self.cleanup = OrphanCleanup()
         self.repair = Repairer(kube, self.reconcile)
         self.retry = RetryScheduler(kube, self.secrets, self.repair, settings.resync_interval)
-        self.pollers = Pollers(self._poller, occupied=lambda group: bool(self.accounts.members_of(group)))
+        self._member_lists: dict[str, list[Tracked]] = {}  # group -> its tracked resources (see _members_of)
+        self._members_stamp: tuple[int, int] = (-1, -1)
+        self.pollers = Pollers(self._poller, occupied=self.accounts.occupied)
         self.credentials_retry = max(settings.resync_interval, CREDENTIALS_RETRY_MIN)
         self.queue = WorkQueue(self._run_parked, workers=self.tracker.max_in_flight)
         self._retries: dict[Key, asyncio.TimerHandle] = {}
@@ -340,7 +342,20 @@ class Runtime:
         )
 
     def _members_of(self, group: str) -> list[Tracked]:
-        return [entry for key in self.accounts.members_of(group) if (entry := self.tracker.get(key)) is not None]
+        """The tracked resources of a credential group (not to be changed by the caller: kept and handed out
+        again until a resource joins or leaves a group or the tracker).
+
+        Why kept: each poller asks twice a cycle, and building it from the group's keys was a pass over every
+        resource each time, a few percent of a cycle at 10,000 resources for a list that rarely changes."""
+        stamp = (self.tracker.changes, self.accounts.changes)
+        if stamp != self._members_stamp:
+            self._member_lists.clear()
+            self._members_stamp = stamp
+        found = self._member_lists.get(group)
+        if found is None:
+            found = [entry for key in self.accounts.members_of(group) if (entry := self.tracker.get(key)) is not None]
+            self._member_lists[group] = found
+        return found
 
     async def _refresh_credentials(self, group: str) -> None:
         """Each member's credential resolved again (Secrets from the cache): a Secret switched to another key

@@ -108,6 +108,9 @@ class Tracker:
         self.lock_users: dict[Key, int] = {}  # reconciles/deletes holding or awaiting the lock
         self.slots = asyncio.Semaphore(max_in_flight)
         self.max_in_flight = max_in_flight
+        self.changes = 0
+        """Bumped whenever an entry is added, replaced or forgotten (lists of entries built from keys are kept
+        until it moves: :meth:`batchop.controller.runtime.Runtime.members_of`)."""
         metrics.set_max_concurrent_reconciles(max_in_flight)
 
     def get(self, key: Key) -> Tracked | None:
@@ -128,6 +131,7 @@ class Tracker:
         if entry is None or entry.uid != uid:
             entry = Tracked(key[0], key[1], uid, generation, "", None)
             self.entries[key] = entry
+            self.changes += 1
             synced = cond.find(known.get("conditions"), cond.SYNCED)
             entry.synced_reason = str(synced.get("reason")) if synced else None
         spec = body.get("spec") or {}
@@ -146,7 +150,8 @@ class Tracker:
 
     def forget(self, key: Key) -> None:
         """The resource is gone (a DELETED event)."""
-        self.entries.pop(key, None)
+        if self.entries.pop(key, None) is not None:
+            self.changes += 1
         self._drop_lock(key)
 
     def _drop_lock(self, key: Key) -> None:
