@@ -198,6 +198,7 @@ class AccountResolver:
         member = self._members.pop(key, None)
         if member is not None:
             self._leave(key, member)
+            self.changes += 1
 
     def _assign(self, key: Key, namespace: str, spec: dict[str, Any], ref: AccountRef) -> None:
         previous = self._members.get(key)
@@ -214,7 +215,8 @@ class AccountResolver:
         elif bucket.ref is not None and bucket.ref != ref:
             bucket.ref = None  # members with different refs: the next refresh assigns each
         bucket.keys.add(key)
-        self.changes += 1
+        if previous is None or previous.ref.credential_id != ref.credential_id:
+            self.changes += 1  # joined a group (a reconcile resolving it as before changes no group)
 
     def _leave(self, key: Key, member: _Member) -> None:
         group = member.ref.credential_id
@@ -231,7 +233,6 @@ class AccountResolver:
                 del buckets[member.inputs]
                 if not buckets:
                     del self._buckets[group]
-        self.changes += 1
 
     async def close(self) -> None:
         await self.accounts.close()

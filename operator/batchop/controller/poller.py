@@ -71,7 +71,6 @@ JOB_SELECT = ["id", "state", "creationTime", "stateTransitionTime", "executionIn
 POOL_SELECT = ["id", "state", "allocationState", "vmSize", "currentDedicatedNodes", "currentLowPriorityNodes",
                "resizeErrors"]
 MAX_ID_FILTER = 10
-_UNKNOWN = object()
 MIRROR_CONCURRENCY = 16
 """Members mirrored at once in a cycle (each may patch status, post Events, or repair drift)."""
 
@@ -356,10 +355,10 @@ class Poller:
 
     def _recent_job(self, schedule_id: str | None, schedule: Mapping[str, Any] | None) -> str | None:
         """The schedule's most recent job, as this cycle found it (asked anew for a schedule it did not)."""
-        found = self._recent.get(schedule_id.lower(), _UNKNOWN) if schedule_id else _UNKNOWN
-        if found is _UNKNOWN:
-            return self.history.recent_job_id(schedule_id, schedule)
-        return found  # type: ignore[return-value]
+        key = schedule_id.lower() if schedule_id else ""
+        if key in self._recent:
+            return self._recent[key]
+        return self.history.recent_job_id(schedule_id, schedule)
 
     async def _update_jobs(
         self,
