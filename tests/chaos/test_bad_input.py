@@ -88,6 +88,10 @@ def mutation(draw: Any) -> tuple[str, Any]:
     return kind, None
 
 
+def _auto_pool(job: dict[str, Any]) -> bool:
+    return "autoPoolSpecification" in (job.get("poolInfo") or {})
+
+
 def mutate(base: dict[str, Any], changes: list[tuple[str, Any]], secret: str) -> dict[str, Any]:
     s = copy.deepcopy(base)
     for kind, value in changes:
@@ -99,19 +103,19 @@ def mutate(base: dict[str, Any], changes: list[tuple[str, Any]], secret: str) ->
         elif kind == "legacy":
             if value == "runElevated":
                 job.setdefault("jobManagerTask", {"id": "main", "commandLine": "true"})["runElevated"] = True
-            elif "poolInfo" in job:
+            elif _auto_pool(job):
                 _pool(s)[value] = 2
-            else:
-                job["poolInfo"] = {"poolId": "p", value: 2}
+            else:  # no auto pool (poolInfo removed by an earlier change, or a pool id put here by one)
+                job.setdefault("poolInfo", {"poolId": "p"})[value] = 2
         elif kind == "missing":
             if value == "commandLine":
                 job.get("jobManagerTask", {}).pop("commandLine", None)
-            elif value == "vmSize" and "poolInfo" in job:
+            elif value == "vmSize" and _auto_pool(job):
                 _pool(s).pop("vmSize", None)
             else:
                 job.pop(value, None)
         elif kind == "wrongtype":
-            if value == "nodes-string" and "poolInfo" in job:
+            if value == "nodes-string" and _auto_pool(job):
                 _pool(s)["targetDedicatedNodes"] = "two"
             elif value == "interval-number":
                 s["schedule"]["recurrenceInterval"] = 3600
