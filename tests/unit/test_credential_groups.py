@@ -129,7 +129,6 @@ async def test_members_resolved_from_different_versions_of_a_secret_are_each_bro
     group = resolver.group_of(("ns", "a"))
     assert group is not None and resolver.group_of(("ns", "b")) == group, "the same key: one group"
     assert resolver._members[("ns", "a")].ref != resolver._members[("ns", "b")].ref
-    changes = resolver.changes
     result = await resolver.refresh(group)
     assert sorted(result.stayed) == [("ns", "a"), ("ns", "b")] and not result.movers
     assert resolver._members[("ns", "a")].ref == resolver._members[("ns", "b")].ref, "each assigned the current"

@@ -89,7 +89,6 @@ class AccountResolver:
         self.secrets = secrets
         self.accounts = Accounts(settings)
         self._members: dict[Key, _Member] = {}
-        self._groups: dict[str, set[Key]] = {}
         self._buckets: dict[str, dict[tuple[str, ...], _Bucket]] = {}  # group -> account inputs -> members
         self.changes = 0
         """Bumped whenever a resource joins or leaves a group (lists of a group's members are kept until it
@@ -119,11 +118,11 @@ class AccountResolver:
         return member.ref.credential_id if member else None
 
     def members_of(self, group: str) -> frozenset[Key]:
-        return frozenset(self._groups.get(group, ()))
+        return frozenset().union(*(bucket.keys for bucket in self._buckets.get(group, {}).values()))
 
     def occupied(self, group: str) -> bool:
         """Whether any resource is in the group (without copying its keys)."""
-        return bool(self._groups.get(group))
+        return bool(self._buckets.get(group))
 
     def gateway(self, group: str) -> Gateway | None:
         """The gateway a group's poller uses (None once no resource holds its key)."""
@@ -154,7 +153,7 @@ class AccountResolver:
                 self.accounts.gateway_for(ref)
             except CredentialError:
                 ref = None
-            if ref is not None and bucket.ref is not None and bucket.ref == ref:
+            if ref is not None and bucket.ref == ref:
                 result.stayed.extend(keys)  # every member holds it already: nothing to assign
                 continue
             for key in sorted(keys):
@@ -208,7 +207,6 @@ class AccountResolver:
         if previous is not None:
             self._leave(key, previous)
         self._members[key] = _Member(namespace, spec, ref, inputs)
-        self._groups.setdefault(ref.credential_id, set()).add(key)
         bucket = self._buckets.setdefault(ref.credential_id, {}).get(inputs)
         if bucket is None:
             bucket = self._buckets[ref.credential_id][inputs] = _Bucket(ref=ref)
@@ -220,11 +218,6 @@ class AccountResolver:
 
     def _leave(self, key: Key, member: _Member) -> None:
         group = member.ref.credential_id
-        keys = self._groups.get(group)
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._groups[group]
         buckets = self._buckets.get(group)
         bucket = buckets.get(member.inputs) if buckets is not None else None
         if buckets is not None and bucket is not None:

@@ -371,23 +371,23 @@ class History:
         counts: Mapping[str, Mapping[str, Any]],
         previous: Callable[[Any], Mapping[str, Any]],
         owned: Callable[[Mapping[str, Any], Any], bool],
-        recent: Mapping[str, str | None] | None = None,
+        recent_job: Callable[[str, Mapping[str, Any] | None], str | None] | None = None,
     ) -> None:
         """Judge newly completed jobs, delete those beyond the limits, compute ``recentJobs`` per member.
 
         ``counts``: task counts the poller already has (job id lower -> counts); ``previous(member)`` the
         member's last status; ``owned(schedule, member)`` whether the operator may write to that schedule;
-        ``recent``: the :meth:`recent_job_id` of each schedule (id lower), when the caller has them already.
+        ``recent_job(schedule_id, schedule)``: :meth:`recent_job_id` as the caller already found it this cycle.
         """
         budget = self.count_fetches  # task-count reads left this cycle, shared by all members
-        known = recent or {}
+        find = recent_job or self.recent_job_id
         async for member in turns(members):
             if not member.schedule_id:
                 continue
             sid = str(member.schedule_id)
             key = sid.lower()
             schedule = schedules.get(key)
-            rid = known[key] if key in known else self.recent_job_id(sid, schedule)
+            rid = find(sid, schedule)
             if member.stepped is not None and same_inputs(member.stepped,
                                                           self._inputs(member, sid, schedule, counts, rid)):
                 continue

@@ -287,7 +287,7 @@ class Poller:
             counts=self._counts,
             previous=lambda m: self.writer.known(m.namespace, m.name) or {},
             owned=lambda schedule, m: owns(schedule, m.view()),
-            recent=self._recent,
+            recent_job=self._recent_job,
         )
         await self._mirror_all(members, versions, schedules, report)
 
@@ -382,7 +382,6 @@ class Poller:
                     continue
             if previous is None or previous.get("state") != job.get("state") or key not in self._counts:
                 changed.append(key)
-                self._failures_due.add(key)
             if previous != job:  # unchanged: keep the copy already held (no new long-lived objects a cycle)
                 self._jobs[key] = job
         for key in list(self._jobs):
