@@ -10,8 +10,9 @@ from ``--tree`` (default: this checkout), so the same script profiles a commit b
 
 1. **burst**: from the first Kubernetes create of N resources until every one is mirrored (``Ready=True``,
    ``status.state``), with the operator's CPU seconds, its peak RSS (``VmHWM``) and its RSS at the end;
-2. **steady**: once every job-1 has completed and been mirrored, ``--cycles`` whole status cycles (counted
-   from the service's schedule listings as in ``bench/economy.py``), with CPU seconds per cycle and RSS.
+2. **steady**: once every job-1 has completed and been mirrored (and ``--rest`` seconds more), ``--cycles``
+   whole status cycles (counted from the service's schedule listings as in ``bench/economy.py``), with CPU
+   seconds per cycle and RSS.
 
 The operator serves both admission webhooks, as shipped (``--webhook``; the profiles in docs/performance.md
 before its seventh pass ran with none, which ``--webhook off`` reproduces).
@@ -131,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                              "py-spy then pauses the process for each sample")
     parser.add_argument("--phases", nargs="+", default=["burst", "steady"], choices=["burst", "steady"])
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--rest", type=float, default=0.0, metavar="SECONDS",
+                        help="steady phase: wait this long at rest before sampling (330 profiles the long-run "
+                             "steady state `bench/economy.py --rest 330` measures: jobs past the history's "
+                             "5-minute margin, the heap frozen at rest)")
     parser.add_argument("--webhook", choices=("off", "validating", "both"), default="both",
                         help="the operator's admission webhooks, as in bench/convergence.py (default: both, "
                              "what ships)")
@@ -190,7 +195,7 @@ def _phases(args: argparse.Namespace, stack: harness.KubeStack, batch: harness.L
     if "steady" not in args.phases:
         return out
     harness.wait_until(lambda: economy.settled(batch, stack, namespace, args.n), args.timeout, 2.0, "idle")
-    time.sleep(args.resync + 1)
+    time.sleep(args.resync + 1 + args.rest)
     first = economy._cycle_marks(batch)
     harness.wait_until(lambda: economy._cycle_marks(batch) > first, 3 * args.resync + 600, 0.05, "a cycle")
     sampler = Sampler(operator.pid, args.out / "steady.collapsed", args.rate, args.native)

@@ -26,3 +26,12 @@ def test_frames_are_counted_by_package_as_py_spy_names_their_files(tmp_path: Pat
                                        "stdlib:selectors": 8.3}
     assert dict(found["inclusive"])["main (cli/main.py)"] == 83.3
     assert dict(found["self"])["Poller.cycle (controller/poller.py)"] == 50.0
+
+
+async def test_the_in_process_status_cycle_bench_measures_a_cycle_at_rest() -> None:
+    """bench/status_cycle.py: its stand-in Batch brings the poller to rest (every member skipped as unchanged,
+    schedules + jobs + pools requested) before it times cycles; it refuses to report a cycle that is not."""
+    import status_cycle
+
+    found = await status_cycle.measure(30, cycles=2, warmup=3)
+    assert found["n"] == 30 and found["cpu_per_cycle"] > 0 and len(found["gc_per_cycle"]) == 3
