@@ -92,6 +92,10 @@ class Member:
     def key(self) -> tuple[str, str]:
         return (self.namespace, self.name)
 
+    @property
+    def schedule_key(self) -> str:
+        return (self.schedule_id or "").lower()
+
 
 class FakeGateway:
     def __init__(self, jobs: list[dict[str, Any]], failed: set[str]) -> None:

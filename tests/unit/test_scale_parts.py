@@ -144,3 +144,27 @@ async def test_long_walks_give_other_tasks_a_turn_every_so_often() -> None:
         walked += 1
     await task
     assert [n for n in seen_at if 0 < n < 1000] == list(range(100, 1000, 100))
+
+
+async def test_walks_in_chunks_give_the_same_turns_and_every_item_once() -> None:
+    """:func:`batchop.controller.turns.chunks`, the status cycle's walks: the items in order, in slices of
+    ``every``, with a turn for a waiting task after each slice."""
+    from batchop.controller.turns import chunks
+
+    seen_at: list[int] = []
+    walked: list[int] = []
+
+    async def other() -> None:
+        while len(walked) < 1000:
+            seen_at.append(len(walked))
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    async for chunk in chunks(list(range(1000)), every=100):
+        assert len(chunk) == 100
+        walked.extend(chunk)
+    await task
+    assert walked == list(range(1000))
+    assert [n for n in seen_at if 0 < n < 1000] == list(range(100, 1000, 100))
+    assert [list(c) async for c in chunks([1, 2, 3], every=2)] == [[1, 2], [3]]

@@ -290,6 +290,74 @@ async def test_poller_detects_missing_and_changed_schedules() -> None:
     assert any("o0" in d and "changed outside" in d for d in drift)
 
 
+async def test_owner_marks_are_parsed_again_only_when_the_etag_or_adopt_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The drift check's ownership test is remembered per member under the schedule's ETag (Batch gives a schedule
+    a new ETag whenever its metadata changes): parsed once, again when the ETag moves (marks replaced: drift) or
+    when the resource's ``adopt`` changes."""
+    from batchop.controller import poller as poller_module
+
+    parsed: list[str] = []
+    real = poller_module.owns
+
+    def counting(schedule: Mapping[str, Any], obj: Any) -> bool:
+        parsed.append(str(schedule.get("eTag")))
+        return real(schedule, obj)
+
+    monkeypatch.setattr(poller_module, "owns", counting)
+    gateway = IdleGateway(1)
+    member = Tracked("ns", "o0", "u0", 1, "e", "s0", desired={"schedule": {}}, in_sync_etag="0x1")
+    drift: list[str] = []
+
+    async def on_drift(member: Tracked, why: str, **_: Any) -> None:
+        drift.append(why)
+
+    async def nothing(*_: Any, **__: Any) -> None:
+        return None
+
+    poller = Poller("e", gateway=lambda: gateway, members=lambda: [member], writer=StatusWriter(FakeKube({})),
+                    post_event=nothing, on_drift=on_drift, refresh_credentials=nothing,
+                    changed_properties=lambda d, o: [])
+    for _ in range(3):
+        await poller.cycle()
+    assert parsed == ["0x1"] and drift == []
+    member.adopt = True
+    await poller.cycle()
+    assert parsed == ["0x1", "0x1"] and drift == []
+    gateway.schedules[0].update(eTag="0x2", metadata=[{"name": "azurebatch.dev/uid", "value": "someone-else"}])
+    await poller.cycle()
+    assert parsed[:2] == ["0x1", "0x1"] and set(parsed[2:]) == {"0x2"}, "not ours: parsed at each ask"
+    assert drift == ["Batch schedule s0 lost its owner marks; restoring them"]
+
+
+async def test_a_job_that_stops_showing_as_running_is_read_once() -> None:
+    """The jobs step looks only at the recent jobs that can have changed: one listed, one not seen yet, or one
+    last seen running. A running job missing from the next listing (it completed before the margin) is read
+    once; a completed one is never read again."""
+    gateway = IdleGateway(2)
+    running = {**gateway.jobs["s0:job-1"], "state": "active"}
+    listings = [[copy.deepcopy(running)], [], [], []]
+
+    async def list_jobs(**_: Any) -> list[dict[str, Any]]:
+        gateway._count("list_jobs")
+        return listings.pop(0)
+
+    async def no_nodes(**_: Any) -> list[dict[str, Any]]:
+        return []  # the pool health of the running job
+
+    gateway.list_jobs = list_jobs  # type: ignore[method-assign]
+    gateway.list_node_counts = no_nodes  # type: ignore[attr-defined]
+    members = [Tracked("ns", f"o{i}", f"u{i}", 1, "e", f"s{i}", policy="skip") for i in range(2)]
+    poller = idle_poller(gateway, members, StatusWriter(FakeKube({})))
+    await poller.cycle()
+    assert gateway.stats.requests["get_job"] == 1, "s1's job, not listed and never seen"
+    await poller.cycle()
+    assert gateway.stats.requests["get_job"] == 2, "s0's job stopped showing as running: read once"
+    assert poller._jobs["s0:job-1"]["state"] == "completed"
+    for _ in range(2):
+        await poller.cycle()
+    assert gateway.stats.requests["get_job"] == 2, "completed jobs are not read again"
+
+
 async def test_poller_skips_members_reconciled_while_it_listed() -> None:
     """A create or edit that lands while the cycle lists Batch is not drift: the page predates it."""
     gateway = BudgetGateway(1)

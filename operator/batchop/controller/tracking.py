@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -82,8 +82,25 @@ class Tracked:
     (:meth:`batchop.controller.history.History._inputs`). None when it must be judged."""
     mirrored: Inputs | None = None
     """What the poller last mirrored the status from, when that wrote nothing and posted no Event (values, and
-    objects by identity): a cycle with the same inputs skips computing the status again
+    objects kept while they do not change): a cycle with the same inputs skips computing the status again
     (:meth:`batchop.controller.poller.Poller.mirror_inputs`). None when it must be computed."""
+    owned_marks: tuple[str, bool] | None = None
+    """The schedule's ETag when its owner marks were last found to be this resource's, with ``adopt`` then
+    (:meth:`batchop.controller.poller.Poller.owned`): each cycle compares the listed ETag with it instead of
+    parsing the marks again."""
+    _key_of: str | None = field(default=None, init=False, repr=False, compare=False)
+    _schedule_key: str = field(default="", init=False, repr=False, compare=False)
+
+    @property
+    def schedule_key(self) -> str:
+        """``schedule_id`` in lower case ("" when none), as Batch's listings are keyed (its ids are
+        case-insensitive): computed once per id, so the status cycle's passes over thousands of members look
+        up a string whose hash is already known instead of lower-casing (a new string, hashed anew) in each."""
+        sid = self.schedule_id
+        if sid is not self._key_of:
+            self._key_of = sid
+            self._schedule_key = sid.lower() if sid else ""
+        return self._schedule_key
 
     @property
     def busy(self) -> bool:

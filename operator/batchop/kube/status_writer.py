@@ -101,6 +101,11 @@ class StatusWriter:
         self._locks.pop((namespace, name), None)
         self._observed.pop((namespace, name), None)
 
+    def kept(self, key: tuple[str, str]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """:meth:`known` and :meth:`observed` of the object ``key`` (namespace, name) in one call (the status
+        cycle asks for both for every resource)."""
+        return self._status.get(key), self._observed.get(key)
+
     def observed(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The ``Ready`` last computed from Batch for the object (not the document's, which a failed ``Synced``
         overrides): what the poller compares a new observation with."""
