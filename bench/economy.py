@@ -98,11 +98,13 @@ def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: h
         time.sleep(seconds)
     elapsed = time.monotonic() - start
     cpu = operator.cpu_seconds() - cpu_before
+    # the requests are counted before the /metrics reads below: at 10,000 resources those take a second or
+    # more, in which the next cycle's listing pages came in and were counted too (until 2026-12-07)
+    requests = harness.batch_diff(batch.counts(), batch_before)
+    kube = harness.diff_counts(stack.request_counts(), kube_before)
     gc_seconds = [after - before for after, before in zip(operator.gc_seconds(), gc_before, strict=True)]
     collections = [after - before for after, before in zip(operator.gc_collections(), collections_before,
                                                            strict=True)]
-    kube = harness.diff_counts(stack.request_counts(), kube_before)
-    requests = harness.batch_diff(batch.counts(), batch_before)
     if not cycles_from_lists:
         cycles = max(1, round(elapsed / interval))
     total = sum(requests.values())
