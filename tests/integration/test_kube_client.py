@@ -112,3 +112,30 @@ async def test_remove_finalizer_keeps_the_others(kube: Any, namespace: str, clie
     meta = _create(kube, namespace, "both", finalizers=["example.com/other", FINALIZER])["metadata"]
     await client.remove_finalizer(namespace, "both", meta["uid"], FINALIZER)
     assert _get(kube, namespace, "both")["metadata"]["finalizers"] == ["example.com/other"]
+
+
+async def test_remove_finalizer_as_seen_sends_no_get_and_falls_back_when_the_object_moved(
+    kube: Any, namespace: str, client: KubeClient
+) -> None:
+    meta = _create(kube, namespace, "seen", finalizers=[FINALIZER, "example.com/other"])["metadata"]
+    before = client.requests
+    await client.remove_finalizer(namespace, "seen", meta["uid"], FINALIZER, seen=meta)
+    assert client.requests - before == 1, "one JSON patch, no GET"
+    assert _get(kube, namespace, "seen")["metadata"]["finalizers"] == ["example.com/other"]
+
+    moved = _create(kube, namespace, "moved", finalizers=[FINALIZER])["metadata"]
+    kube.kubectl("patch", "bjs", "moved", "-n", namespace, "--type", "json", "-p",
+                 json.dumps([{"op": "add", "path": "/metadata/finalizers/-", "value": "example.com/late"}]), check=True)
+    before = client.requests
+    await client.remove_finalizer(namespace, "moved", moved["uid"], FINALIZER, seen=moved)  # a stale view
+    assert client.requests - before == 3, "the test failed; a GET and a patch from the fresh object"
+    assert _get(kube, namespace, "moved")["metadata"]["finalizers"] == ["example.com/late"]
+
+    old = _create(kube, namespace, "again", finalizers=[FINALIZER])["metadata"]
+    kube.kubectl("patch", "bjs", "again", "-n", namespace, "--type", "merge", "-p",
+                 json.dumps({"metadata": {"finalizers": None}}), check=True)
+    kube.kubectl("delete", "bjs", "again", "-n", namespace, check=True)
+    fresh = _create(kube, namespace, "again", finalizers=[FINALIZER])["metadata"]
+    await client.remove_finalizer(namespace, "again", old["uid"], FINALIZER, seen=old)  # another object now
+    assert _get(kube, namespace, "again")["metadata"]["finalizers"] == [FINALIZER]
+    assert fresh["uid"] != old["uid"]

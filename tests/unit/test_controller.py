@@ -66,8 +66,9 @@ class FakeKube:
         self.finalizers.append(f"add {finalizer} {(seen or {}).get('resourceVersion')}")
         return True
 
-    async def remove_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> None:
-        self.finalizers.append(f"remove {finalizer}")
+    async def remove_finalizer(self, namespace: str, name: str, uid: str, finalizer: str, *,
+                               seen: Mapping[str, Any] | None = None) -> None:
+        self.finalizers.append(f"remove {finalizer}" + (f" {seen.get('resourceVersion')}" if seen else ""))
 
     async def post_event(self, obj: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
@@ -84,7 +85,7 @@ class FakeKube:
 
 def test_tracker_reports_changed_adopt_and_policy_annotations_only_after_the_first_event() -> None:
     tracker = Tracker()
-    assert not tracker.observe(body(), {})  # first sight: kopf's create/resume handler reconciles
+    assert not tracker.observe(body(), {})  # first sight: a new generation, which handle_event reconciles
     assert not tracker.observe(body(), {})
     assert tracker.observe(body(annotations={ANNOTATION_ADOPT: "true"}), {})
     entry = tracker.get(("ns", "r"))

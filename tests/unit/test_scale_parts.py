@@ -1,29 +1,13 @@
 """The parts that keep the operator's cost linear and its bursts bounded, on their own (no API server, no Batch):
-the in-flight limit of reconciles, kopf's diff base kept on the tracked entries, its progress without the
-marker PATCH, and the history step's result view."""
+the in-flight limit of reconciles and the history step's result view."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-import kopf
-
-from batchop.api.names import PREFIX
 from batchop.controller import history
-from batchop.controller.diffbase import TrackedDiffBase, UnmarkedProgressStorage
 from batchop.controller.tracking import Tracker
-
-
-def kopf_body(*, name: str = "r", uid: str = "u1", spec: dict[str, Any] | None = None,
-              annotations: dict[str, str] | None = None) -> kopf.Body:
-    return kopf.Body({
-        "apiVersion": "azurebatch.dev/v1alpha1", "kind": "BatchJobSchedule",
-        "metadata": {"namespace": "ns", "name": name, "uid": uid, "generation": 1,
-                     "annotations": dict(annotations or {})},
-        "spec": dict(spec or {"schedule": {"recurrenceInterval": "P1D"}}),
-        "status": {"scheduleId": "x"},
-    })
 
 
 async def test_no_more_reconciles_in_flight_than_the_limit_and_all_finish() -> None:
@@ -56,65 +40,6 @@ async def test_a_waiter_on_a_busy_resource_never_blocks_its_holder() -> None:
 
     await asyncio.wait_for(asyncio.gather(one("a", "a1"), one("a", "a2"), one("b", "b"), one("c", "c")), 10)
     assert sorted(order) == ["a1", "a2", "b", "c"] and order.index("a1") < order.index("a2")
-
-
-def test_diff_base_lives_on_the_tracked_entry_and_goes_with_it() -> None:
-    tracker = Tracker()
-    storage = TrackedDiffBase(tracker, PREFIX)
-    body = kopf_body()
-    assert storage.fetch(body=body) is None  # never handled: kopf calls the create handler
-    tracker.observe(body, {})
-    essence = storage.build(body=body)
-    patch = kopf.Patch()
-    storage.store(body=body, patch=patch, essence=essence)
-    assert not patch  # nothing written to the object
-    assert storage.fetch(body=body) == essence
-    assert storage.fetch(body=kopf_body(uid="u2")) is None  # same name, new object
-    tracker.forget(("ns", "r"))
-    assert storage.fetch(body=body) is None
-
-
-def test_diff_base_essence_leaves_out_our_own_annotations_and_sees_spec_changes() -> None:
-    storage = TrackedDiffBase(Tracker(), PREFIX)
-    plain = storage.build(body=kopf_body())
-    noted = storage.build(body=kopf_body(annotations={f"{PREFIX}/run-now": "1", "team": "a"}))
-    assert noted["metadata"]["annotations"] == {"team": "a"}
-    assert storage.build(body=kopf_body(annotations={f"{PREFIX}/run-now": "1"})) == plain
-    assert storage.build(body=kopf_body(spec={"schedule": {"recurrenceInterval": "PT1H"}})) != plain
-
-
-def test_diff_base_essence_is_kopfs_own_without_copying_status_and_shares_nothing() -> None:
-    """The essence is built from spec, labels and annotations only: equal to kopf's own build of the whole
-    body (status and managedFields dropped either way), and a copy, not a view of the body."""
-    raw = {
-        "apiVersion": "azurebatch.dev/v1alpha1", "kind": "BatchJobSchedule",
-        "metadata": {"namespace": "ns", "name": "r", "uid": "u1", "generation": 3, "resourceVersion": "9",
-                     "labels": {"team": "a"}, "annotations": {"note": "x", f"{PREFIX}/adopt": "true"},
-                     "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}]},
-        "spec": {"schedule": {"recurrenceInterval": "P1D"}, "jobSpecification": {"priority": 5}},
-        "status": {"scheduleId": "x", "conditions": [{"type": "Ready", "status": "True"}]},
-    }
-    body = kopf.Body(raw)
-    essence = TrackedDiffBase(Tracker(), PREFIX).build(body=body)
-    kopfs = dict(kopf.AnnotationsDiffBaseStorage(prefix="other.dev").build(body=body))
-    del kopfs["metadata"]["annotations"][f"{PREFIX}/adopt"]
-    assert essence == kopfs
-    assert essence == {"spec": raw["spec"], "metadata": {"labels": {"team": "a"}, "annotations": {"note": "x"}}}
-    essence["spec"]["jobSpecification"]["priority"] = 1
-    essence["metadata"]["labels"]["team"] = "b"
-    assert raw["spec"]["jobSpecification"]["priority"] == 5 and raw["metadata"]["labels"] == {"team": "a"}
-
-
-def test_progress_is_stored_without_the_kopf_managed_marker() -> None:
-    storage = UnmarkedProgressStorage(prefix=PREFIX, v1=False)
-    marked = kopf.AnnotationsProgressStorage(prefix=PREFIX, v1=False)
-    record: Any = {"started": "2026-01-01T00:00:00Z", "retries": 1, "success": False, "failure": False}
-    for store, expect_marker in ((storage, False), (marked, True)):
-        patch = kopf.Patch()
-        store.store(key=kopf.HandlerId("reconcile"), record=record, body=kopf_body(), patch=patch)
-        annotations = dict(patch["metadata"]["annotations"])
-        assert any(k.startswith(f"{PREFIX}/") and "reconcile" in k for k in annotations)  # the retry is kept
-        assert (f"{PREFIX}/kopf-managed" in annotations) is expect_marker
 
 
 def test_history_result_view_reads_the_book_without_copying_it() -> None:

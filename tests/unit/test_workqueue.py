@@ -104,7 +104,7 @@ async def test_the_runtime_parks_when_no_slot_is_free_and_runs_it_when_one_is() 
     await until(lambda: bool(kube.patches))
     assert kube.patches[-1]["conditions"][0]["reason"] == cond.REASON_ACCOUNT_NOT_CONFIGURED
     await until(lambda: not runtime.queue.holds(("ns", "r")))
-    assert ("ns", "r") in runtime._retries, "a recoverable outcome is retried, where kopf would have"
+    assert ("ns", "r") in runtime._retries, "a recoverable outcome is retried after the delay it asks for"
     outcome = await runtime.reconcile_or_park(body())  # a slot is free and nothing queued: at once
     assert outcome is not None and outcome.retry_after is not None
     await runtime.close()

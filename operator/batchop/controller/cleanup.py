@@ -1,9 +1,9 @@
 """Deletion of schedules whose resource vanished while the schedule was being created or adopted.
 
 When the status write after a create finds the resource gone (its finalizer removed by hand, or never in
-place), or the resource was deleted during an adoption, no delete handler will ever run for it. The
+place), or the resource was deleted during an adoption, no deletion step will ever run for it. The
 operator then applies the resource's ``deletionPolicy`` to the schedule itself, in the background, with the
-same deletion steps as the delete handler (:func:`batchop.controller.reconcile.delete.delete`).
+same deletion steps as a deleted resource gets (:func:`batchop.controller.reconcile.delete.delete`).
 """
 
 from __future__ import annotations

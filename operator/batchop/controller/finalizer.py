@@ -48,7 +48,8 @@ class FinalizerHold:
 
     async def after_adopt(self) -> bool:
         """Add it after an adoption, which wrote nothing to Batch: when it cannot be added now, the status
-        write follows and kopf adds it (the delete handler's ``when=`` filter sees ``status.scheduleId``).
+        write follows, and the next watch event of an object with ``status.scheduleId`` and without it adds it
+        (:meth:`batchop.controller.runtime.Runtime.handle_event`).
         False: the resource was deleted meanwhile."""
         try:
             return await self.acquire()

@@ -21,7 +21,9 @@ class FinalizerApi(Protocol):
         self, namespace: str, name: str, uid: str, finalizer: str, *, seen: Mapping[str, Any] | None = None
     ) -> bool: ...
 
-    async def remove_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> None: ...
+    async def remove_finalizer(
+        self, namespace: str, name: str, uid: str, finalizer: str, *, seen: Mapping[str, Any] | None = None
+    ) -> None: ...
 
 
 class EventApi(Protocol):

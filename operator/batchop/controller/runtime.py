@@ -10,8 +10,15 @@
 - :class:`~batchop.controller.pollers.Pollers`: one poller per account credential, whose drift repairs and retries go
   through :class:`~batchop.controller.retry.Repairer` and :class:`~batchop.controller.retry.RetryScheduler`;
 - :class:`~batchop.controller.cleanup.OrphanCleanup`: schedules of resources that vanished during a create;
-- :class:`~batchop.controller.workqueue.WorkQueue`: the kopf handlers' reconciles that found no free slot
-  (:meth:`Runtime.reconcile_or_park`), run in order by a few tasks of its own.
+- :class:`~batchop.controller.workqueue.WorkQueue`: the reconciles watch events asked for that found no free
+  slot (:meth:`Runtime.reconcile_or_park`), run in order by a few tasks of its own;
+- :class:`~batchop.controller.deletions.Deletions`: the deletion steps of resources being deleted, and our
+  finalizer removed after the last.
+
+:meth:`Runtime.handle_event` is the whole work of the one kopf handler, a watch handler: which events ask for a
+reconcile (a ``metadata.generation`` not reconciled yet in this process, a changed ``adopt`` /
+``reconcile-policy``, a new ``run-now``), which for a deletion step, and retries where kopf's handlers had its
+own.
 
 The decisions themselves are :mod:`batchop.controller.reconcile`: plain functions over a gateway, guarded
 by :class:`~batchop.controller.finalizer.FinalizerHold`.
@@ -25,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from batchop.api import conditions as cond
+from batchop.api.names import FINALIZER
 from batchop.api.types import Status
 from batchop.batch.credentials import AccountRef, CredentialError, SecretSource, endpoint_of
 from batchop.batch.gateway import Gateway
@@ -33,6 +41,7 @@ from batchop.controller import runnow
 from batchop.controller.accounts import AccountResolver, Refresh, name_secret, refused
 from batchop.controller.blobs import BlobResolver, kept_sas, renewal_due, storage_defaults
 from batchop.controller.cleanup import OrphanCleanup
+from batchop.controller.deletions import Deletions
 from batchop.controller.events import EventPoster
 from batchop.controller.finalizer import FinalizerHold
 from batchop.controller.outcomes import OutcomeWriter, mirror_created
@@ -53,6 +62,10 @@ from batchop.kube.status_writer import StatusWriter
 from batchop.observability import metrics
 
 log = logging.getLogger(__name__)
+
+ERROR_RETRY = 15.0
+"""Seconds before a reconcile that raised an unexpected error is tried again (kopf's default backoff, which
+applied to its handlers)."""
 
 CREDENTIALS_RETRY_MIN = 5.0
 """Seconds: the shortest wait before an object whose account cannot be resolved is tried again."""
@@ -92,9 +105,11 @@ class Runtime:
         self.queue = WorkQueue(self._run_parked, workers=self.tracker.max_in_flight)
         self._retries: dict[Key, asyncio.TimerHandle] = {}
         self._retrying: set[asyncio.Task[None]] = set()
+        self.deletions = Deletions(self.delete_step, self._release)
 
     async def close(self) -> None:
         await self.queue.close()
+        await self.deletions.close()
         for handle in self._retries.values():
             handle.cancel()
         self._retries.clear()
@@ -106,6 +121,53 @@ class Runtime:
         await self.kube.close()
 
     # -- watch events --------------------------------------------------------------------------------------
+
+    async def handle_event(self, body: Mapping[str, Any], event_type: str | None) -> None:
+        """One watch event (``event_type`` None: the initial listing), everything it asks for:
+
+        - the tracked copy refreshed (:meth:`observe`); ``DELETED``: the resource forgotten;
+        - being deleted, with our finalizer or a Batch schedule: a deletion step
+          (:class:`~batchop.controller.deletions.Deletions`);
+        - a reconcile (at once, or parked) when the event brings a generation this process has not reconciled
+          (a new resource, every resource after a start or a shard handover, an edit of the spec), or a change
+          kopf's diff never saw: ``adopt``, ``reconcile-policy``, a new ``run-now``. A recoverable outcome is
+          tried again after the delay it asks for, an unexpected error after :data:`ERROR_RETRY`;
+        - otherwise a resource with a Batch schedule that lacks our finalizer gets it back.
+
+        Labels and other annotations are not the reconcile's inputs, so their changes ask for nothing."""
+        due = self.observe(body, event_type)
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        if event_type == "DELETED":
+            self.deletions.forget(key)
+            return
+        finalizers = meta.get("finalizers") or ()
+        if meta.get("deletionTimestamp"):
+            if FINALIZER in finalizers or (body.get("status") or {}).get("scheduleId"):
+                self.deletions.request(body)  # without our finalizer (removed by hand): while the object lasts
+            return
+        entry = self.tracker.get(key)
+        generation = int(meta.get("generation") or 0)
+        if entry is not None and entry.queued_generation != generation:
+            entry.queued_generation = generation
+            due = True
+        if due:
+            await self._reconcile_event(body, key)
+        elif FINALIZER not in finalizers and (body.get("status") or {}).get("scheduleId"):
+            await FinalizerHold(self.kube, ObjectView.from_body(body)).after_adopt()
+
+    async def _reconcile_event(self, body: Mapping[str, Any], key: Key) -> None:
+        try:
+            outcome = await self.reconcile_or_park(body)
+        except Exception:
+            log.exception("reconcile of %s/%s failed; retrying in %.0fs", *key, ERROR_RETRY)
+            self._retry_later(key, ERROR_RETRY)
+            return
+        if outcome is None:
+            return  # parked: the work queue runs it, and its retries
+        count_failed(outcome)
+        if outcome.retry_after is not None:
+            self._retry_later(key, outcome.retry_after)
 
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> bool:
         """Keep the tracked copy of a resource current (every watch event). True when a reconcile is due that
@@ -167,7 +229,12 @@ class Runtime:
         if entry is None or entry.uid != view.uid or entry.deleting or entry.generation > view.generation:
             parked.request.done()
             return
-        outcome = await self._reconcile_view(view, parked.force, parked.request)
+        try:
+            outcome = await self._reconcile_view(view, parked.force, parked.request)
+        except Exception:
+            log.exception("reconcile of %s/%s failed; retrying in %.0fs", *view.key, ERROR_RETRY)
+            self._retry_later(view.key, ERROR_RETRY)
+            return
         count_failed(outcome)
         if outcome.retry_after is not None:
             self._retry_later(view.key, outcome.retry_after)
@@ -184,9 +251,23 @@ class Runtime:
         entry = self.tracker.get(key)
         if entry is None or entry.deleting or self.queue.holds(key):
             return  # gone, going, or a newer pass is on its way anyway
-        task = asyncio.create_task(self.repair(entry, f"retry after {entry.synced_reason}"))
+        task = asyncio.create_task(self._retry(key, f"retry after {entry.synced_reason}"))
         self._retrying.add(task)
         task.add_done_callback(self._retrying.discard)
+
+    async def _retry(self, key: Key, why: str) -> None:
+        """The object read afresh and reconciled again; its outcome may ask for the next retry, as often as
+        it takes (a resource whose credentials never resolved has no poller to retry it)."""
+        try:
+            body = await self.kube.get_object(*key)
+        except Exception as exc:
+            log.warning("could not read %s/%s for its retry (%s); again in %.0fs", *key, exc, ERROR_RETRY)
+            self._retry_later(key, ERROR_RETRY)
+            return
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        log.info("reconciling %s/%s: %s", *key, why)
+        await self._reconcile_event(body, key)
 
     async def _reconcile_view(
         self, view: ObjectView, force: tuple[str, ...] = (), request: metrics.QueueItem | None = None
@@ -228,7 +309,7 @@ class Runtime:
         await self.outcomes.write(view, outcome, entry)
         if "create" in outcome.writes and self.writer.known(view.namespace, view.name) is None:
             # the status write found no object: it vanished while we created its schedule (its finalizer
-            # removed by hand, or never in place), so no delete handler will ever run for it: we clean up
+            # removed by hand, or never in place), so no deletion step will ever run for it: we clean up
             self.cleanup.spawn(view, outcome.schedule_id, gateway)
             return outcome
         if entry is not None:
@@ -254,6 +335,19 @@ class Runtime:
         return ref, gateway, outcome
 
     # -- delete ----------------------------------------------------------------------------------------------
+
+    async def delete_step(self, body: Mapping[str, Any]) -> Outcome:
+        """:meth:`delete`, timed and counted as the ``delete`` handler's run."""
+        with metrics.reconcile_timer("delete") as run:
+            outcome = await self.delete(body)
+            run.settle(outcome.synced, outcome.retry_after)
+        return outcome
+
+    async def _release(self, body: Mapping[str, Any]) -> None:
+        """Our finalizer off the resource: its deletion is done (no-op when it is gone or replaced)."""
+        meta = body.get("metadata") or {}
+        await self.kube.remove_finalizer(str(meta.get("namespace")), str(meta.get("name")), str(meta.get("uid")),
+                                         FINALIZER, seen=meta)
 
     async def delete(self, body: Mapping[str, Any]) -> Outcome:
         """One deletion step of the resource ``body`` (serialised per resource); ``done``: the finalizer may go."""

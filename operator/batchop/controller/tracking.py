@@ -70,9 +70,11 @@ class Tracked:
     create or edit racing with the listing is never taken for drift nor mirrored from a stale page."""
     notes: tuple[str | None, str | None] | None = None
     """The ``adopt`` and ``reconcile-policy`` annotations as last seen (None before the first event)."""
-    essence: str | None = None
-    """kopf's last-handled configuration as compact JSON (:class:`batchop.controller.diffbase.TrackedDiffBase`),
-    kept here instead of in an annotation on the object."""
+    queued_generation: int = -1
+    """The ``metadata.generation`` a reconcile was last started or queued for by a watch event (-1: none yet in
+    this process). An event with another generation carries a spec this process has not reconciled: a new
+    resource, one seen again after a restart or a shard handover, or an edit (:meth:`batchop.controller.runtime.
+    Runtime.handle_event`)."""
 
     metered: tuple[Mapping[str, Any], bool] | None = None
     """The status object and ``suspend`` the per-resource gauges were last set from: a watch event that brings

@@ -257,8 +257,28 @@ class KubeClient:
             raise
         return result is not None
 
-    async def remove_finalizer(self, namespace: str, name: str, uid: str, finalizer: str) -> None:
-        """Remove ``finalizer`` from the object with this ``uid`` (no-op when absent or gone)."""
+    async def remove_finalizer(
+        self, namespace: str, name: str, uid: str, finalizer: str, *, seen: Mapping[str, Any] | None = None
+    ) -> None:
+        """Remove ``finalizer`` from the object with this ``uid`` (no-op when absent or gone).
+
+        ``seen``: the object's ``metadata`` as the caller last saw it (a watch event). With the finalizer in it,
+        one JSON patch removes it with a ``test`` of the ``uid`` and the whole finalizer list seen: no GET. Any
+        change since (another finalizer added or removed, the object replaced or gone) fails the test, and the
+        GET path below runs."""
+        if seen is not None and seen.get("uid") == uid and finalizer in (seen.get("finalizers") or []):
+            present = list(seen.get("finalizers") or [])
+            ops: list[dict[str, Any]] = [
+                {"op": "test", "path": "/metadata/uid", "value": uid},
+                {"op": "test", "path": "/metadata/finalizers", "value": present},
+                {"op": "replace", "path": "/metadata/finalizers", "value": [f for f in present if f != finalizer]},
+            ]
+            try:
+                await self._json_patch(namespace, name, ops)
+                return
+            except KubeError as exc:
+                if exc.status not in (409, 422):
+                    raise
         body = await self.get_object(namespace, name)
         meta = (body or {}).get("metadata") or {}
         finalizers = list(meta.get("finalizers") or [])

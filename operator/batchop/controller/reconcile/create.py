@@ -9,7 +9,7 @@ into the same status write as ``scheduleId``. What only Batch computes (``execut
 first job) comes with the next status cycle. Only an answer without an ETag is followed by a GET.
 
 The finalizer is added before the first Batch write (:class:`~.ports.Hold`), so a deletion at any moment
-after the create finds the delete handler waiting; when Batch refuses the create for good, or the id turns
+after the create finds the deletion steps waiting for it; when Batch refuses the create for good, or the id turns
 out to be someone else's, it is removed again.
 """
 
