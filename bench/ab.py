@@ -40,7 +40,11 @@ METRICS: dict[str, list[Metric]] = {
     "convergence": [
         ("convergence (s)", lambda r: r.get("operator_seconds")),
         ("floor: SDK creates alone (s)", lambda r: r.get("floor_seconds")),
-        ("Kubernetes creates alone (s)", lambda r: r.get("kube_create_seconds")),
+        ("Kubernetes creates alone (s)", lambda r: r.get("kube_alone_seconds")),
+        ("Kubernetes creates beside the operator (s)", lambda r: r.get("kube_create_seconds")),
+        ("ratio to (Kubernetes creates alone + floor)",
+         lambda r: r["operator_seconds"] / (r["kube_alone_seconds"] + r["floor_seconds"])
+         if r.get("kube_alone_seconds") and r.get("floor_seconds") else None),
         ("operator CPU (s)", lambda r: r.get("operator_cpu_seconds")),
         ("operator RSS at the end (MiB)", lambda r: r.get("operator_rss_mib")),
         ("operator peak RSS (MiB)", lambda r: r.get("operator_peak_rss_mib")),
