@@ -203,6 +203,21 @@ def test_status_is_not_patched_when_nothing_changes(kube: Any, ns: str, local_ba
     assert not writes, counts
 
 
+def test_labels_and_other_annotations_start_no_reconcile_a_spec_edit_one(kube: Any, ns: str, local_batch: Any) -> None:
+    """A reconcile is asked for by a new metadata.generation (and our own annotations), not by a label or an
+    annotation of someone else's: the label's and the annotation's events come before the spec edit's on the same
+    object, so once the edit is reconciled they have been handled, and only the edit read the schedule."""
+    apply(kube, ns, resource("labelled"))
+    wait_condition(kube, ns, "labelled", "Synced", "True")
+    local_batch.reset_counts()
+    kube.kubectl("label", "bjs", "labelled", "-n", ns, "team=data", check=True)
+    kube.kubectl("annotate", "bjs", "labelled", "-n", ns, "example.com/touched=1", check=True)
+    patch(kube, ns, "labelled", {"spec": {"successfulJobsHistoryLimit": 2}})
+    wait_for(lambda: (o := get(kube, ns, "labelled")) and o["status"].get("observedGeneration") == 2, 30,
+             message="the edit reconciled (observedGeneration 2)")
+    assert local_batch.count("get_job_schedule") == 1, local_batch.counts()
+
+
 # -- edit, suspend, resume -----------------------------------------------------------------------------------
 
 

@@ -54,9 +54,11 @@ def test_blob_references_become_sas_urls_and_never_cause_rewrites(
     assert files[0].http_url.startswith(azurite.blob_endpoint) and "sig=" in files[0].http_url
     assert files[0].file_path == "words.txt"
     assert "sig=" not in json.dumps(obj) and "sig=" not in operator.logs().replace("sig=REDACTED", "")
-    # a later reconcile (edit of an unrelated field) mints new SAS but the diff ignores them: no jobSpecification write
+    # a later reconcile (an edit of a spec field Batch does not hold) mints new SAS but the diff ignores them: no
+    # jobSpecification write
     local_batch.reset_counts()
-    kube.kubectl("annotate", "bjs", "blobby", "-n", ns, "example.com/touched=1", check=True)
+    kube.kubectl("patch", "bjs", "blobby", "-n", ns, "--type", "merge", "-p",
+                 json.dumps({"spec": {"successfulJobsHistoryLimit": 2}}), check=True)
     wait_for(lambda: local_batch.count("get_job_schedule") >= 1, 30, message="a reconcile after the edit")
     wait_for(lambda: local_batch.count("list_job_schedules") >= 2, 30, message="two poll cycles")
     assert local_batch.count("update_job_schedule") == 0
