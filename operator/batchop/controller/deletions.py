@@ -7,7 +7,7 @@ a later one finds it gone. :class:`Deletions` runs those steps:
 - one at a time per resource, from the newest body a watch event showed (an event that arrives while a step
   runs or waits for its retry starts nothing: the step already under way, or its retry, covers it);
 - a step not done is tried again after the delay its outcome asks for (an unexpected error after
-  :data:`ERROR_DELAY`), as long as the resource is there;
+  :data:`~batchop.controller.retry.ERROR_RETRY`), as long as the resource is there;
 - when a step is done, our finalizer is removed (:meth:`release`), which lets Kubernetes delete the object;
   a removal that fails is retried like a step (the next step finds the schedule gone at once).
 
@@ -26,13 +26,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from batchop.controller.reconcile.outcome import Outcome
+from batchop.controller.retry import ERROR_RETRY
 from batchop.controller.tracking import Key
 
 log = logging.getLogger(__name__)
-
-ERROR_DELAY = 15.0
-"""Seconds before a step that raised an unexpected error (or a finalizer removal that failed) is tried again
-(kopf's default backoff, which applied to its delete handler)."""
 
 NOT_DONE_DELAY = 5.0
 """Seconds before a step that is not done, and named no delay, is tried again."""
@@ -42,11 +39,6 @@ Step = Callable[[Mapping[str, Any]], Awaitable[Outcome]]
 
 Release = Callable[[Mapping[str, Any]], Awaitable[None]]
 """Removes our finalizer from the resource of a body (no-op when it is gone)."""
-
-
-def key_of(body: Mapping[str, Any]) -> Key:
-    meta = body.get("metadata") or {}
-    return (str(meta.get("namespace")), str(meta.get("name")))
 
 
 class Deletions:
@@ -62,10 +54,9 @@ class Deletions:
     def __contains__(self, key: Key) -> bool:
         return key in self._bodies
 
-    def request(self, body: Mapping[str, Any]) -> None:
-        """A watch event of a resource being deleted, with our finalizer: run a step now unless one is
-        running or waiting for its retry (which then starts from this newer body)."""
-        key = key_of(body)
+    def request(self, key: Key, body: Mapping[str, Any]) -> None:
+        """A watch event of the resource ``key`` being deleted: run a step now unless one is running or waiting
+        for its retry (which then starts from this newer ``body``)."""
         self._bodies[key] = body
         if key not in self._tasks and key not in self._timers:
             self._start(key)
@@ -112,7 +103,7 @@ class Deletions:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("deletion step of %s/%s failed; retrying in %.0fs", *key, ERROR_DELAY)
-            delay = ERROR_DELAY
+            log.exception("deletion step of %s/%s failed; retrying in %.0fs", *key, ERROR_RETRY)
+            delay = ERROR_RETRY
         if delay is not None and key in self._bodies:
             self._timers[key] = asyncio.get_running_loop().call_later(delay, self._start, key)

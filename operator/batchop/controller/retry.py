@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF = 300.0
 """Seconds: the longest wait between two retries of a stuck resource."""
 
+ERROR_RETRY = 15.0
+"""Seconds before a reconcile or deletion step that raised an unexpected error (or a finalizer removal that
+failed) is tried again: kopf's default backoff, which applied to its handlers."""
+
 Reconcile = Callable[..., Awaitable[Any]]
 """``reconcile(body, force=...)``: :meth:`batchop.controller.runtime.Runtime.reconcile`."""
 

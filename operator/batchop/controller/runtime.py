@@ -54,7 +54,7 @@ from batchop.controller.reconcile.delete import delete, released
 from batchop.controller.reconcile.outcome import Outcome
 from batchop.controller.reconcile.ports import Model, default_model
 from batchop.controller.reconcile.view import ObjectView
-from batchop.controller.retry import Repairer, RetryScheduler
+from batchop.controller.retry import ERROR_RETRY, Repairer, RetryScheduler
 from batchop.controller.status import EventSpec
 from batchop.controller.tracking import Key, Tracked, Tracker
 from batchop.controller.workqueue import Parked, WorkQueue
@@ -62,10 +62,6 @@ from batchop.kube.status_writer import StatusWriter
 from batchop.observability import metrics
 
 log = logging.getLogger(__name__)
-
-ERROR_RETRY = 15.0
-"""Seconds before a reconcile that raised an unexpected error is tried again (kopf's default backoff, which
-applied to its handlers)."""
 
 CREDENTIALS_RETRY_MIN = 5.0
 """Seconds: the shortest wait before an object whose account cannot be resolved is tried again."""
@@ -144,7 +140,7 @@ class Runtime:
         finalizers = meta.get("finalizers") or ()
         if meta.get("deletionTimestamp"):
             if FINALIZER in finalizers or (body.get("status") or {}).get("scheduleId"):
-                self.deletions.request(body)  # without our finalizer (removed by hand): while the object lasts
+                self.deletions.request(key, body)  # without our finalizer (removed by hand): while the object lasts
             return
         entry = self.tracker.get(key)
         generation = int(meta.get("generation") or 0)
