@@ -23,8 +23,9 @@ never processed twice at once in a controller-runtime workqueue (:class:`QueueIt
 - ``workqueue_work_duration_seconds``: from its start to its end (the handler's time);
 - ``workqueue_unfinished_work_seconds`` and ``workqueue_longest_running_processor_seconds``: the ages of the
   requests under way, summed and the largest, computed at each scrape;
-- ``workqueue_retries_total``: reconciles that ended in an error batchop retries (kopf's retry after
-  ``TemporaryError``, or the poller's backoff), counted when they end, as client-go counts ``AddRateLimited``.
+- ``workqueue_retries_total``: reconciles that ended in an error batchop retries (the runtime's retry after
+  the delay an outcome asks for, or the poller's backoff), counted when they end, as client-go counts
+  ``AddRateLimited``.
 
 What happens before a request exists is not in these numbers: kopf's own per-object event queue and its
 batching window (0.1 s) come before the handler runs.
