@@ -291,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kube-concurrency", type=int, default=16)
     parser.add_argument("--webhook", choices=("off", "validating", "both"), nargs="+", default=["off"],
                         help="the operator's admission webhooks: off (default), the validating one alone, or both "
-                        "(validating, and the mutating one that adds the finalizer at admission); several: each "
-                        "run measures them in turn")
+                        "(what ships: since the admit webhook a create calls the mutating one alone, which checks "
+                        "it and adds the finalizer; before, it called both); several: each run measures them in "
+                        "turn")
     parser.add_argument("--resync", type=float, default=30.0, help="operator --resync-interval")
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--tree", type=Path, default=harness.REPO,

@@ -5,8 +5,9 @@
 Starts a private kube-apiserver (harness.KubeStack) and ``batchop run --webhook-port`` (no Batch account needed:
 only admission is measured), then measures
 
-- the webhook itself: AdmissionReview POSTs straight to ``https://127.0.0.1:PORT/validate`` (a new TLS connection
-  each, as the API server may), for a good spec (admitted) and a bad one (refused);
+- the webhook itself: AdmissionReviews of a create POSTed straight to ``https://127.0.0.1:PORT/admit`` (the
+  mutating webhook, the one call a create makes; a new TLS connection each, as the API server may), for a good
+  spec (admitted, with the finalizer's patch) and a bad one (refused);
 - ``kubectl apply --dry-run=server`` of a good spec with the webhook registered and without it (the same
   API server), so the difference is what admission adds to an apply.
 
@@ -36,6 +37,7 @@ from perfdoc import replace_section, section
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "webhook-bench"
 CONFIGURATION = "bench-webhook.azurebatch.dev"
+KINDS = ("mutatingwebhookconfiguration", "validatingwebhookconfiguration")
 
 SPEC: dict[str, Any] = {
     "apiVersion": "azurebatch.dev/v1alpha1",
@@ -70,7 +72,7 @@ def time_reviews(port: int, cafile: Path, obj: dict[str, Any], n: int) -> tuple[
     times: list[float] = []
     allowed = False
     for _ in range(n + 1):
-        request = urllib.request.Request(f"https://127.0.0.1:{port}/validate", data=data,
+        request = urllib.request.Request(f"https://127.0.0.1:{port}/admit", data=data,
                                          headers={"Content-Type": "application/json"})
         started = time.perf_counter()
         with urllib.request.urlopen(request, context=context, timeout=10) as response:
@@ -117,8 +119,8 @@ def main() -> int:
     started = time.monotonic()
     try:
         stack.create_namespace(NAMESPACE)
-        wait_until(lambda: stack.kubectl("get", "validatingwebhookconfiguration", CONFIGURATION).returncode == 0,
-                   60, what="the webhook configuration")
+        wait_until(lambda: all(stack.kubectl("get", kind, CONFIGURATION).returncode == 0 for kind in KINDS),
+                   60, what="the webhook configurations")
         registered_s = time.monotonic() - started
         bad = json.loads(json.dumps(SPEC))
         bad["spec"]["schedule"]["recurrenceInterval"] = "PT30S"
@@ -128,7 +130,8 @@ def main() -> int:
         bad_times, bad_allowed = time_reviews(port, cert_dir / "ca.crt", bad, args.requests)
         assert good_allowed and not bad_allowed
         with_webhook = time_applies(stack, args.applies)
-        stack.kubectl("delete", "validatingwebhookconfiguration", CONFIGURATION)
+        for kind in KINDS:
+            stack.kubectl("delete", kind, CONFIGURATION)
         without = time_applies(stack, args.applies)
     finally:
         operator.send_signal(signal.SIGTERM)

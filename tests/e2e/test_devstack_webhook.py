@@ -77,7 +77,7 @@ def test_bad_spec_refused_good_spec_admitted_on_the_dev_stack(dev: Path) -> None
     too_often["spec"]["schedule"]["recurrenceInterval"] = "PT30S"
     result = wait_for(lambda: (r := kubectl(dev, "apply", "-f", "-", input=yaml.safe_dump(too_often))).returncode
                       != 0 and "denied the request" in r.stderr and r, 60, message="the webhook to refuse")
-    assert 'admission webhook "validate.batchschedules.azurebatch.dev" denied the request' in result.stderr
+    assert 'admission webhook "admit.batchschedules.azurebatch.dev" denied the request' in result.stderr
     assert "spec.schedule.recurrenceInterval: must be at least 1 minute" in result.stderr
     # A 2016 field name is refused at apply too (by the CRD's schema or the webhook), with the modern name.
     legacy = yaml.safe_load(yaml.safe_dump(SPEC))

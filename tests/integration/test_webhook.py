@@ -129,6 +129,12 @@ def test_bad_input_is_refused_at_apply(webhook_operator: Any, kube: Any, what: s
 
 
 def test_webhook_is_what_refuses(webhook_operator: Any, kube: Any) -> None:
+    """One admission call per write: a create is refused by the mutating webhook (the one that also adds the
+    finalizer), an edit by the validating one, with the same message."""
+    result = apply(kube, variant("short", "schedule.recurrenceInterval", "PT30S"))
+    assert 'admission webhook "admit.batchschedules.azurebatch.dev" denied the request' in result.stderr
+    assert "spec.schedule.recurrenceInterval: must be at least 1 minute" in result.stderr
+    assert apply(kube, variant("short", "schedule.recurrenceInterval", "PT1H")).returncode == 0
     result = apply(kube, variant("short", "schedule.recurrenceInterval", "PT30S"))
     assert 'admission webhook "validate.batchschedules.azurebatch.dev" denied the request' in result.stderr
     assert "spec.schedule.recurrenceInterval: must be at least 1 minute" in result.stderr

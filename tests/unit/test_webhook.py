@@ -182,17 +182,23 @@ def test_shipped_configuration_matches_what_the_operator_registers(hook: webhook
     assert file in kustomization["resources"]
 
 
-def test_the_mutating_webhook_only_sees_creates() -> None:
-    (entry,) = webhook.configuration_body({"url": "https://x/finalize"}, hook=webhook.MUTATING)["webhooks"]
+def test_each_write_calls_one_webhook_the_mutating_one_for_creates_the_validating_one_for_updates() -> None:
+    """One admission call per write: a create is judged and mutated in the mutating webhook's call, and called
+    again if a later mutating webhook changes it (so what is stored was judged); an update is judged by the
+    validating webhook, which sees the object after every mutation."""
+    (entry,) = webhook.configuration_body({"url": "https://x/admit"}, hook=webhook.MUTATING)["webhooks"]
     assert entry["rules"][0]["operations"] == ["CREATE"]
-    assert entry["reinvocationPolicy"] == "Never" and entry["sideEffects"] == "None"
+    assert entry["reinvocationPolicy"] == "IfNeeded" and entry["sideEffects"] == "None"
+    (entry,) = webhook.configuration_body({"url": "https://x/validate"}, hook=webhook.VALIDATING)["webhooks"]
+    assert entry["rules"][0]["operations"] == ["UPDATE"]
+    assert "reinvocationPolicy" not in entry
 
 
 def test_local_registrar_uses_the_url_and_handler_path() -> None:
     config = WebhookRegistrar().client_config("https://127.0.0.1:9443", "Q0E=")
     assert config == {"url": "https://127.0.0.1:9443/validate", "caBundle": "Q0E="}
     config = WebhookRegistrar().client_config("https://127.0.0.1:9443", "Q0E=", webhook.MUTATING)
-    assert config == {"url": "https://127.0.0.1:9443/finalize", "caBundle": "Q0E="}
+    assert config == {"url": "https://127.0.0.1:9443/admit", "caBundle": "Q0E="}
 
 
 def test_rbac_allows_exactly_the_configurations_the_operator_patches() -> None:
@@ -285,7 +291,8 @@ def _patched(obj: dict[str, Any] | None, response: dict[str, Any]) -> dict[str, 
 
 def test_the_mutating_webhook_answers_with_a_json_patch_adding_only_the_finalizer() -> None:
     """The answer the API server reads: its patch adds our finalizer and nothing else, the same object as kopf's
-    machinery would give; a refused spec is the validating webhook's business (the mutating one admits it)."""
+    machinery would give; a bad spec is refused, with the same message as the validating webhook gives, and
+    without a patch."""
     response = _served(None, _request(resource()), webhook.MUTATING_HANDLER_ID)
     assert response["allowed"] is True
     assert _patched(resource(), response)["metadata"]["finalizers"] == [FINALIZER]
@@ -297,10 +304,16 @@ def test_the_mutating_webhook_answers_with_a_json_patch_adding_only_the_finalize
     response = _served(None, _request(resource(finalizers=[FINALIZER])), webhook.MUTATING_HANDLER_ID)
     assert response["allowed"] is True and "patch" not in response
     bad = with_change("schedule.recurrenceInterval", "PT5S")
-    assert _served(None, _request(bad), webhook.MUTATING_HANDLER_ID)["allowed"] is True
-    response = _served(None, _request(bad), webhook.VALIDATING.handler)
-    assert response["allowed"] is False and response["status"]["code"] == 422
-    assert "spec.schedule.recurrenceInterval" in response["status"]["message"]
+    refused = _served(None, _request(bad), webhook.MUTATING_HANDLER_ID)
+    assert refused["allowed"] is False and refused["status"]["code"] == 422 and "patch" not in refused
+    assert "spec.schedule.recurrenceInterval" in refused["status"]["message"]
+    assert refused["status"] == _served(None, _request(bad), webhook.VALIDATING.handler)["status"]
+    warned = resource()
+    warned["spec"]["jobSpecification"]["jobManagerTask"]["resourceFiles"] = [
+        {"httpUrl": "https://a.blob.core.windows.net/c/x.sh?sv=1&sig=abc", "filePath": "x.sh"}]
+    response = _served(None, _request(warned), webhook.MUTATING_HANDLER_ID)
+    assert response["allowed"] is True and response["warnings"] == review("CREATE", warned).warnings
+    assert _patched(warned, response)["metadata"]["finalizers"] == [FINALIZER]
     # Only creates are mutated. (kopf's machinery would run the handler for any operation: its `operations` only
     # shape the webhook configuration's rules, so the API server never sends it an update.)
     update = _request(resource(), "UPDATE", old=resource())
@@ -332,6 +345,17 @@ def test_the_validating_webhook_answers_as_the_verdict_says() -> None:
     deleting = {**two, "metadata": {**two["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
     assert _served(None, _request(deleting, "UPDATE", old=two), webhook.HANDLER_ID)["allowed"] is True
     assert _served(None, _request(None, "DELETE", old=two), webhook.HANDLER_ID)["allowed"] is True
+
+
+def test_the_mutating_path_of_earlier_manifests_still_adds_the_finalizer_and_judges_nothing() -> None:
+    """``/finalize``, the mutating webhook of earlier manifests (their validating webhook judged creates): after an
+    upgrade with those configurations in place, new resources still get the finalizer, and a bad spec is still
+    refused once, by the validating webhook."""
+    bad = with_change("schedule.recurrenceInterval", "PT5S")
+    response = _served(None, _request(bad), webhook.LEGACY_MUTATING_HANDLER_ID, as_kopf=False)
+    assert response["allowed"] is True and "warnings" not in response
+    assert _patched(bad, response)["metadata"]["finalizers"] == [FINALIZER]
+    assert _served(None, _request(bad), webhook.HANDLER_ID)["allowed"] is False
 
 
 def test_requests_the_answer_does_not_know_go_to_kopfs_machinery() -> None:
@@ -487,6 +511,7 @@ def test_install_registers_the_handler_and_the_server(tmp_path: Path) -> None:
     assert handler.ignore_failures and set(handler.operations or ()) == {"CREATE", "UPDATE"}
     assert handlers[webhook.MUTATING_HANDLER_ID].ignore_failures
     assert set(handlers[webhook.MUTATING_HANDLER_ID].operations or ()) == {"CREATE"}
+    mutating = handlers[webhook.MUTATING_HANDLER_ID]
     # coroutines: kopf would run a plain function in its thread pool, a thread hop per admission request
     assert all(asyncio.iscoroutinefunction(h.fn) for h in handlers.values())
 
@@ -496,6 +521,12 @@ def test_install_registers_the_handler_and_the_server(tmp_path: Path) -> None:
         asyncio.run(handler.fn(operation="CREATE", body=kopf.Body(bad), old=None, warnings=warnings))
     assert refused.value.code == 422
     asyncio.run(handler.fn(operation="CREATE", body=kopf.Body(resource()), old=None, warnings=warnings))
+    with pytest.raises(kopf.AdmissionError, match=r"spec\.schedule\.recurrenceInterval") as refused:
+        asyncio.run(mutating.fn(body=kopf.Body(bad), patch=kopf.Patch(), warnings=warnings))
+    assert refused.value.code == 422
+    patch = kopf.Patch()
+    asyncio.run(mutating.fn(body=kopf.Body(resource()), patch=patch, warnings=warnings))
+    assert patch.meta["finalizers"] == [FINALIZER]
 
     settings = kopf.OperatorSettings()
     (startup,) = registry._activities.get_all_handlers()

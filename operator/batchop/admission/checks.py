@@ -4,9 +4,9 @@ and the AdmissionReview answer the API server reads (:func:`answer`).
 
 Why the answer is built here and not by kopf's admission machinery: kopf turns each request into a handler
 cause, runs its handler framework, and builds a JSON Patch by deep-copying the object and diffing it with the
-patched copy. In a creation burst that cost some 15% of the operator's CPU, two requests per new resource,
-several times the verdicts themselves (docs/performance.md, seventh pass). Here the two answers are the verdict
-and, for the mutating webhook, one or two JSON Patch operations written directly. kopf's server still does
+patched copy. In a creation burst that cost some 15% of the operator's CPU, several times the verdicts themselves
+(docs/performance.md, seventh pass). Here the answer is the verdict and, for a new resource, one or two JSON
+Patch operations written directly. kopf's server still does
 the rest (TLS, the serving certificate's reloads, the routes):
 :class:`batchop.admission.webhook.RegisteringWebhookServer` hands it a function that answers with
 :func:`answer` and passes anything else to kopf.
@@ -133,14 +133,17 @@ def _pointer(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def answer(request: Mapping[str, Any], *, mutating: bool, plan: ShardPlan | None = None) -> dict[str, Any] | None:
-    """The ``AdmissionReview`` answer to ``request`` for the validating webhook, or with ``mutating`` the mutating
-    one; None for a request that is not a plain review of a BatchJobSchedule (another resource or version, a
-    subresource, a request without its object or user): kopf's machinery answers those as before.
+def answer(request: Mapping[str, Any], *, mutating: bool, judging: bool = True,
+           plan: ShardPlan | None = None) -> dict[str, Any] | None:
+    """The ``AdmissionReview`` answer to ``request``; None for a request that is not a plain review of a
+    BatchJobSchedule (another resource or version, a subresource, a request without its object or user): kopf's
+    machinery answers those as before.
 
-    The validating answer admits or refuses (code 422, the errors one per line) with the warnings; the mutating
-    one admits every CREATE, with a patch when something is added (a bad spec is the validating webhook's
-    to refuse), and anything else unchanged."""
+    ``judging``: the verdict of :func:`review`, admitted or refused (code 422, the errors one per line), with its
+    warnings. ``mutating``: for a CREATE that is admitted, a patch when something is added (:func:`mutation`).
+    The shipped configurations ask for both on a create (the mutating webhook, ``/admit``: one admission call
+    per new resource) and for the verdict alone on an update (the validating webhook, ``/validate``);
+    ``/finalize``, the mutating path of earlier manifests, asks for the patch alone."""
     payload = request.get("request")
     if not isinstance(payload, Mapping):
         return None
@@ -153,17 +156,17 @@ def answer(request: Mapping[str, Any], *, mutating: bool, plan: ShardPlan | None
         return None
     operation = str(payload.get("operation") or "")
     response: dict[str, Any] = {"uid": payload.get("uid", ""), "allowed": True}
-    if mutating:
-        ops = mutation(new, plan) if operation == "CREATE" else []
-        if ops:
-            response["patch"] = base64.b64encode(json.dumps(ops).encode()).decode("ascii")
-            response["patchType"] = "JSONPatch"
-    else:
+    if judging:
         verdict = review(operation, new, old)
         if verdict.warnings:
             response["warnings"] = list(verdict.warnings)
         if not verdict.allowed:
             response["allowed"] = False
             response["status"] = {"message": verdict.message, "code": REFUSED_CODE}
+    if mutating and response["allowed"] and operation == "CREATE":
+        ops = mutation(new, plan)
+        if ops:
+            response["patch"] = base64.b64encode(json.dumps(ops).encode()).decode("ascii")
+            response["patchType"] = "JSONPatch"
     return {"apiVersion": request.get("apiVersion", "admission.k8s.io/v1"),
             "kind": request.get("kind", "AdmissionReview"), "response": response}

@@ -1,7 +1,18 @@
-"""Admission for BatchJobSchedule, served by the operator on kopf's webhook server: a validating webhook
-(``/validate``) and a mutating one that puts the operator's finalizer on each new resource (``/finalize``,
-:func:`batchop.admission.checks.finalizers_at_create`) and, when the replicas run sharded, its shard label
-(:meth:`batchop.spec.shardkey.ShardPlan.label_at_create`).
+"""Admission for BatchJobSchedule, served by the operator on kopf's webhook server, one call per write:
+
+- a create goes to the mutating webhook (``/admit``): it refuses a bad spec, and puts the operator's finalizer
+  on the new resource (:func:`batchop.admission.checks.finalizers_at_create`) and, when the replicas run
+  sharded, its shard label (:meth:`batchop.spec.shardkey.ShardPlan.label_at_create`);
+- an update goes to the validating webhook (``/validate``), which refuses a bad spec.
+
+Why the verdict on a create is the mutating webhook's: each admission call is an HTTPS round trip the client's
+create waits for, and in a creation burst the second call per new resource cost the API server and the
+operator more CPU than the verdict itself (docs/performance.md, eleventh pass). A mutating webhook may refuse a
+write; ``reinvocationPolicy: IfNeeded`` has the API server call it again when a later mutating webhook changes
+the object, so what it judged is what is stored. Updates need no mutation, and a validating webhook sees the
+object after every mutation, so they keep the validating one. ``/finalize``, the path of the mutating webhook
+in earlier manifests (finalizer and label only, creates were judged by the validating one), is still answered,
+so an upgrade with the old configurations in place loses nothing.
 
 What is checked (:func:`batchop.admission.checks.review`): everything
 :func:`batchop.spec.validation.validate_resource` checks
@@ -11,7 +22,7 @@ once set or once a schedule id is in use (``status.scheduleId``). Messages name 
 ``spec.jobSpecification...targetDedicated: 'targetDedicated' was renamed ...``. Warnings (legal but likely
 wrong) are returned as admission warnings, which kubectl prints. Writes that do not change the spec
 (finalizers, kopf's annotations, labels) and writes to an object being deleted are always admitted, so
-admission can never leave a finalizer stuck.
+admission can never leave a finalizer stuck. A refused create gets no patch.
 
 Why ``failurePolicy: Ignore`` (and ``timeoutSeconds: 5``): the rules match only ``batchschedules``, so no
 other write in the cluster ever waits on batchop; and when the operator is down, edits and finalizer
@@ -25,11 +36,11 @@ mounted from cert-manager (``--webhook-cert-dir`` with ``tls.crt``, ``tls.key``,
 server (re)starts, :class:`WebhookRegistrar` writes the CA bundle into both webhook configurations:
 
 - in a cluster (``--webhook-service``): the configurations shipped in ``manifests/webhook/`` are patched
-  (caBundle only; RBAC: get+patch on those two objects); a missing mutating one is logged and skipped;
+  (caBundle only; RBAC: get+patch on those two objects); a missing one is logged with the fix;
 - on the local stack (``--webhook-host``, no service): the configurations are created or replaced, with
   ``clientConfig.url`` pointing at the operator on loopback.
 
-Answering (:func:`answering`): the two webhooks' requests are answered by
+Answering (:func:`answering`): the webhooks' requests are answered by
 :func:`batchop.admission.checks.answer` (the verdict and a JSON Patch written directly), not by kopf's admission
 machinery, which cost several times the verdicts in a creation burst (docs/performance.md, seventh pass). The
 handlers of :func:`register_handler` stay registered with kopf: they tell kopf to start the server, and they
@@ -70,9 +81,12 @@ WEBHOOK_NAME = f"validate.{PLURAL}.{GROUP}"
 """The webhook's name inside the configuration (kubectl prints it when it refuses a write)."""
 HANDLER_ID = "validate"
 """The kopf handler id, which is also the URL path the webhook is served at (``/validate``)."""
-MUTATING_WEBHOOK_NAME = f"finalize.{PLURAL}.{GROUP}"
-"""The mutating webhook's name: it puts our finalizer on each new BatchJobSchedule (:func:`finalizers_at_create`)."""
-MUTATING_HANDLER_ID = "finalize"
+MUTATING_WEBHOOK_NAME = f"admit.{PLURAL}.{GROUP}"
+"""The mutating webhook's name (kubectl prints it when it refuses a create): it judges each new BatchJobSchedule
+and puts our finalizer on it (:func:`batchop.admission.checks.finalizers_at_create`)."""
+MUTATING_HANDLER_ID = "admit"
+LEGACY_MUTATING_HANDLER_ID = "finalize"
+"""The mutating webhook's path in earlier manifests, where it only added the finalizer and the shard label."""
 TIMEOUT_SECONDS = 5
 FAILURE_POLICY = "Ignore"
 SERVICE_PORT = 443
@@ -82,7 +96,9 @@ SERVICE_PORT = 443
 
 
 def register_handler(registry: kopf.OperatorRegistry | None = None, plan: ShardPlan | None = None) -> None:
-    """Register the validating and the mutating handler with kopf (the default registry unless one is given).
+    """Register the validating and the mutating handler with kopf (the default registry unless one is given):
+    the answers when :func:`batchop.admission.checks.answer` leaves a request to kopf, and what tells kopf to
+    start the server.
 
     With a sharded ``plan`` the mutating handler also writes the shard label (:meth:`ShardPlan.label_at_create`)
     in the client's create: the resource reaches its owner's label-selected watch at once, where a resource
@@ -98,7 +114,11 @@ def register_handler(registry: kopf.OperatorRegistry | None = None, plan: ShardP
         ignore_failures=True,
         registry=registry,
     )
-    async def finalize_batchschedule(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    async def admit_batchschedule(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **_: Any) -> None:
+        verdict = checks.review("CREATE", dict(body))
+        warnings.extend(verdict.warnings)
+        if not verdict.allowed:
+            raise kopf.AdmissionError(verdict.message, code=checks.REFUSED_CODE)
         finalizers = checks.finalizers_at_create(dict(body))
         if finalizers is not None:
             patch.meta["finalizers"] = finalizers
@@ -260,9 +280,8 @@ class Hook:
     webhook: str
     handler: str
     operations: tuple[str, ...]
-    required: bool
-    """In a cluster: whether the operator refuses to go on without the shipped configuration. The mutating one is
-    optional: without it the operator adds its finalizer itself (one more write per new resource)."""
+    missing: str
+    """What a cluster without this configuration gets, for the log line that says so."""
 
     @property
     def path(self) -> str:
@@ -270,9 +289,10 @@ class Hook:
 
 
 VALIDATING = Hook("ValidatingWebhookConfiguration", "validatingwebhookconfigurations", WEBHOOK_NAME, HANDLER_ID,
-                  ("CREATE", "UPDATE"), required=True)
+                  ("UPDATE",), "edits are checked only by the operator, which reports a bad spec as InvalidSpec")
 MUTATING = Hook("MutatingWebhookConfiguration", "mutatingwebhookconfigurations", MUTATING_WEBHOOK_NAME,
-                MUTATING_HANDLER_ID, ("CREATE",), required=False)
+                MUTATING_HANDLER_ID, ("CREATE",), "new resources are checked only by the operator, which reports a "
+                "bad spec as InvalidSpec, and it adds its finalizer itself (one more write each)")
 HOOKS = (VALIDATING, MUTATING)
 
 
@@ -294,8 +314,8 @@ def webhook_entry(client_config: Mapping[str, Any], hook: Hook = VALIDATING) -> 
             "scope": "Namespaced",
         }],
     }
-    if hook is MUTATING:
-        entry["reinvocationPolicy"] = "Never"
+    if hook is MUTATING:  # judged again if a later mutating webhook changes the object: what is stored was judged
+        entry["reinvocationPolicy"] = "IfNeeded"
     return entry
 
 
@@ -316,8 +336,8 @@ class WebhookRegistrar:
     configurations (both named ``name``).
 
     ``service``: ``(namespace, name)`` of the webhook Service; then the configurations must exist (shipped by
-    the manifests) and only ``caBundle`` is patched (a missing mutating one is logged and skipped: the operator
-    then adds its finalizer itself). Without: ``clientConfig.url`` is used and each whole configuration is
+    the manifests) and only ``caBundle`` is patched (a missing one is logged with what that costs, and the
+    other is still patched). Without: ``clientConfig.url`` is used and each whole configuration is
     created or replaced (the local stack, where the operator has the rights).
     """
 
@@ -340,8 +360,14 @@ class WebhookRegistrar:
         return config
 
     async def register(self, url: str | None, ca_bundle: str | None) -> None:
+        failures: list[str] = []
         for hook in HOOKS:
-            await self.apply(self.client_config(url, ca_bundle, hook), hook)
+            try:
+                await self.apply(self.client_config(url, ca_bundle, hook), hook)
+            except (KubeError, LookupError) as exc:
+                failures.append(f"{exc} ({hook.missing})")
+        if failures:
+            raise LookupError("; ".join(failures))
 
     async def apply(self, client_config: dict[str, Any], hook: Hook = VALIDATING) -> None:
         """Create the configuration (local mode), or patch its ``caBundle`` / webhook entry, with the
@@ -352,11 +378,6 @@ class WebhookRegistrar:
             current = await kube.request("GET", path)
             if current is None:
                 if self.service is not None:
-                    if not hook.required:
-                        log.warning("%s %s not found: the operator adds its finalizer to each new resource itself "
-                                    "(one more write each); apply manifests/webhook/ to have it added at admission",
-                                    hook.kind, self.name)
-                        return
                     raise KubeError(404, f"{hook.kind} {self.name} not found: apply manifests/webhook/")
                 await kube.request("POST", hook.path, json=configuration_body(client_config, self.name, hook))
                 log.info("Created the %s %s for %s", hook.kind, self.name, _where(client_config))
@@ -426,16 +447,17 @@ class RegisteringWebhookServer(kopf.WebhookServer):
 
 
 def answering(fn: kopf.WebhookFn, plan: ShardPlan | None = None) -> kopf.WebhookFn:
-    """A webhook function for kopf's server: requests to ``/validate`` and ``/finalize`` answered with
+    """A webhook function for kopf's server: requests to ``/admit``, ``/validate`` and ``/finalize`` answered with
     :func:`batchop.admission.checks.answer`; any other request, or one that function leaves (None), passed to
     ``fn``, kopf's admission machinery, which runs the handlers of :func:`register_handler` to the same verdict."""
-    mutating_of = {HANDLER_ID: False, MUTATING_HANDLER_ID: True}
+    roles = {MUTATING_HANDLER_ID: (True, True), HANDLER_ID: (False, True), LEGACY_MUTATING_HANDLER_ID: (True, False)}
 
     async def serve(request: Any, *, webhook: str | None = None, **kwargs: Any) -> Any:
-        mutating = mutating_of.get(webhook or "")
-        if mutating is not None:
+        role = roles.get(webhook or "")
+        if role is not None:
+            mutating, judging = role
             try:
-                response = checks.answer(request, mutating=mutating, plan=plan)
+                response = checks.answer(request, mutating=mutating, judging=judging, plan=plan)
             except Exception:  # a check that fails on some input: kopf's machinery answers as it always did
                 log.exception("Could not answer the %s admission request; kopf's handlers answer it", webhook)
                 response = None
@@ -483,7 +505,7 @@ def install(registry: kopf.OperatorRegistry, options: WebhookOptions,
     sets kopf's admission server (certificates are issued now, so a bad ``--webhook-cert-dir`` fails at once).
     ``batchop run`` calls this with :func:`options_from_args`.
 
-    aiohttp's access log is held to warnings: one INFO line per admission request (two per new resource) would
+    aiohttp's access log is held to warnings: one INFO line per admission request (one per write) would
     cost more CPU than the answer itself in a burst, and tells nothing the metrics and the API server's own
     audit log do not."""
     if not options.enabled:
