@@ -201,6 +201,28 @@ def test_local_registrar_uses_the_url_and_handler_path() -> None:
     assert config == {"url": "https://127.0.0.1:9443/admit", "caBundle": "Q0E="}
 
 
+def test_a_missing_configuration_is_reported_with_what_it_costs_and_the_other_is_still_registered() -> None:
+    """In a cluster the shipped configurations are patched; one that is missing (or from manifests that name
+    another webhook) does not stop the other from getting its CA bundle, and the error says what the cluster
+    is left without."""
+    from batchop.kube.client import KubeError
+
+    applied: list[str] = []
+
+    async def apply(self: WebhookRegistrar, client_config: dict[str, Any], hook: webhook.Hook) -> None:
+        if hook is webhook.VALIDATING:
+            raise KubeError(404, f"{hook.kind} x not found: apply manifests/webhook/")
+        applied.append(hook.kind)
+
+    registrar = WebhookRegistrar(service=("batchop-system", "batchop-webhook"))
+    registrar.apply = apply.__get__(registrar)  # type: ignore[method-assign]
+    with pytest.raises(LookupError) as failed:
+        asyncio.run(registrar.register(None, "Q0E="))
+    assert applied == ["MutatingWebhookConfiguration"]
+    assert "ValidatingWebhookConfiguration x not found" in str(failed.value)
+    assert "edits are checked only by the operator" in str(failed.value)
+
+
 def test_rbac_allows_exactly_the_configurations_the_operator_patches() -> None:
     role = yaml.safe_load((ROOT / "manifests/rbac/common/cluster_role.yaml").read_text())
     rules = [r for r in role["rules"] if r["apiGroups"] == ["admissionregistration.k8s.io"]]
