@@ -114,7 +114,7 @@ def convergence_figure(rows: Rows) -> Any | None:
     figure = _figure()
     ax = figure.axes[0]
     modes = sorted({r.get("webhook", "off") for r in rows})
-    labels = {"off": "no webhooks", "validating": "validating webhook", "both": "validating + finalizer webhooks"}
+    labels = {"off": "no webhooks", "validating": "validating webhook", "both": "both webhooks, as shipped"}
     for index, mode in enumerate(modes):
         label = "batchop (all Ready, status mirrored)" + (f", {labels.get(mode, mode)}" if len(modes) > 1 else "")
         _line(ax, [r for r in rows if r.get("webhook", "off") == mode], lambda r: r["operator_seconds"], label,
