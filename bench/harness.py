@@ -142,6 +142,22 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_cpu_seconds_fine(pid: int) -> float:
+    """CPU seconds of ``pid``'s live threads to the nanosecond (``/proc/<pid>/task/*/schedstat``: time on a CPU).
+
+    Why: ``/proc/<pid>/stat`` counts in ticks of 10 ms, and four status cycles at rest of 1,000 resources take
+    0.2 s of CPU: a tick either way moves that figure by 5%, and the 1,000 : 10,000 ratio with it. Threads that
+    ended are not counted, so use this for a window in which the process starts or ends no thread (a status cycle
+    at rest), beside :func:`proc_cpu_seconds` as the check."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+    return total / 1e9
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy (all cores; ``/proc/stat``: everything but idle and iowait)."""
     fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -406,6 +422,10 @@ class OperatorProc:
 
     def cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pid)
+
+    def cpu_seconds_fine(self) -> float:
+        """:func:`proc_cpu_seconds_fine`: to the nanosecond, for windows without thread starts or ends."""
+        return proc_cpu_seconds_fine(self.pid)
 
     def gc_collections(self) -> list[float]:
         """The operator's garbage collections so far, by generation (prometheus-client's
