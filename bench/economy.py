@@ -104,7 +104,8 @@ def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: h
     ticks = operator.cpu_seconds() - cpu_before
     # the nanosecond clock, unless a thread started or ended in the window (then the two disagree by more than
     # the ticks' own rounding): the tick clock counts ended threads too
-    cpu = fine if abs(fine - ticks) <= 2 * TICK + 0.05 * ticks else ticks
+    fine_holds = abs(fine - ticks) <= 2 * TICK + 0.05 * ticks
+    cpu = fine if fine_holds else ticks
     # the requests are counted before the /metrics reads below: at 10,000 resources those take a second or
     # more, in which the next cycle's listing pages came in and were counted too (until 2026-12-07)
     requests = harness.batch_diff(batch.counts(), batch_before)
@@ -122,7 +123,7 @@ def measure(batch: harness.LocalBatchProc, stack: harness.KubeStack, operator: h
         "kube_writes_per_cycle": round(harness.writes(kube) / cycles, 2),
         "cpu_per_cycle": round(cpu / cycles, 4), "rss_mib": round(operator.rss_mib(), 1),
         # the same window on /proc/<pid>/stat's 10 ms ticks, and which clock cpu_per_cycle is from
-        "cpu_per_cycle_ticks": round(ticks / cycles, 3), "cpu_clock": "schedstat" if cpu is fine else "ticks",
+        "cpu_per_cycle_ticks": round(ticks / cycles, 3), "cpu_clock": "schedstat" if fine_holds else "ticks",
         # seconds in garbage collections per cycle by generation (batchop only: the baseline serves no metrics)
         "gc_per_cycle": [round(seconds / cycles, 3) for seconds in gc_seconds],
         "gc_collections_per_cycle": [round(count / cycles, 2) for count in collections],
