@@ -115,11 +115,9 @@ def register_handler(registry: kopf.OperatorRegistry | None = None, plan: ShardP
         registry=registry,
     )
     async def admit_batchschedule(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **_: Any) -> None:
-        verdict = checks.review("CREATE", dict(body))
-        warnings.extend(verdict.warnings)
-        if not verdict.allowed:
-            raise kopf.AdmissionError(verdict.message, code=checks.REFUSED_CODE)
-        finalizers = checks.finalizers_at_create(dict(body))
+        new = dict(body)
+        _judge("CREATE", new, None, warnings)
+        finalizers = checks.finalizers_at_create(new)
         if finalizers is not None:
             patch.meta["finalizers"] = finalizers
         labels = plan.label_at_create(body) if plan is not None else None
@@ -136,10 +134,16 @@ def register_handler(registry: kopf.OperatorRegistry | None = None, plan: ShardP
     async def validate_batchschedule(
         operation: str | None, body: kopf.Body, old: kopf.Body | None, warnings: list[str], **_: Any
     ) -> None:
-        verdict = checks.review(operation or "", dict(body), dict(old) if old is not None else None)
-        warnings.extend(verdict.warnings)
-        if not verdict.allowed:
-            raise kopf.AdmissionError(verdict.message, code=checks.REFUSED_CODE)
+        _judge(operation or "", dict(body), dict(old) if old is not None else None, warnings)
+
+
+def _judge(operation: str, new: dict[str, Any], old: dict[str, Any] | None, warnings: list[str]) -> None:
+    """The verdict of :func:`batchop.admission.checks.review` as kopf's handlers give it: its warnings added,
+    a refusal raised as :class:`kopf.AdmissionError` (code 422)."""
+    verdict = checks.review(operation, new, old)
+    warnings.extend(verdict.warnings)
+    if not verdict.allowed:
+        raise kopf.AdmissionError(verdict.message, code=checks.REFUSED_CODE)
 
 
 # -- certificates ---------------------------------------------------------------------------------------------
