@@ -150,11 +150,12 @@ def main() -> int:
     table = "| measure | p50 (ms) | p95 (ms) | max (ms) |\n|---|---|---|---|\n" + "\n".join(
         f"| {name} | {s['p50_ms']:.1f} | {s['p95_ms']:.1f} | {s['max_ms']:.1f} |" for name, s in rows)
     print(table)
-    print(f"webhook configuration registered {registered_s:.1f} s after the operator started")
+    print(f"webhook configurations registered {registered_s:.1f} s after the operator started")
     if args.markdown:
-        notes = (f"{args.requests} AdmissionReviews per row straight to the webhook (a new TLS connection each); "
+        notes = (f"{args.requests} AdmissionReviews of a create per row straight to `/admit`, the one call a "
+                 "create makes (a new TLS connection each); "
                  f"{args.applies} server-side dry-run applies per row (kubectl process start included). The "
-                 f"operator registered its webhook configuration {registered_s:.1f} s after it started. The "
+                 f"operator registered its webhook configurations {registered_s:.1f} s after it started. The "
                  "webhook's `timeoutSeconds` is 5 s.")
         replace_section("webhook", section("Admission webhook", "bench/webhook_latency.py --markdown", info,
                                            table, notes))
