@@ -129,7 +129,7 @@ def test_preparation_task_stages_a_blob_the_job_manager_reads_and_release_task_g
         assert farewell.blob_prefix == "bye/"
 
         job = wait_for(lambda: (j := client.get_job(job_id)) and val(j.state) == "completed" and j, 180,
-                       message=f"job completed; operator log:\n{operator.logs()[-3000:]}")
+                       message=lambda: f"job completed; operator log:\n{operator.logs()[-3000:]}")
         assert job.execution_info.termination_reason == "JMComplete"
         (status,) = list(client.list_job_preparation_and_release_task_status(job_id))
         assert val(status.job_preparation_task_execution_info.result) == "success"

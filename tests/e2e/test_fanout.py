@@ -116,7 +116,7 @@ def test_fanout_counts_every_input_skips_the_bad_one_and_merges_into_one_blob(
     prefix = f"{schedule_id}/{job_id}/"
     wait_for(lambda: {"counts.tsv", "summary.json", "manifest.json"} <= {
         b.name[len(prefix):] for b in output.list_blobs(name_starts_with=prefix)}, 240, interval=1.0,
-        message=f"merged output under {prefix}; operator log:\n{operator.logs()[-3000:]}")
+        message=lambda: f"merged output under {prefix}; operator log:\n{operator.logs()[-3000:]}")
 
     rows = [line.split("\t") for line in output.download_blob(prefix + "counts.tsv").readall().decode().splitlines()]
     merged = {word: int(count) for count, word in rows}

@@ -77,6 +77,23 @@ def namespace(kube: Any) -> str:
     return NAMESPACE
 
 
+@pytest.fixture
+def test_operator(kube: Any, namespace: str, operator_factory: Any) -> Iterator[Any]:
+    """``operator_factory`` for one test: when the test ends, passed or failed, its resources are deleted
+    while its operators still run (so their finalizers are released) and then its operators stop. A failed
+    test must not leave an operator bound to its Batch service reconciling the next test's resources."""
+    started: list[Any] = []
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        started.append(operator_factory(*args, **kwargs))
+        return started[-1]
+
+    yield factory
+    kube.kubectl("delete", "bjs", "--all", "-n", namespace, "--wait=true", "--timeout=90s")
+    for operator in started:
+        operator.stop()
+
+
 def batchop(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "batchop", "--log-format", "text", *args], env=env, text=True,
                           capture_output=True, timeout=120, check=False)
@@ -85,6 +102,10 @@ def batchop(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 def bjs(kube: Any, name: str) -> dict[str, Any]:
     result = kube.kubectl("get", "bjs", name, "-n", NAMESPACE, "-o", "json")
     return json.loads(result.stdout) if result.returncode == 0 else {}
+
+
+OUTPUTS = {"counts.tsv", "node-info.txt"}
+"""What each job of examples/schedule.yaml uploads (its jobManagerTask's outputFiles)."""
 
 
 def output_jobs(blobs: BlobServiceClient, schedule_id: str) -> dict[str, set[str]]:
@@ -142,25 +163,32 @@ def test_examples_are_accepted_by_the_api_server_and_validation(kube: Any, names
 
 
 def test_wordcount_two_recurrences_each_job_output_under_its_job_id(
-    kube: Any, azurite: Any, fast_batch: Any, operator_factory: Any, namespace: str, env: dict[str, str],
+    kube: Any, azurite: Any, fast_batch: Any, test_operator: Any, namespace: str, env: dict[str, str],
     blobs: BlobServiceClient,
 ) -> None:
     synced = batchop(env, "blob", "sync", str(REPO / "blob"))
     assert synced.returncode == 0, synced.stderr
-    operator = operator_factory([namespace], resync=1.0, env=operator_env(fast_batch, azurite))
+    operator = test_operator([namespace], resync=1.0, env=operator_env(fast_batch, azurite))
 
     applied = kube.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples" / "schedule.yaml"))
     assert applied.returncode == 0, applied.stderr
     schedule_id = wait_for(lambda: bjs(kube, "wordcount").get("status", {}).get("scheduleId"), 60,
                            message="status.scheduleId")
 
-    jobs = wait_for(lambda: (found := output_jobs(blobs, schedule_id)) and len(found) >= 2 and found, 240,
-                    interval=1.0, message=f"outputs of two jobs of {schedule_id}; operator log:\n{operator.logs()}")
+    def two_jobs_uploaded() -> dict[str, set[str]] | None:
+        # a task's output files land one after the other: wait for both of each of the first two jobs
+        found = output_jobs(blobs, schedule_id)
+        first_two = sorted(found)[:2]
+        return found if len(first_two) == 2 and all(found[j] >= OUTPUTS for j in first_two) else None
+
+    jobs = wait_for(two_jobs_uploaded, 240, interval=1.0,
+                    message=lambda: f"outputs of two jobs of {schedule_id}; found {output_jobs(blobs, schedule_id)}; "
+                                    f"operator log:\n{operator.logs()[-5000:]}")
     expected = true_counts(LYRICS.read_text())
     pools = set()
     for job_id in sorted(jobs)[:2]:
         assert re.fullmatch(rf"{re.escape(schedule_id)}:job-\d+", job_id), job_id
-        assert jobs[job_id] == {"counts.tsv", "node-info.txt"}
+        assert jobs[job_id] == OUTPUTS
         rows = parse_tsv(blobs.get_blob_client("output", f"{schedule_id}/{job_id}/counts.tsv").download_blob()
                          .readall())
         assert dict((w, c) for c, w in rows) == dict(expected), f"wrong counts in {job_id}"
@@ -183,9 +211,9 @@ def test_wordcount_two_recurrences_each_job_output_under_its_job_id(
 
     printed = batchop(env, "blob", "get", f"output/{schedule_id}/{sorted(jobs)[0]}/counts.tsv")
     assert printed.returncode == 0 and printed.stdout.splitlines()[0] == f"{expected['the']}\tthe"
-    kube.kubectl("delete", "-n", namespace, "-f", str(REPO / "examples" / "schedule.yaml"), "--wait=true",
-                 "--timeout=60s")
-    operator.stop()  # the next test runs its own operator against another Batch service
+    deleted = kube.kubectl("delete", "-n", namespace, "-f", str(REPO / "examples" / "schedule.yaml"),
+                           "--wait=true", "--timeout=60s")
+    assert deleted.returncode == 0, deleted.stderr
 
 
 def _status_code(url: str) -> int:
@@ -197,11 +225,11 @@ def _status_code(url: str) -> int:
 
 
 def test_short_sas_lifetime_is_renewed_before_a_job_could_outlive_it(
-    kube: Any, azurite: Any, realtime_batch: Any, operator_factory: Any, namespace: str, env: dict[str, str],
+    kube: Any, azurite: Any, realtime_batch: Any, test_operator: Any, namespace: str, env: dict[str, str],
     blobs: BlobServiceClient,
 ) -> None:
     assert batchop(env, "blob", "sync", str(REPO / "blob")).returncode == 0
-    operator = operator_factory([namespace], resync=1.0, env=operator_env(realtime_batch, azurite))
+    operator = test_operator([namespace], resync=1.0, env=operator_env(realtime_batch, azurite))
     document = yaml.safe_load((REPO / "examples" / "schedule.yaml").read_text())
     document["metadata"]["name"] = "wordcount-short-sas"
     spec = document["spec"]
@@ -225,7 +253,7 @@ def test_short_sas_lifetime_is_renewed_before_a_job_could_outlive_it(
     # the operator renews (a new expiresAt, new SAS in Batch) before the first SAS expires
     renewed_text = wait_for(
         lambda: (e := bjs(kube, name).get("status", {}).get("sas", {}).get("expiresAt")) != first_expiry_text and e,
-        100, interval=1.0, message=f"SAS renewal; operator log:\n{operator.logs()[-3000:]}",
+        100, interval=1.0, message=lambda: f"SAS renewal; operator log:\n{operator.logs()[-3000:]}",
     )
     assert datetime.now(UTC) < first_expiry, "renewed before the first SAS expired"
     assert datetime.fromisoformat(renewed_text.replace("Z", "+00:00")) > first_expiry
@@ -244,12 +272,14 @@ def test_short_sas_lifetime_is_renewed_before_a_job_could_outlive_it(
             for job in client.list_jobs_from_schedule(schedule_id):
                 created = job.creation_time
                 if created and created > expired_at and str(job.state) in ("completed", "BatchJobState.COMPLETED"):
-                    if f"{job.id}" in output_jobs(blobs, schedule_id):
+                    if "counts.tsv" in output_jobs(blobs, schedule_id).get(job.id, set()):
                         return job.id
         return None
 
-    job_id = wait_for(later_job_output, 120, interval=2.0,
-                      message=f"a completed job created after the first SAS expired; log:\n{operator.logs()[-3000:]}")
+    job_id = wait_for(
+        later_job_output, 120, interval=2.0,
+        message=lambda: f"a completed job created after the first SAS expired; log:\n{operator.logs()[-3000:]}",
+    )
     rows = parse_tsv(blobs.get_blob_client("output", f"{schedule_id}/{job_id}/counts.tsv").download_blob().readall())
     assert dict((w, c) for c, w in rows) == dict(true_counts(LYRICS.read_text()))
     no_secret_anywhere(kube, name)
@@ -260,5 +290,5 @@ def test_short_sas_lifetime_is_renewed_before_a_job_could_outlive_it(
     with realtime_batch.client() as client:
         jobs_created = len(list(client.list_jobs_from_schedule(schedule_id)))
     assert 1 <= renewals <= jobs_created + 1, (renewals, jobs_created)
-    kube.kubectl("delete", "bjs", name, "-n", namespace, "--wait=true", "--timeout=60s")
-    operator.stop()
+    deleted = kube.kubectl("delete", "bjs", name, "-n", namespace, "--wait=true", "--timeout=60s")
+    assert deleted.returncode == 0, deleted.stderr
