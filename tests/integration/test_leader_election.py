@@ -191,9 +191,9 @@ def test_shards_handed_over_when_a_replica_joins_and_leaves(
     wait_for(lambda: all(applied(own_batch, ns, n, "v2") for n in names), 90, message="both replicas apply")
     by_shard = {lease_.rsplit("-", 1)[1]: holder(kube, ns, lease_) for lease_ in shard_leases}
     logs = {first_id: first.logs()[since[first_id]:], second_id: second.logs()[since[second_id]:]}
-    for item, shard in labels.items():  # kopf names the object it handles: only the shard's holder saw v2
+    for item, shard in labels.items():  # the runtime names each reconcile due: only the shard's holder saw v2
         other = next(i for i in logs if i != by_shard[shard])
-        ref = f"'name': '{item}'"
+        ref = f"{ns}/{item}: reconcile due"
         assert ref in logs[by_shard[shard]] and ref not in logs[other], (item, shard)
 
     second.kill()

@@ -1,4 +1,4 @@
-"""What a watch event asks of the controller (Runtime.handle_event), with kopf as the watch only: reconciles by
+"""What a watch event asks of the controller (Runtime.handle_event), whichever watch delivers it: reconciles by
 generation and by our annotations, retries, deletion steps and our finalizer (batchop.controller.deletions)."""
 
 from __future__ import annotations
@@ -163,6 +163,44 @@ async def test_an_unexpected_error_in_a_deletion_step_is_retried() -> None:
     await until(lambda: ("ns", "r") in runtime.deletions._timers)
     await runtime.close()
     assert not runtime.deletions._timers
+
+
+async def test_with_batchops_own_watch_kopf_watches_nothing_and_the_watch_runs_from_startup_to_cleanup() -> None:
+    from batchop.kube.watch import ResourceWatch, WatchScope
+
+    runtime = Runtime(Settings(), FakeKube(), storage={})
+
+    class Streamer:
+        requests = 0
+
+        async def request(self, method: str, path: str) -> dict[str, Any] | None:
+            self.requests += 1
+            return {"items": [event()], "metadata": {"resourceVersion": "5"}}
+
+        async def stream(self, path: str, *, read_timeout: float) -> Any:
+            await asyncio.Event().wait()
+            yield {}
+
+    seen: list[tuple[str, str | None]] = []
+
+    async def handle(obj: Mapping[str, Any], event_type: str | None) -> None:
+        seen.append((obj["metadata"]["name"], event_type))
+
+    watcher = ResourceWatch(Streamer(), WatchScope(), handle)
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, runtime, watcher)
+    assert not registry._watching.get_all_handlers(), "kopf's on.event is not registered: kopf watches nothing"
+    assert not registry._changing.get_all_handlers()
+    settings = kopf.OperatorSettings()
+    for handler in registry._activities.get_all_handlers():
+        if handler.activity.value == "startup":
+            await handler.fn(settings=settings)
+    assert settings.persistence.finalizer != FINALIZER, "kopf's settings applied at startup"
+    await until(lambda: seen == [("r", None)])
+    for handler in registry._activities.get_all_handlers():
+        if handler.activity.value == "cleanup":
+            await handler.fn()
+    assert all(task.done() for task in watcher._tasks) or not watcher._tasks, "the watch stopped at cleanup"
 
 
 def test_kopf_is_the_watch_only_and_never_touches_our_finalizer() -> None:

@@ -1,19 +1,24 @@
-"""The kopf handlers: one watch handler over :class:`batchop.controller.runtime.Runtime`, and kopf's settings.
+"""The kopf handlers around :class:`batchop.controller.runtime.Runtime`, and kopf's settings.
 
 - ``on.startup``: kopf settings (watch timeouts, Events only for warnings, no diff-base, a finalizer name of
-  its own that it never adds); ``on.cleanup`` stops the pollers and closes the clients.
-- ``on.event``: every watch event, the initial listing's included, goes to
+  its own that it never adds), then the controller's watch (:class:`batchop.kube.watch.ResourceWatch`);
+  ``on.cleanup`` stops the watch, then the pollers, and closes the clients.
+- Every watch event, the initial listing's included, goes to
   :meth:`~batchop.controller.runtime.Runtime.handle_event`, which keeps the tracked copy current (the pollers
   know every object), reconciles what changed (decided by ``metadata.generation``, our annotations and
   ``run-now``), runs deletion steps and removes our finalizer after the last, with retries of its own.
+
+The watch is batchop's own, not kopf's ``on.event``: kopf's way from an event to a handler cost four times a
+bare stream (:mod:`batchop.kube.watch` says why and how much). kopf's ``on.event`` is still the watch when kopf's
+peering is asked for (``batchop run --no-standalone``, ``watch=None`` here), since only kopf's own watch pauses
+when a peer with a higher priority appears.
 
 Why no ``on.create`` / ``on.update`` / ``on.resume`` / ``on.delete``: with any of them kopf runs its change
 detection on every event of every object (the object's essence built, compared with the last handled one and
 stored, progress annotations read and written, a handler state kept and logged), and adds or removes the
 finalizer it is told about. The runtime decided every reconcile itself already (the handlers only called it),
 so that machinery was a fifth of the operator's CPU in a burst of creates for nothing it used
-(docs/performance.md, tenth pass). kopf stays the watch (with its reconnects, its per-object event queues,
-the initial listing) and the webhook server.
+(docs/performance.md, tenth pass). kopf stays the webhook server, the liveness endpoint and the lifecycle.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from batchop.batch.settings import Settings
 from batchop.controller.diffbase import NoDiffBase
 from batchop.controller.runtime import Runtime
 from batchop.kube.client import KubeClient, KubeError
+from batchop.kube.watch import ResourceWatch, WatchScope
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +55,9 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.execution.max_workers = 4
 
 
-def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
-    """Register the handlers on ``registry`` bound to ``runtime``."""
+def register(registry: kopf.OperatorRegistry, runtime: Runtime, watcher: ResourceWatch | None = None) -> None:
+    """Register the handlers on ``registry`` bound to ``runtime``: ``watcher`` (feeding
+    :meth:`Runtime.handle_event`) started at startup, or kopf's ``on.event`` when it is None (kopf's peering)."""
     resource = (GROUP, VERSION, PLURAL)
 
     @kopf.on.login(registry=registry)
@@ -60,14 +67,19 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings)
+        if watcher is not None:
+            watcher.start()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        if watcher is not None:
+            await watcher.stop()
         await runtime.close()
 
-    @kopf.on.event(*resource, registry=registry)
-    async def watch(*, type: str | None, body: kopf.Body, **_: Any) -> None:
-        await runtime.handle_event(body, type)
+    if watcher is None:
+        @kopf.on.event(*resource, registry=registry)
+        async def on_event(*, type: str | None, body: kopf.Body, **_: Any) -> None:
+            await runtime.handle_event(body, type)
 
 
 def login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
@@ -76,13 +88,15 @@ def login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
 
 
-def build(settings: Settings) -> tuple[kopf.OperatorRegistry, Runtime]:
-    """The registry with the handlers, and the runtime they call. :class:`batchop.kube.client.KubeError` when
-    there are no Kubernetes credentials."""
+def build(settings: Settings, watch: WatchScope | None = None) -> tuple[kopf.OperatorRegistry, Runtime]:
+    """The registry with the handlers, and the runtime they call (``watch``: see :func:`register`).
+    :class:`batchop.kube.client.KubeError` when there are no Kubernetes credentials."""
     registry = kopf.OperatorRegistry()
     info = login(kopf.OperatorSettings())
     if info is None:
         raise KubeError(0, "no Kubernetes credentials: set KUBECONFIG or run in a cluster")
-    runtime = Runtime(settings, KubeClient(info))
-    register(registry, runtime)
+    client = KubeClient(info)
+    runtime = Runtime(settings, client)
+    watcher = ResourceWatch(client, watch, runtime.handle_event) if watch is not None else None
+    register(registry, runtime, watcher)
     return registry, runtime

@@ -148,6 +148,7 @@ class Runtime:
             entry.queued_generation = generation
             due = True
         if due:
+            log.debug("%s/%s: reconcile due (generation %d, %s)", *key, generation, event_type or "listing")
             await self._reconcile_event(body, key)
         elif FINALIZER not in finalizers and (body.get("status") or {}).get("scheduleId"):
             await FinalizerHold(self.kube, ObjectView.from_body(body)).after_adopt()

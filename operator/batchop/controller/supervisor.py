@@ -9,7 +9,8 @@ one stopped and started again as shards move, cannot share a loop with the Lease
 - the **admission thread** runs a kopf operator with only the validating webhook and the liveness
   endpoint, on every replica, leader or not, from start to exit;
 - the **controller thread** runs the full kopf operator (the handlers of :mod:`batchop.controller.handlers`)
-  only while this replica holds Leases, watching only its shards (a server-side label selector). It is
+  only while this replica holds Leases, its watch (:mod:`batchop.kube.watch`) listing only its shards (a
+  server-side label selector). It is
   stopped and started again with the new set whenever the Leases held change. Its tasks see
   :data:`batchop.batch.gateway.WRITE_FENCE`, so no Batch write leaves it once a Lease it runs for is no
   longer valid, even before the control loop has stopped it.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -32,7 +34,6 @@ from dataclasses import dataclass, field
 
 import kopf
 
-from batchop.api.names import GROUP, PLURAL
 from batchop.batch.gateway import WRITE_FENCE
 from batchop.controller.election import ElectionConfig
 from batchop.controller.sharding import Coordinator, Labeler, selector
@@ -106,22 +107,6 @@ class KopfThread:
         return not self._thread.is_alive()
 
 
-def with_selector(build: Callable[[], kopf.OperatorRegistry], label_selector: str | None) -> Callable[
-        [], kopf.OperatorRegistry]:
-    """``build``, plus a startup handler that makes kopf's watch of our resource server-side filtered."""
-
-    def built() -> kopf.OperatorRegistry:
-        registry = build()
-        if label_selector:
-            @kopf.on.startup(registry=registry)
-            def shard_selector(settings: kopf.OperatorSettings, **_: object) -> None:
-                settings.watching.label_selectors[GROUP, PLURAL] = label_selector
-
-        return registry
-
-    return built
-
-
 @dataclass
 class Supervisor:
     """Runs the replica (see the module docstring). ``build_controller`` and ``build_admission`` make fresh
@@ -129,7 +114,8 @@ class Supervisor:
 
     config: ElectionConfig
     kube: KubeClient
-    build_controller: Callable[[], kopf.OperatorRegistry]
+    build_controller: Callable[[str | None], kopf.OperatorRegistry]
+    """A fresh controller registry whose watch sends this label selector (None: unsharded)."""
     build_admission: Callable[[], kopf.OperatorRegistry]
     scope: Scope
     plan: ShardPlan = field(default_factory=ShardPlan)
@@ -229,7 +215,7 @@ class Supervisor:
         label_selector = selector(shards) if self.shards > 1 else None
         log.info("Reconciling %s", f"shards {sorted(shards)}" if self.shards > 1 else "as the leader")
         self._controller = KopfThread(
-            "controller", with_selector(self.build_controller, label_selector), self.scope,
+            "controller", functools.partial(self.build_controller, label_selector), self.scope,
             fence=self.coordinator.fence(shards),
         ).start()
         self._running = shards

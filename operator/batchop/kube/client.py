@@ -1,22 +1,24 @@
 """The operator's own Kubernetes API client: raw ``aiohttp``, for the calls the operator makes itself.
 
 Status patches, finalizers, Events, Secrets and the webhook configuration go through :class:`KubeClient`, one
-bounded connection pool; kopf keeps its own connection for watching. Neither the client nor this layer knows
-kopf: the client takes plain connection values (:class:`ConnectionInfo`) from whoever found the credentials.
-The controller and the admission server hand it the ``ConnectionInfo`` of kopf's own raw login (service
-account, else kubeconfig), so the operator's writes and kopf's watch use the same credentials, with no blocking
-client library and no second configuration path.
+bounded connection pool; the watch streams (:meth:`KubeClient.stream`, read by :mod:`batchop.kube.watch`)
+have a session of their own, so a long watch never holds one of the writes' connections. Neither the client
+nor this layer knows kopf: the client takes plain connection values (:class:`ConnectionInfo`) from whoever
+found the credentials. The controller and the admission server hand it the ``ConnectionInfo`` of kopf's own
+raw login (service account, else kubeconfig), so the operator's writes, its watch and kopf's webhook server
+use the same credentials, with no blocking client library and no second configuration path.
 """
 
 from __future__ import annotations
 
 import base64
+import json as jsonlib
 import logging
 import os
 import ssl
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -102,11 +104,12 @@ cost 25 MiB; 16 in flight keep the API server as busy as it can be on a small co
 
 
 class KubeClient:
-    """A minimal async client for the calls the operator makes itself (kopf does the watching)."""
+    """A minimal async client for the calls the operator makes itself, its watch included."""
 
     def __init__(self, info: ConnectionInfo) -> None:
         self._info = info
         self._session: aiohttp.ClientSession | None = None
+        self._streams: aiohttp.ClientSession | None = None
         self.requests = 0
 
     @property
@@ -167,10 +170,39 @@ class KubeClient:
         :class:`KubeError`."""
         return await self._request(method, path, json=json, content_type=content_type)
 
+    async def stream(self, path: str, *, read_timeout: float) -> AsyncIterator[dict[str, Any]]:
+        """A watch request's events as they come, one JSON document per line. :class:`KubeError` for an error
+        answer; ``read_timeout``: seconds without a byte before the stream counts as dead.
+
+        Lines are split here rather than with aiohttp's ``readline``, which refuses a line longer than its
+        buffer: one event carries a whole object, and an object's status may be large."""
+        if self._streams is None:
+            self._streams = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=0),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            )
+        self.requests += 1
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)
+        async with self._streams.get(self.server + path, headers=self._headers(), timeout=timeout) as response:
+            if response.status >= 400:
+                raise KubeError(response.status, redact(await response.text())[:500])
+            pending = b""
+            async for chunk in response.content.iter_any():
+                pending += chunk
+                if b"\n" not in chunk:
+                    continue
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield jsonlib.loads(line)
+            if pending.strip():
+                yield jsonlib.loads(pending)
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._streams):
+            if session is not None:
+                await session.close()
+        self._session = self._streams = None
 
     # -- resources ------------------------------------------------------------------------------------
 

@@ -201,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
 
     from batchop.controller import handlers
     from batchop.kube.client import KubeError
+    from batchop.kube.watch import WatchScope
     from batchwire.redact import register_secret
 
     settings = _settings(args)
@@ -214,8 +215,12 @@ def run(args: argparse.Namespace) -> int:
     memory.tune_gc()
     if election is not None:
         return _run_replicated(args, settings, election)
+    namespaces = tuple(args.namespaces or ())
+    clusterwide = bool(args.all_namespaces) or not namespaces
+    # kopf's peering (--no-standalone) pauses only kopf's own watch: then kopf watches, else batchop does
+    watch = WatchScope(namespaces=() if clusterwide else namespaces) if args.standalone else None
     try:
-        registry, _runtime = handlers.build(settings)
+        registry, _runtime = handlers.build(settings, watch)
     except KubeError as exc:  # no credentials: nothing to watch with
         raise CLIError(str(exc), UNAVAILABLE) from None
     from batchop.admission import options as webhook_options
@@ -225,8 +230,6 @@ def run(args: argparse.Namespace) -> int:
         webhook.install(registry, webhook_options.options_from_args(args))
     except ValueError as exc:
         raise CLIError(str(exc), USAGE) from exc
-    namespaces = tuple(args.namespaces or ())
-    clusterwide = bool(args.all_namespaces) or not namespaces
     log.info(
         "starting batchop operator (%s, resync every %ss)",
         "all namespaces" if clusterwide else "namespaces " + ", ".join(namespaces),
@@ -261,6 +264,7 @@ def _run_replicated(args: argparse.Namespace, settings: config.Settings, electio
     from batchop.admission import webhook
     from batchop.controller import handlers, supervisor
     from batchop.kube.client import KubeClient
+    from batchop.kube.watch import WatchScope
     from batchop.spec.shardkey import ShardPlan
 
     info = handlers.login(kopf.OperatorSettings())
@@ -274,12 +278,15 @@ def _run_replicated(args: argparse.Namespace, settings: config.Settings, electio
     except ValueError as exc:
         raise CLIError(str(exc), USAGE) from exc
 
-    def build_controller() -> kopf.OperatorRegistry:
-        return handlers.build(settings)[0]
+    scope = _scope(args)
+
+    def build_controller(label_selector: str | None) -> kopf.OperatorRegistry:
+        namespaces = () if scope.clusterwide else scope.namespaces
+        return handlers.build(settings, WatchScope(namespaces=namespaces, label_selector=label_selector))[0]
 
     replica = supervisor.Supervisor(
         config=election, kube=KubeClient(info), build_controller=build_controller,
-        build_admission=lambda: admission, scope=_scope(args), plan=plan,
+        build_admission=lambda: admission, scope=scope, plan=plan,
     )
     log.info("starting batchop operator with leader election (resync every %ss)", settings.resync_interval)
     return supervisor.run(replica)
