@@ -13,7 +13,8 @@ a process of its own:
 Then creates N resources and patches each one's status once (two watch events per resource, as a burst
 makes), waits until both consumers have counted every event, and prints each process's CPU per event over
 that window (nanosecond schedstat clock). Both read the same events in the same run, so the ratio holds on a
-busy machine even when the absolute numbers do not.
+busy machine even when the absolute numbers do not. (kopf's batching settings do not move its number: with
+``batch_window`` 0 and ``idle_timeout`` 0.5 s it measured 695 microseconds per event against 701.)
 """
 
 from __future__ import annotations
@@ -49,10 +50,6 @@ KOPF_CONSUMER = textwrap.dedent("""
     @kopf.on.startup(registry=registry)
     def startup(settings, **_):
         handlers.configure(settings)
-        import os
-        if os.environ.get("KOPF_TUNE"):
-            settings.batching.batch_window = 0.0
-            settings.batching.idle_timeout = 0.5
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def watch(type, body, **_):
