@@ -518,3 +518,14 @@ def test_requests_per_poll_cycle_do_not_grow_with_the_number_of_schedules(kube: 
     print(f"Batch requests per poll cycle with {n} schedules: {per_cycle:.2f} ({counts})")
     assert per_cycle <= 2.5, counts
     assert not {op for op in counts if op.startswith("get_") or op.endswith("_task_counts")}, counts
+
+
+def test_liveness_shows_the_watch_listed_and_nothing_failing(operator: Any) -> None:
+    import urllib.request
+
+    def health() -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{operator.port}/healthz", timeout=5) as response:
+            return dict(json.loads(response.read()))
+
+    watch = wait_for(lambda: (h := health().get("watch")) and h["listed"] and h, 30, message="the watch listed")
+    assert watch["failing"] == {}, watch

@@ -240,3 +240,40 @@ async def test_stop_lets_a_running_handler_finish_within_the_grace_then_cancels(
     dispatcher.put(obj("stuck"), "ADDED")
     await dispatcher.stop(grace=0.2)
     assert finished == ["quick"] and dispatcher.busy == 0
+
+
+async def test_health_shows_what_keeps_failing_until_a_listing_succeeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from batchop.kube import watch as watch_mod
+
+    gate = asyncio.Event()
+    real_sleep = asyncio.sleep
+
+    async def gated_sleep(delay: float) -> None:
+        if delay >= 0.5:  # the watch's backoff: held until the test opens the gate
+            await gate.wait()
+        await real_sleep(0)
+
+    monkeypatch.setattr(watch_mod.asyncio, "sleep", gated_sleep)
+
+    class FailingOnce(ScriptedServer):
+        failed = False
+
+        async def request(self, method: str, path: str) -> dict[str, Any] | None:
+            if not self.failed:
+                self.failed = True
+                raise KubeError(404, "the server could not find the requested resource")
+            return await super().request(method, path)
+
+    recorder = Recorder()
+    watch = ResourceWatch(FailingOnce([[listing(obj("r1"))]], []), WatchScope(), recorder)
+    watch.start()
+    try:
+        await until(lambda: watch.health()["failing"])
+        assert watch.health() == {"listed": False, "busy": 0, "failing": {
+            "/apis/azurebatch.dev/v1alpha1/batchschedules": "Kubernetes API 404: the server could not find the "
+                                                            "requested resource"}}
+        gate.set()
+        await until(lambda: recorder.seen == [("r1", None)])
+        assert watch.health()["listed"] is True and watch.health()["failing"] == {}
+    finally:
+        await watch.stop()

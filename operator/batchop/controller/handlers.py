@@ -76,6 +76,11 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, watcher: Resourc
             await watcher.stop()
         await runtime.close()
 
+    if watcher is not None:
+        @kopf.on.probe(id="watch", registry=registry)
+        def watch_health(**_: Any) -> dict[str, Any]:
+            return watcher.health()
+
     if watcher is None:
         @kopf.on.event(*resource, registry=registry)
         async def on_event(*, type: str | None, body: kopf.Body, **_: Any) -> None:

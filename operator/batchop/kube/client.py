@@ -180,6 +180,7 @@ class KubeClient:
             self._streams = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=0),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                trace_configs=[metrics.rest_client_trace()],  # a watch counts once, when its answer starts
             )
         self.requests += 1
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=read_timeout)

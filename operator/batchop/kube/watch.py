@@ -180,6 +180,12 @@ class ResourceWatch:
         """Set once every path has been listed (and its objects handed over) at least once."""
         self._tasks: list[asyncio.Task[None]] = []
         self._listed_paths: set[str] = set()
+        self._failing: dict[str, str] = {}  # path -> the last error, while its list or watch keeps failing
+
+    def health(self) -> dict[str, Any]:
+        """What the liveness endpoint shows of the watch: listed yet, and what keeps failing (never raises:
+        a watch that cannot list is a warning in the log and here, not a reason to restart the operator)."""
+        return {"listed": self.listed.is_set(), "failing": dict(self._failing), "busy": self.dispatcher.busy}
 
     def start(self) -> None:
         """Start watching, in the running event loop."""
@@ -212,6 +218,7 @@ class ResourceWatch:
                     self._listed_paths.add(path)
                     if len(self._listed_paths) == len(self._tasks):
                         self.listed.set()
+                self._failing.pop(path, None)
                 version = await self._watch(path, version, known)
                 failures = 0
             except asyncio.CancelledError:
@@ -220,6 +227,7 @@ class ResourceWatch:
                 version = None
                 failures = 0
             except Exception as exc:  # the API server away, the CRD missing, a broken connection
+                self._failing[path] = _reason(exc)
                 failures += 1
                 delay = min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 8))
                 log.warning("Watching %s failed (%s); trying again in %.0fs", path, _reason(exc), delay)
