@@ -73,6 +73,11 @@ def identity(op: OperatorProcess) -> str:
     return str(found.group(1))
 
 
+def health(op: OperatorProcess) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.port}/healthz", timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
 def lease(kube: Any, ns: str, name: str) -> dict[str, Any]:
     result = kube.kubectl("get", "lease", name, "-n", ns, "-o", "json")
     return dict(json.loads(result.stdout)["spec"]) if result.returncode == 0 else {}
@@ -106,6 +111,12 @@ def test_one_leader_and_failover_after_sigkill(
     wait_for(lambda: applied(own_batch, ns, "sched", "v1"), 60, message="the leader to create the schedule")
     assert "Reconciling as the leader" in leader.logs()
     assert "Reconciling" not in standby.logs() and f"{ns}/sched" not in standby.logs()
+    # the liveness endpoint (the admission thread's) shows the controller's watch on the leader only
+    # (kopf keeps a probe's answer for 10 s: the first ones may predate the election)
+    watch = wait_for(lambda: (w := health(leader).get("watch")) and w.get("listed") and w, 30,
+                     message="the leader's watch on its liveness endpoint")
+    assert watch["reconciling"] == [0] and watch["failing"] == {}, watch
+    assert health(standby)["watch"] == {"reconciling": []}
     transitions = int(lease(kube, ns, name).get("leaseTransitions") or 0)
 
     leader.kill()

@@ -93,9 +93,12 @@ def login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
     return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
 
 
-def build(settings: Settings, watch: WatchScope | None = None) -> tuple[kopf.OperatorRegistry, Runtime]:
-    """The registry with the handlers, and the runtime they call (``watch``: see :func:`register`).
-    :class:`batchop.kube.client.KubeError` when there are no Kubernetes credentials."""
+def build(
+    settings: Settings, watch: WatchScope | None = None
+) -> tuple[kopf.OperatorRegistry, Runtime, ResourceWatch | None]:
+    """The registry with the handlers, the runtime they call, and the watch feeding it (None: kopf's
+    ``on.event``, see :func:`register`). :class:`batchop.kube.client.KubeError` when there are no Kubernetes
+    credentials."""
     registry = kopf.OperatorRegistry()
     info = login(kopf.OperatorSettings())
     if info is None:
@@ -104,4 +107,4 @@ def build(settings: Settings, watch: WatchScope | None = None) -> tuple[kopf.Ope
     runtime = Runtime(settings, client)
     watcher = ResourceWatch(client, watch, runtime.handle_event) if watch is not None else None
     register(registry, runtime, watcher)
-    return registry, runtime
+    return registry, runtime, watcher

@@ -24,13 +24,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import logging
 import os
 import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import kopf
 
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT = 20.0
 """Seconds a kopf thread gets to stop; a controller that does not stop by then ends the process (its Leases
 then expire as after a crash, and the fence has kept it from Batch meanwhile)."""
+
+
+Controller = tuple[kopf.OperatorRegistry, Callable[[], dict[str, Any]] | None]
+"""What ``build_controller`` makes: a fresh controller registry, and its watch's health (None: kopf's watch)."""
 
 
 @dataclass
@@ -114,8 +118,8 @@ class Supervisor:
 
     config: ElectionConfig
     kube: KubeClient
-    build_controller: Callable[[str | None], kopf.OperatorRegistry]
-    """A fresh controller registry whose watch sends this label selector (None: unsharded)."""
+    build_controller: Callable[[str | None], Controller]
+    """A fresh controller whose watch sends this label selector (None: unsharded)."""
     build_admission: Callable[[], kopf.OperatorRegistry]
     scope: Scope
     plan: ShardPlan = field(default_factory=ShardPlan)
@@ -134,6 +138,18 @@ class Supervisor:
         self._changed = asyncio.Event()
         self._controller: KopfThread | None = None
         self._running: frozenset[int] = frozenset()
+        self._watch_health: Callable[[], dict[str, Any]] | None = None
+
+    def watch_health(self) -> dict[str, Any]:
+        """The liveness endpoint's ``watch`` entry: whether this replica reconciles (which shards), and its
+        watch's health (:meth:`batchop.kube.watch.ResourceWatch.health`). Read from the admission thread."""
+        controller, health = self._controller, self._watch_health
+        if controller is None or not controller.alive or health is None:
+            return {"reconciling": []}
+        try:
+            return {"reconciling": sorted(self._running), **health()}
+        except RuntimeError:  # the controller's loop changed a dict while this thread copied it: next probe
+            return {"reconciling": sorted(self._running)}
 
     def stop(self) -> None:
         self._stopping.set()
@@ -214,10 +230,12 @@ class Supervisor:
     def _start_controller(self, shards: frozenset[int]) -> None:
         label_selector = selector(shards) if self.shards > 1 else None
         log.info("Reconciling %s", f"shards {sorted(shards)}" if self.shards > 1 else "as the leader")
-        self._controller = KopfThread(
-            "controller", functools.partial(self.build_controller, label_selector), self.scope,
-            fence=self.coordinator.fence(shards),
-        ).start()
+
+        def build() -> kopf.OperatorRegistry:  # in the controller's thread
+            registry, self._watch_health = self.build_controller(label_selector)
+            return registry
+
+        self._controller = KopfThread("controller", build, self.scope, fence=self.coordinator.fence(shards)).start()
         self._running = shards
 
     async def _stop_controller(self) -> None:
@@ -226,6 +244,7 @@ class Supervisor:
             return
         log.info("Stopping the controller for %s", sorted(self._running))
         self._running = frozenset()
+        self._watch_health = None
         if not await controller.stop():
             log.error("The controller did not stop within %.0fs: exiting", STOP_TIMEOUT)
             os._exit(1)

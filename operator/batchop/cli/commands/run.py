@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     # kopf's peering (--no-standalone) pauses only kopf's own watch: then kopf watches, else batchop does
     watch = WatchScope(namespaces=() if clusterwide else namespaces) if args.standalone else None
     try:
-        registry, _runtime = handlers.build(settings, watch)
+        registry, _runtime, _watch = handlers.build(settings, watch)
     except KubeError as exc:  # no credentials: nothing to watch with
         raise CLIError(str(exc), UNAVAILABLE) from None
     from batchop.admission import options as webhook_options
@@ -280,14 +280,19 @@ def _run_replicated(args: argparse.Namespace, settings: config.Settings, electio
 
     scope = _scope(args)
 
-    def build_controller(label_selector: str | None) -> kopf.OperatorRegistry:
+    def build_controller(label_selector: str | None) -> supervisor.Controller:
         namespaces = () if scope.clusterwide else scope.namespaces
-        return handlers.build(settings, WatchScope(namespaces=namespaces, label_selector=label_selector))[0]
+        registry, _runtime, watch = handlers.build(
+            settings, WatchScope(namespaces=namespaces, label_selector=label_selector)
+        )
+        return registry, (watch.health if watch is not None else None)
 
     replica = supervisor.Supervisor(
         config=election, kube=KubeClient(info), build_controller=build_controller,
         build_admission=lambda: admission, scope=scope, plan=plan,
     )
+    # the liveness endpoint is the admission thread's, on every replica: it shows the controller's watch
+    kopf.on.probe(id="watch", registry=admission)(lambda **_: replica.watch_health())
     log.info("starting batchop operator with leader election (resync every %ss)", settings.resync_interval)
     return supervisor.run(replica)
 
