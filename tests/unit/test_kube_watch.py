@@ -277,3 +277,35 @@ async def test_health_shows_what_keeps_failing_until_a_listing_succeeds(monkeypa
         assert watch.health()["listed"] is True and watch.health()["failing"] == {}
     finally:
         await watch.stop()
+
+
+async def test_a_broken_watch_connection_resumes_from_the_last_version_without_listing_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    import aiohttp
+
+    from batchop.kube import watch as watch_mod
+
+    real_sleep = asyncio.sleep
+
+    async def fast_sleep(delay: float) -> None:
+        await real_sleep(0)
+
+    monkeypatch.setattr(watch_mod.asyncio, "sleep", fast_sleep)
+
+    class Breaking(ScriptedServer):
+        async def stream(self, path: str, *, read_timeout: float) -> AsyncIterator[dict[str, Any]]:
+            if len(self.watch_paths) == 0:
+                self.watch_paths.append(path)
+                yield {"type": "ADDED", "object": obj("r1", rv="12")}
+                raise aiohttp.ClientPayloadError("Response payload is not completed")
+            async for event in super().stream(path, read_timeout=read_timeout):
+                yield event
+
+    server = Breaking([[listing(rv="10")]], [[{"type": "MODIFIED", "object": obj("r1", rv="13")}]])
+    recorder = await run_watch(server, WatchScope(), lambda seen: ("r1", "MODIFIED") in seen)
+    assert recorder.seen == [("r1", "ADDED"), ("r1", "MODIFIED")]
+    versions = [urllib.parse.parse_qs(urllib.parse.urlsplit(p).query)["resourceVersion"][0] for p in server.watch_paths]
+    assert versions[:2] == ["10", "12"], "resumed from the last event's version"
+    assert len(server.requests) == 1, "no second listing"
+    assert "Response payload is not completed" in caplog.text

@@ -31,7 +31,7 @@ import fnmatch
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from batchop.api.names import API_GROUP_VERSION, PLURAL
@@ -51,8 +51,9 @@ WATCH_TIMEOUT = 60
 READ_TIMEOUT = WATCH_TIMEOUT + 30.0
 """Seconds without a byte after which a watch connection counts as dead (a node or a load balancer gone)."""
 
-MAX_BACKOFF = 30.0
-"""The longest wait between two failed attempts to list or watch."""
+MAX_BACKOFF = 5.0
+"""The longest wait between two failed attempts to list or watch: short, since every event waits for the watch
+to come back, and a list or watch every 5 s is no load for an API server that is up."""
 
 DRAIN_TIMEOUT = 5.0
 """Seconds :meth:`ResourceWatch.stop` lets running handlers finish before it cancels them."""
@@ -208,23 +209,22 @@ class ResourceWatch:
 
     async def _follow(self, path: str) -> None:
         """List, watch, resume or list again, for as long as the task runs."""
-        known: dict[str, Mapping[str, Any]] = {}  # uid -> the metadata last seen (for a DELETED after a relist)
-        version: str | None = None
+        cursor = _Cursor()
         failures = 0
         while True:
             try:
-                if version is None:
-                    version = await self._list(path, known)
+                if cursor.version is None:
+                    cursor.version = await self._list(path, cursor.known)
                     self._listed_paths.add(path)
                     if len(self._listed_paths) == len(self._tasks):
                         self.listed.set()
                 self._failing.pop(path, None)
-                version = await self._watch(path, version, known)
+                await self._watch(path, cursor)
                 failures = 0
             except asyncio.CancelledError:
                 raise
             except Gone:
-                version = None
+                cursor.version = None
                 failures = 0
             except Exception as exc:  # the API server away, the CRD missing, a broken connection
                 self._failing[path] = _reason(exc)
@@ -262,9 +262,10 @@ class ResourceWatch:
         known.update(seen)
         return version
 
-    async def _watch(self, path: str, version: str, known: dict[str, Mapping[str, Any]]) -> str:
-        """One watch request from ``version`` until the API server ends it; the last version seen."""
-        query = self._query(watch="true", allowWatchBookmarks="true", resourceVersion=version,
+    async def _watch(self, path: str, cursor: _Cursor) -> None:
+        """One watch request from the cursor's version until the API server ends it or the connection breaks;
+        the cursor follows every event, so the next request resumes where this one stopped."""
+        query = self._query(watch="true", allowWatchBookmarks="true", resourceVersion=str(cursor.version),
                             timeoutSeconds=WATCH_TIMEOUT)
         async for event in self.client.stream(f"{path}?{query}", read_timeout=READ_TIMEOUT):
             kind = event.get("type")
@@ -274,16 +275,24 @@ class ResourceWatch:
                     raise Gone()
                 raise KubeError(int(obj.get("code") or 500), str(obj.get("message") or obj))
             meta = obj.get("metadata") or {}
-            version = str(meta.get("resourceVersion") or version)
+            cursor.version = str(meta.get("resourceVersion") or cursor.version)
             if kind == "BOOKMARK" or not self.scope.admits(obj):
                 continue
             uid = str(meta.get("uid"))
             if kind == "DELETED":
-                known.pop(uid, None)
+                cursor.known.pop(uid, None)
             else:
-                known[uid] = _stub(meta)
+                cursor.known[uid] = _stub(meta)
             self.dispatcher.put(obj, kind)
-        return version
+
+
+@dataclass
+class _Cursor:
+    """Where one path's watch stands: the last ``resourceVersion`` seen (None: list first) and the objects
+    known, by uid (enough of each to hand over its deletion after a re-list)."""
+
+    version: str | None = None
+    known: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _stub(meta: Mapping[str, Any]) -> dict[str, Any]:
