@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import kopf
 import pytest
 import yaml
 
@@ -31,15 +30,8 @@ def namespace(kube: Any) -> Iterator[str]:
 
 
 @pytest.fixture
-async def client(kube: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeClient]:
-    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())  # as the operator gets its credentials
-    assert info is not None
-    c = KubeClient(info)
-    try:
-        yield c
-    finally:
-        await c.close()
+def client(kube_client: KubeClient) -> KubeClient:
+    return kube_client
 
 
 def _create(kube: Any, namespace: str, name: str, finalizers: list[str] | None = None) -> dict[str, Any]:

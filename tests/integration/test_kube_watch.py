@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-import kopf
 import pytest
 import yaml
 
@@ -34,15 +33,8 @@ def namespaces(kube: Any) -> Iterator[list[str]]:
 
 
 @pytest.fixture
-async def client(kube: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[KubeClient]:
-    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())  # as the operator gets its credentials
-    assert info is not None
-    c = KubeClient(info)
-    try:
-        yield c
-    finally:
-        await c.close()
+def client(kube_client: KubeClient) -> KubeClient:
+    return kube_client
 
 
 def _create(kube: Any, namespace: str, name: str, labels: Mapping[str, str] | None = None) -> None:
