@@ -88,7 +88,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, watcher: Resourc
 
 
 def login(settings: kopf.OperatorSettings) -> kopf.ConnectionInfo | None:
-    """kopf's own raw login (service account, else kubeconfig), for kopf's watch and the operator's own client
+    """kopf's own raw login (service account, else kubeconfig), for kopf and the operator's own client
     alike: no API client library needed."""
     return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
 

@@ -1,4 +1,4 @@
-"""The object the kopf handlers call: composes the controller's parts and runs one reconcile or deletion.
+"""The object the watch feeds: composes the controller's parts and runs one reconcile or deletion.
 
 :class:`Runtime` is built complete in one step from the settings and a Kubernetes client, and holds:
 
@@ -15,10 +15,10 @@
 - :class:`~batchop.controller.deletions.Deletions`: the deletion steps of resources being deleted, and our
   finalizer removed after the last.
 
-:meth:`Runtime.handle_event` is the whole work of the one kopf handler, a watch handler: which events ask for a
-reconcile (a ``metadata.generation`` not reconciled yet in this process, a changed ``adopt`` /
-``reconcile-policy``, a new ``run-now``), which for a deletion step, and retries where kopf's handlers had its
-own.
+:meth:`Runtime.handle_event` takes every watch event (:mod:`batchop.kube.watch`, or kopf's ``on.event`` under
+kopf's peering) and decides: which events ask for a reconcile (a ``metadata.generation`` not reconciled yet in
+this process, a changed ``adopt`` / ``reconcile-policy``, a new ``run-now``), which for a deletion step, and the
+retries.
 
 The decisions themselves are :mod:`batchop.controller.reconcile`: plain functions over a gateway, guarded
 by :class:`~batchop.controller.finalizer.FinalizerHold`.
@@ -68,7 +68,7 @@ CREDENTIALS_RETRY_MIN = 5.0
 
 
 def count_failed(outcome: Outcome) -> None:
-    """A kopf-started reconcile (run at once or from the work queue) that ended ``Synced=False``: one error."""
+    """A watch-started reconcile (run at once or from the work queue) that ended ``Synced=False``: one error."""
     if outcome.synced.get("status") == cond.FALSE:
         metrics.count_error("reconcile", str(outcome.synced.get("reason")))
 
@@ -126,7 +126,7 @@ class Runtime:
           (:class:`~batchop.controller.deletions.Deletions`);
         - a reconcile (at once, or parked) when the event brings a generation this process has not reconciled
           (a new resource, every resource after a start or a shard handover, an edit of the spec), or a change
-          kopf's diff never saw: ``adopt``, ``reconcile-policy``, a new ``run-now``. A recoverable outcome is
+          that moves no generation: ``adopt``, ``reconcile-policy``, a new ``run-now``. A recoverable outcome is
           tried again after the delay it asks for, an unexpected error after :data:`ERROR_RETRY`;
         - otherwise a resource with a Batch schedule that lacks our finalizer gets it back.
 
@@ -167,8 +167,8 @@ class Runtime:
             self._retry_later(key, outcome.retry_after)
 
     def observe(self, body: Mapping[str, Any], event_type: str | None) -> bool:
-        """Keep the tracked copy of a resource current (every watch event). True when a reconcile is due that
-        kopf will not start: a new ``run-now`` value, or a changed ``adopt`` / ``reconcile-policy``."""
+        """Keep the tracked copy of a resource current (every watch event). True when a reconcile is due that no
+        new generation asks for: a new ``run-now`` value, or a changed ``adopt`` / ``reconcile-policy``."""
         meta = body.get("metadata") or {}
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         if event_type == "DELETED":
@@ -205,8 +205,8 @@ class Runtime:
     # -- reconcile -------------------------------------------------------------------------------------------
 
     async def reconcile_or_park(self, body: Mapping[str, Any]) -> Outcome | None:
-        """The kopf handlers' reconcile: at once when a slot is free, else parked in :attr:`queue` (None), so a
-        waiting resource holds a small view instead of kopf's whole handler context. A parked resource's later
+        """A watch event's reconcile: at once when a slot is free, else parked in :attr:`queue` (None), so a
+        waiting resource holds a small view instead of the whole event and its task. A parked resource's later
         events are parked behind it, which keeps its reconciles in order (:mod:`batchop.controller.workqueue`)."""
         view = ObjectView.from_body(body)
         if self.queue.holds(view.key) or self.tracker.slots.locked():
@@ -237,7 +237,7 @@ class Runtime:
             self._retry_later(view.key, outcome.retry_after)
 
     def _retry_later(self, key: Key, delay: float) -> None:
-        """Where kopf would retry its handler: the resource read afresh and reconciled after ``delay``."""
+        """A retry after ``delay``: the resource read afresh and reconciled."""
         old = self._retries.pop(key, None)
         if old is not None:
             old.cancel()
