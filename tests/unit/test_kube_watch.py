@@ -309,3 +309,10 @@ async def test_a_broken_watch_connection_resumes_from_the_last_version_without_l
     assert versions[:2] == ["10", "12"], "resumed from the last event's version"
     assert len(server.requests) == 1, "no second listing"
     assert "Response payload is not completed" in caplog.text
+
+
+async def test_gone_as_the_answers_status_lists_again_too() -> None:
+    gone = KubeError(410, "too old resource version: 10 (40)")
+    server = ScriptedServer([[listing(obj("r1"), rv="10")], [listing(obj("r1"), rv="40")]], [gone])
+    recorder = await run_watch(server, WatchScope(), 2)
+    assert recorder.seen == [("r1", None), ("r1", None)] and len(server.requests) == 2, "listed again at once"

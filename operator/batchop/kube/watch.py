@@ -13,8 +13,9 @@ liveness endpoint and the operator's lifecycle.
   events are filtered here. A label selector (a replica's shards) is sent to the API server.
 - **Listing**: paged (``limit``), every object handed over with the event type ``None`` (as kopf's initial
   listing), then a watch from the listing's ``resourceVersion`` with bookmarks. A watch the API server ends
-  (its timeout) resumes from the last version seen; a ``410 Gone`` (the version is too old) lists again, and
-  an object known before but missing from the new listing is handed over as ``DELETED``.
+  (its timeout) resumes from the last version seen; ``410 Gone`` (the version is too old, as an event or as
+  the answer's status) lists again, and an object known before but missing from the new listing is handed
+  over as ``DELETED``.
 - **Errors**: a failed list or watch is retried with a backoff doubling to :data:`MAX_BACKOFF` (the CRD not
   installed yet, the API server away); each failure is logged as a warning.
 - **Order** (:class:`Dispatcher`): one object's events run one after the other, never two at once; an event
@@ -226,12 +227,23 @@ class ResourceWatch:
             except Gone:
                 cursor.version = None
                 failures = 0
+            except KubeError as exc:
+                if exc.status == 410:  # "too old" as the answer's status rather than as an event: the same
+                    cursor.version = None
+                    failures = 0
+                    continue
+                failures = await self._failed(path, exc, failures)
             except Exception as exc:  # the API server away, the CRD missing, a broken connection
-                self._failing[path] = _reason(exc)
-                failures += 1
-                delay = min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 8))
-                log.warning("Watching %s failed (%s); trying again in %.0fs", path, _reason(exc), delay)
-                await asyncio.sleep(delay)
+                failures = await self._failed(path, exc, failures)
+
+    async def _failed(self, path: str, exc: Exception, failures: int) -> int:
+        """Note and log a failed list or watch, then wait the backoff; the count of failures in a row."""
+        self._failing[path] = _reason(exc)
+        failures += 1
+        delay = min(MAX_BACKOFF, 0.5 * 2 ** min(failures, 8))
+        log.warning("Watching %s failed (%s); trying again in %.0fs", path, _reason(exc), delay)
+        await asyncio.sleep(delay)
+        return failures
 
     async def _list(self, path: str, known: dict[str, Mapping[str, Any]]) -> str:
         """One full listing, every object handed over; the listing's ``resourceVersion``."""
