@@ -80,8 +80,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, watcher: Resourc
         @kopf.on.probe(id="watch", registry=registry)
         def watch_health(**_: Any) -> dict[str, Any]:
             return watcher.health()
-
-    if watcher is None:
+    else:
         @kopf.on.event(*resource, registry=registry)
         async def on_event(*, type: str | None, body: kopf.Body, **_: Any) -> None:
             await runtime.handle_event(body, type)

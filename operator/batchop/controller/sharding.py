@@ -45,6 +45,7 @@ from batchop.api.names import (
 from batchop.controller.election import ElectionConfig, LeaseLock
 from batchop.kube.client import KubeError
 from batchop.kube.leases import LeaseClient, LeaseRecord, Requester, now_micro
+from batchop.kube.watch import is_pattern
 from batchop.spec.shardkey import ShardPlan
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ class Labeler:
 
     def _paths(self) -> list[str]:
         query = f"?labelSelector={LABEL_SHARD}%20notin%20({','.join(str(k) for k in range(self.plan.shards))})"
-        if not self.namespaces or any(c in ns for ns in self.namespaces for c in "*?!,"):
+        if not self.namespaces or any(is_pattern(ns) for ns in self.namespaces):
             return [f"/apis/{API_GROUP_VERSION}/{PLURAL}{query}"]
         return [f"/apis/{API_GROUP_VERSION}/namespaces/{ns}/{PLURAL}{query}" for ns in self.namespaces]
 

@@ -10,8 +10,8 @@ one stopped and started again as shards move, cannot share a loop with the Lease
   endpoint, on every replica, leader or not, from start to exit;
 - the **controller thread** runs the full kopf operator (the handlers of :mod:`batchop.controller.handlers`)
   only while this replica holds Leases, its watch (:mod:`batchop.kube.watch`) listing only its shards (a
-  server-side label selector). It is
-  stopped and started again with the new set whenever the Leases held change. Its tasks see
+  server-side label selector). It is stopped and started again with the new set whenever the Leases held
+  change. Its tasks see
   :data:`batchop.batch.gateway.WRITE_FENCE`, so no Batch write leaves it once a Lease it runs for is no
   longer valid, even before the control loop has stopped it.
 
@@ -39,6 +39,7 @@ from batchop.controller.election import ElectionConfig
 from batchop.controller.sharding import Coordinator, Labeler, selector
 from batchop.kube.client import KubeClient
 from batchop.kube.leases import LeaseClient
+from batchop.kube.watch import WatchScope
 from batchop.spec.shardkey import ShardPlan
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ class Scope:
     namespaces: tuple[str, ...] = ()
     clusterwide: bool = True
     liveness: str | None = None
+
+    def watch(self, label_selector: str | None = None) -> WatchScope:
+        """The controller's watch of this scope (``-A`` wins over ``-n``, as for kopf)."""
+        return WatchScope(namespaces=() if self.clusterwide else self.namespaces, label_selector=label_selector)
 
 
 class KopfThread:

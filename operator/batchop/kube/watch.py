@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -55,6 +56,10 @@ READ_TIMEOUT = WATCH_TIMEOUT + 30.0
 MAX_BACKOFF = 5.0
 """The longest wait between two failed attempts to list or watch: short, since every event waits for the watch
 to come back, and a list or watch every 5 s is no load for an API server that is up."""
+
+GONE = 410
+"""The API server's answer when a watch's ``resourceVersion`` is too old (or a listing's ``continue`` expired):
+list again."""
 
 DRAIN_TIMEOUT = 5.0
 """Seconds :meth:`ResourceWatch.stop` lets running handlers finish before it cancels them."""
@@ -101,15 +106,20 @@ class WatchScope:
     """Names or patterns; empty: cluster-wide."""
     label_selector: str | None = None
 
+    @functools.cached_property
+    def patterned(self) -> bool:
+        """True when a namespace is given as a pattern: one cluster-wide watch, filtered here."""
+        return any(is_pattern(ns) for ns in self.namespaces)
+
     def paths(self) -> list[str]:
         """The collection paths to list and watch: one per exact namespace, else one cluster-wide."""
-        if self.namespaces and not any(is_pattern(ns) for ns in self.namespaces):
+        if self.namespaces and not self.patterned:
             return [f"/apis/{API_GROUP_VERSION}/namespaces/{ns}/{PLURAL}" for ns in dict.fromkeys(self.namespaces)]
         return [f"/apis/{API_GROUP_VERSION}/{PLURAL}"]
 
     def admits(self, obj: Mapping[str, Any]) -> bool:
         """True for an object in a watched namespace (patterns are filtered here, names by the path)."""
-        if not any(is_pattern(ns) for ns in self.namespaces):
+        if not self.patterned:
             return True
         namespace = str((obj.get("metadata") or {}).get("namespace") or "")
         return namespace_matches(namespace, self.namespaces)
@@ -167,10 +177,6 @@ class Dispatcher:
                 await asyncio.wait(pending)
 
 
-class Gone(Exception):
-    """The watch's ``resourceVersion`` is too old (``410``): list again."""
-
-
 class ResourceWatch:
     """List and watch the scope's paths, feeding a :class:`Dispatcher` (see the module docstring)."""
 
@@ -224,17 +230,12 @@ class ResourceWatch:
                 failures = 0
             except asyncio.CancelledError:
                 raise
-            except Gone:
-                cursor.version = None
-                failures = 0
-            except KubeError as exc:
-                if exc.status == 410:  # "too old" as the answer's status rather than as an event: the same
+            except Exception as exc:  # the API server away, the CRD missing, a broken connection
+                if isinstance(exc, KubeError) and exc.status == GONE:  # as an ERROR event or as the status
                     cursor.version = None
                     failures = 0
-                    continue
-                failures = await self._failed(path, exc, failures)
-            except Exception as exc:  # the API server away, the CRD missing, a broken connection
-                failures = await self._failed(path, exc, failures)
+                else:
+                    failures = await self._failed(path, exc, failures)
 
     async def _failed(self, path: str, exc: Exception, failures: int) -> int:
         """Note and log a failed list or watch, then wait the backoff; the count of failures in a row."""
@@ -283,8 +284,6 @@ class ResourceWatch:
             kind = event.get("type")
             obj = event.get("object") or {}
             if kind == "ERROR":
-                if obj.get("code") == 410:
-                    raise Gone()
                 raise KubeError(int(obj.get("code") or 500), str(obj.get("message") or obj))
             meta = obj.get("metadata") or {}
             cursor.version = str(meta.get("resourceVersion") or cursor.version)

@@ -201,7 +201,6 @@ def run(args: argparse.Namespace) -> int:
 
     from batchop.controller import handlers
     from batchop.kube.client import KubeError
-    from batchop.kube.watch import WatchScope
     from batchwire.redact import register_secret
 
     settings = _settings(args)
@@ -215,10 +214,9 @@ def run(args: argparse.Namespace) -> int:
     memory.tune_gc()
     if election is not None:
         return _run_replicated(args, settings, election)
-    namespaces = tuple(args.namespaces or ())
-    clusterwide = bool(args.all_namespaces) or not namespaces
+    scope = _scope(args)
     # kopf's peering (--no-standalone) pauses only kopf's own watch: then kopf watches, else batchop does
-    watch = WatchScope(namespaces=() if clusterwide else namespaces) if args.standalone else None
+    watch = scope.watch() if args.standalone else None
     try:
         registry, _runtime, _watch = handlers.build(settings, watch)
     except KubeError as exc:  # no credentials: nothing to watch with
@@ -232,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc), USAGE) from exc
     log.info(
         "starting batchop operator (%s, resync every %ss)",
-        "all namespaces" if clusterwide else "namespaces " + ", ".join(namespaces),
+        "all namespaces" if scope.clusterwide else "namespaces " + ", ".join(scope.namespaces),
         settings.resync_interval,
     )
     asyncio.run(
@@ -240,8 +238,8 @@ def run(args: argparse.Namespace) -> int:
             registry=registry,
             standalone=args.standalone,
             liveness_endpoint=args.liveness,
-            clusterwide=clusterwide,
-            namespaces=namespaces,
+            clusterwide=scope.clusterwide,
+            namespaces=scope.namespaces,
         )
     )
     return 0
@@ -264,7 +262,6 @@ def _run_replicated(args: argparse.Namespace, settings: config.Settings, electio
     from batchop.admission import webhook
     from batchop.controller import handlers, supervisor
     from batchop.kube.client import KubeClient
-    from batchop.kube.watch import WatchScope
     from batchop.spec.shardkey import ShardPlan
 
     info = handlers.login(kopf.OperatorSettings())
@@ -281,10 +278,7 @@ def _run_replicated(args: argparse.Namespace, settings: config.Settings, electio
     scope = _scope(args)
 
     def build_controller(label_selector: str | None) -> supervisor.Controller:
-        namespaces = () if scope.clusterwide else scope.namespaces
-        registry, _runtime, watch = handlers.build(
-            settings, WatchScope(namespaces=namespaces, label_selector=label_selector)
-        )
+        registry, _runtime, watch = handlers.build(settings, scope.watch(label_selector))
         return registry, (watch.health if watch is not None else None)
 
     replica = supervisor.Supervisor(
