@@ -1,4 +1,4 @@
-"""What delivering one watch event to a handler costs: kopf's watch-and-dispatch path beside a bare watch stream.
+"""What delivering one watch event to a handler costs: kopf's watch-and-dispatch path beside batchop's own watch.
 
     .venv/bin/python bench/watch_path.py --n 3000
 
@@ -7,8 +7,8 @@ a process of its own:
 
 - **kopf**: a kopf operator with batchop's kopf settings (:func:`batchop.controller.handlers.configure`) and
   one ``on.event`` handler that only counts, which is how the operator's controller receives every event;
-- **stream**: one list + watch request read line by line with aiohttp and parsed with ``json.loads``, each
-  event handed to a per-object task (what any consumer needs at least), the handler counting likewise.
+- **batchop**: the operator's own watch (:class:`batchop.kube.watch.ResourceWatch` over its
+  :class:`~batchop.kube.client.KubeClient`), the handler counting likewise.
 
 Then creates N resources and patches each one's status once (two watch events per resource, as a burst
 makes), waits until both consumers have counted every event, and prints each process's CPU per event over
@@ -61,11 +61,11 @@ KOPF_CONSUMER = textwrap.dedent("""
     asyncio.run(kopf.operator(registry=registry, standalone=True, clusterwide=False, namespaces=[sys.argv[3]]))
 """)
 
-STREAM_CONSUMER = textwrap.dedent("""
-    import asyncio, json, sys, aiohttp, kopf
-    from batchop.api.names import API_GROUP_VERSION, PLURAL
+WATCH_CONSUMER = textwrap.dedent("""
+    import asyncio, sys, kopf
     from batchop.controller import handlers
     from batchop.kube.client import KubeClient
+    from batchop.kube.watch import ResourceWatch, WatchScope
 
     count = 0
     async def handle(body, event_type):
@@ -76,19 +76,8 @@ STREAM_CONSUMER = textwrap.dedent("""
 
     async def main():
         client = KubeClient(handlers.login(kopf.OperatorSettings()))
-        path = f"/apis/{API_GROUP_VERSION}/namespaces/{sys.argv[3]}/{PLURAL}"
-        listed = await client.request("GET", path)
-        version = listed["metadata"]["resourceVersion"]
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client._ssl()),
-                                        timeout=aiohttp.ClientTimeout(total=None, sock_read=None))
-        url = f"{client.server}{path}?watch=true&allowWatchBookmarks=true&resourceVersion={version}"
-        tasks = set()
-        async with session.get(url, headers=client._headers()) as response:
-            async for line in response.content:
-                event = json.loads(line)
-                task = asyncio.create_task(handle(event["object"], event["type"]))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+        ResourceWatch(client, WatchScope(namespaces=(sys.argv[3],)), handle).start()
+        await asyncio.Event().wait()
 
     asyncio.run(main())
 """)
@@ -106,7 +95,7 @@ def main() -> int:
         stack.create_namespace(namespace)
         env = {**os.environ, "KUBECONFIG": str(stack.kubeconfig), "PYTHONPATH": str(REPO / "operator")}
         expected = 2 * args.n
-        for name, code in (("kopf", KOPF_CONSUMER), ("stream", STREAM_CONSUMER)):
+        for name, code in (("kopf", KOPF_CONSUMER), ("batchop", WATCH_CONSUMER)):
             log = open(work / f"{name}.log", "wb")
             consumers[name] = subprocess.Popen(
                 [sys.executable, "-c", code, str(work / f"{name}.count"), str(expected), namespace],
@@ -138,7 +127,7 @@ def main() -> int:
         per_event = {name: (after[name] - before[name]) / expected * 1e6 for name in consumers}
         result = {"n": args.n, "events": expected, "elapsed_s": round(elapsed, 1),
                   "cpu_us_per_event": {k: round(v, 1) for k, v in per_event.items()},
-                  "ratio_kopf_to_stream": round(per_event["kopf"] / per_event["stream"], 2),
+                  "ratio_kopf_to_batchop": round(per_event["kopf"] / per_event["batchop"], 2),
                   "machine": harness.machine()}
         print(json.dumps(result, indent=2))
         harness.save_json("watch-path", result)

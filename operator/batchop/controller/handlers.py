@@ -8,10 +8,10 @@
   know every object), reconciles what changed (decided by ``metadata.generation``, our annotations and
   ``run-now``), runs deletion steps and removes our finalizer after the last, with retries of its own.
 
-The watch is batchop's own, not kopf's ``on.event``: kopf's way from an event to a handler cost four times a
-bare stream (:mod:`batchop.kube.watch` says why and how much). kopf's ``on.event`` is still the watch when kopf's
-peering is asked for (``batchop run --no-standalone``, ``watch=None`` here), since only kopf's own watch pauses
-when a peer with a higher priority appears.
+The watch is batchop's own, not kopf's ``on.event``: kopf's way from an event to a handler cost nearly four
+times batchop's watch (:mod:`batchop.kube.watch` says why and how much). kopf's ``on.event`` is still the
+watch when kopf's peering is asked for (``batchop run --no-standalone``, ``watch=None`` here), since only
+kopf's own watch pauses when a peer with a higher priority appears.
 
 Why no ``on.create`` / ``on.update`` / ``on.resume`` / ``on.delete``: with any of them kopf runs its change
 detection on every event of every object (the object's essence built, compared with the last handled one and

@@ -3,8 +3,8 @@ event handed to one handler, one object at a time.
 
 Why not kopf's watch: kopf's way from a watch event to a handler (its per-object queue and worker, the body,
 patch and memory objects, the handler's causes and keyword arguments, the reaction applied afterwards) costs
-about 0.7 ms of CPU per event, four times a bare stream with a task per event (``bench/watch_path.py``). With
-two or three events per created resource, that was a third of the operator's CPU in a burst, for nothing
+about 0.6 ms of CPU per event, nearly four times this watch (``bench/watch_path.py``). With two or three
+events per created resource, that was a third of the operator's CPU in a burst, for nothing
 batchop used: the runtime decides every reconcile itself. kopf keeps the admission webhook server, the
 liveness endpoint and the operator's lifecycle.
 
